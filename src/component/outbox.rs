@@ -1,0 +1,177 @@
+//! The outbound queue: producers serialize stanzas and queue them; one writer task per connection
+//! drains the queue into the socket in batches.
+//!
+//! The queue is bounded, so a slow server makes producers wait instead of growing memory without
+//! limit. It outlives connections: stanzas queued while the component reconnects are written on
+//! the next connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::xml::Element;
+
+/// Bytes a writer gathers before one write call.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The sending side: cheap to clone, shared by every producer.
+#[derive(Clone)]
+pub struct Outbox {
+    tx: mpsc::Sender<String>,
+    /// The default namespace of the stream the stanzas go to (jabber:component:accept, jabber:client).
+    stream_ns: &'static str,
+}
+
+/// The receiving side, handed from one connection's writer to the next.
+pub type OutboxReceiver = Arc<Mutex<mpsc::Receiver<String>>>;
+
+#[derive(Debug, thiserror::Error)]
+#[error("the outbound queue is closed (shutting down)")]
+pub struct OutboxClosed;
+
+impl Outbox {
+    pub fn new(capacity: usize, stream_ns: &'static str) -> (Outbox, OutboxReceiver) {
+        let (tx, rx) = mpsc::channel(capacity);
+        (Outbox { tx, stream_ns }, Arc::new(Mutex::new(rx)))
+    }
+
+    /// Serializes the stanza and queues it; waits while the queue is full.
+    pub async fn send(&self, stanza: &Element) -> Result<(), OutboxClosed> {
+        let mut xml = String::with_capacity(256);
+        stanza.write_to(&mut xml, self.stream_ns);
+        self.send_raw(xml).await
+    }
+
+    /// Queues already-serialized XML (one or more complete stanzas).
+    pub async fn send_raw(&self, xml: String) -> Result<(), OutboxClosed> {
+        self.tx.send(xml).await.map_err(|_| OutboxClosed)
+    }
+
+    pub fn stream_ns(&self) -> &'static str {
+        self.stream_ns
+    }
+
+    /// Stanzas waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+/// How a writer should end.
+#[derive(Debug)]
+pub enum WriterStop {
+    /// Write everything already queued, then these bytes (e.g. `</stream:stream>`), then shut down.
+    Drain(String),
+    /// Write these bytes (e.g. a stream error) without draining, then shut down.
+    Abort(String),
+}
+
+/// Runs the writer of one connection until the socket fails or `stop` fires.
+/// Writes a single space after `keepalive` of silence.
+pub async fn run_writer<W: AsyncWrite + Unpin>(
+    mut io: W,
+    queue: OutboxReceiver,
+    keepalive: Option<Duration>,
+    mut stop: oneshot::Receiver<WriterStop>,
+) -> std::io::Result<()> {
+    let mut rx = queue.lock().await;
+    let mut buf = String::with_capacity(BATCH_BYTES);
+    let idle = keepalive.unwrap_or(Duration::from_secs(24 * 3600));
+    loop {
+        tokio::select! {
+            biased;
+            how = &mut stop => {
+                let tail = match how {
+                    Ok(WriterStop::Drain(tail)) => {
+                        while let Ok(more) = rx.try_recv() {
+                            buf.push_str(&more);
+                            if buf.len() >= BATCH_BYTES {
+                                io.write_all(buf.as_bytes()).await?;
+                                buf.clear();
+                            }
+                        }
+                        tail
+                    }
+                    Ok(WriterStop::Abort(tail)) => tail,
+                    Err(_) => String::new(),
+                };
+                buf.push_str(&tail);
+                io.write_all(buf.as_bytes()).await?;
+                io.flush().await?;
+                let _ = io.shutdown().await;
+                return Ok(());
+            }
+            msg = rx.recv() => {
+                let Some(first) = msg else {
+                    // Every producer is gone: nothing more will be queued.
+                    io.flush().await?;
+                    return Ok(());
+                };
+                buf.push_str(&first);
+                while buf.len() < BATCH_BYTES {
+                    match rx.try_recv() {
+                        Ok(more) => buf.push_str(&more),
+                        Err(_) => break,
+                    }
+                }
+                io.write_all(buf.as_bytes()).await?;
+                io.flush().await?;
+                buf.clear();
+            }
+            _ = tokio::time::sleep(idle), if keepalive.is_some() => {
+                io.write_all(b" ").await?;
+                io.flush().await?;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn writes_queued_stanzas_and_drains_on_stop() {
+        let (outbox, rx) = Outbox::new(4, "jabber:component:accept");
+        let (w, mut r) = tokio::io::duplex(1 << 16);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let writer = tokio::spawn(run_writer(w, rx, None, stop_rx));
+        outbox
+            .send(&Element::new("message", "jabber:component:accept").attr("to", "a@b"))
+            .await
+            .unwrap();
+        outbox.send_raw("<presence/>".into()).await.unwrap();
+        stop_tx
+            .send(WriterStop::Drain("</stream:stream>".into()))
+            .unwrap();
+        writer.await.unwrap().unwrap();
+        let mut s = String::new();
+        r.read_to_string(&mut s).await.unwrap();
+        assert_eq!(s, "<message to='a@b'/><presence/></stream:stream>");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_after_silence() {
+        let (_outbox, rx) = Outbox::new(4, "jabber:component:accept");
+        let (w, mut r) = tokio::io::duplex(1 << 16);
+        let (_stop_tx, stop_rx) = oneshot::channel();
+        tokio::spawn(run_writer(w, rx, Some(Duration::from_secs(30)), stop_rx));
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b" ");
+    }
+
+    #[tokio::test]
+    async fn full_queue_makes_producers_wait() {
+        let (outbox, _rx) = Outbox::new(2, "jabber:client");
+        outbox.send_raw("a".into()).await.unwrap();
+        outbox.send_raw("b".into()).await.unwrap();
+        assert_eq!(outbox.queued(), 2);
+        let third =
+            tokio::time::timeout(Duration::from_millis(50), outbox.send_raw("c".into())).await;
+        assert!(third.is_err(), "a full queue must apply back-pressure");
+    }
+}

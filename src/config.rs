@@ -1,0 +1,313 @@
+//! Configuration: one [`Config`] from defaults, a TOML file, `STRATUS_*` environment variables and
+//! command-line flags, in increasing order of precedence. `config/stratus.example.toml` documents
+//! every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::jid::Jid;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub component: ComponentConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComponentConfig {
+    /// host:port of the XMPP server's component listener.
+    pub server: String,
+    /// The component's domain, e.g. pubsub.example.org.
+    pub domain: String,
+    /// The shared secret of the component listener.
+    pub secret: String,
+    /// Seconds of outbound silence after which a whitespace keepalive is sent (0: never).
+    pub keepalive_seconds: u64,
+    /// Seconds to wait for the TCP connection and the handshake.
+    pub connect_timeout_seconds: u64,
+    /// First reconnect delay in milliseconds; doubled after each failure, with jitter.
+    pub reconnect_initial_ms: u64,
+    /// Upper bound of the reconnect delay in milliseconds.
+    pub reconnect_max_ms: u64,
+    /// Stanzas queued for the writer before producers wait (back-pressure).
+    pub outbound_queue: usize,
+    /// Largest stanza accepted from the server, in bytes.
+    pub max_stanza_bytes: usize,
+    /// Deepest element nesting accepted inside one stanza.
+    pub max_depth: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// The embedded on-disk database under data_dir (default).
+    Embedded,
+    /// Everything in memory: lost on exit. For tests and demos.
+    Memory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub backend: StorageBackend,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: error, warn, info, debug, trace, or directives like "stratus=debug".
+    pub level: String,
+}
+
+impl Default for ComponentConfig {
+    fn default() -> Self {
+        ComponentConfig {
+            server: "127.0.0.1:5347".into(),
+            domain: "pubsub.localhost".into(),
+            secret: String::new(),
+            keepalive_seconds: 60,
+            connect_timeout_seconds: 10,
+            reconnect_initial_ms: 500,
+            reconnect_max_ms: 30_000,
+            outbound_queue: 8192,
+            max_stanza_bytes: 256 * 1024,
+            max_depth: 48,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: StorageBackend::Embedded,
+            data_dir: PathBuf::from("./data"),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            component: ComponentConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// Values given on the command line or in the environment; each overrides the file.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// TOML configuration file (see config/stratus.example.toml).
+    #[arg(long, env = "STRATUS_CONFIG", value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// host:port of the XMPP server's component listener.
+    #[arg(long, env = "STRATUS_SERVER", value_name = "HOST:PORT", global = true)]
+    pub server: Option<String>,
+    /// The component domain, e.g. pubsub.example.org.
+    #[arg(long, env = "STRATUS_DOMAIN", global = true)]
+    pub domain: Option<String>,
+    /// The component secret shared with the server.
+    #[arg(long, env = "STRATUS_SECRET", hide_env_values = true, global = true)]
+    pub secret: Option<String>,
+    /// Where the embedded store keeps its files.
+    #[arg(long, env = "STRATUS_DATA_DIR", value_name = "DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Storage backend.
+    #[arg(long, env = "STRATUS_STORAGE", value_enum, global = true)]
+    pub storage: Option<StorageBackend>,
+    /// Log filter (error, warn, info, debug, trace, or tracing directives).
+    #[arg(long, env = "STRATUS_LOG_LEVEL", value_name = "FILTER", global = true)]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Defaults, then the file named by `overrides.config` (if any), then the overrides.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    fn apply(&mut self, o: &Overrides) {
+        if let Some(v) = &o.server {
+            self.component.server = v.clone();
+        }
+        if let Some(v) = &o.domain {
+            self.component.domain = v.clone();
+        }
+        if let Some(v) = &o.secret {
+            self.component.secret = v.clone();
+        }
+        if let Some(v) = &o.data_dir {
+            self.storage.data_dir = v.clone();
+        }
+        if let Some(v) = o.storage {
+            self.storage.backend = v;
+        }
+        if let Some(v) = &o.log_level {
+            self.log.level = v.clone();
+        }
+    }
+
+    /// Checks every value and reports all problems at once, each saying what to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let c = &self.component;
+        match c.server.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
+            _ => problems.push(format!(
+                "component.server (--server) must be HOST:PORT, got {:?}",
+                c.server
+            )),
+        }
+        match Jid::parse(&c.domain) {
+            Ok(j) if j.node().is_none() && j.resource().is_none() => {}
+            _ => problems.push(format!(
+                "component.domain (--domain) must be a domain such as pubsub.example.org, got {:?}",
+                c.domain
+            )),
+        }
+        if c.secret.is_empty() {
+            problems.push(
+                "component.secret (--secret) is empty: set it to the server's component secret"
+                    .into(),
+            );
+        }
+        if c.outbound_queue == 0 {
+            problems.push("component.outbound_queue must be at least 1".into());
+        }
+        if c.max_stanza_bytes < 4096 {
+            problems.push("component.max_stanza_bytes must be at least 4096".into());
+        }
+        if !(4..=1000).contains(&c.max_depth) {
+            problems.push("component.max_depth must be between 4 and 1000".into());
+        }
+        if c.reconnect_initial_ms == 0 || c.reconnect_max_ms < c.reconnect_initial_ms {
+            problems.push(
+                "component.reconnect_initial_ms must be > 0 and <= component.reconnect_max_ms"
+                    .into(),
+            );
+        }
+        if c.connect_timeout_seconds == 0 {
+            problems.push("component.connect_timeout_seconds must be > 0".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!("log.level (--log-level) {:?}: {e}", self.log.level));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The effective configuration as TOML, with the secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.component.secret.is_empty() {
+            shown.component.secret = "********".into();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    pub fn keepalive(&self) -> Option<Duration> {
+        (self.component.keepalive_seconds > 0)
+            .then(|| Duration::from_secs(self.component.keepalive_seconds))
+    }
+
+    pub fn limits(&self) -> crate::xml::Limits {
+        crate::xml::Limits {
+            max_stanza_bytes: self.component.max_stanza_bytes,
+            max_depth: self.component.max_depth,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_matches_defaults_where_documented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/stratus.example.toml");
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.component.max_stanza_bytes, 256 * 1024);
+        assert_eq!(cfg.storage.backend, StorageBackend::Embedded);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn overrides_win_and_errors_name_the_key() {
+        let o = Overrides {
+            server: Some("127.0.0.1:5347".into()),
+            domain: Some("pubsub.localhost".into()),
+            secret: Some("s3cret".into()),
+            data_dir: Some("./d".into()),
+            ..Default::default()
+        };
+        let cfg = Config::load(&o).unwrap();
+        assert_eq!(cfg.component.secret, "s3cret");
+        assert!(!cfg.to_masked_toml().contains("s3cret"));
+        assert!(cfg.to_masked_toml().contains("********"));
+
+        let bad = Overrides {
+            server: Some("nope".into()),
+            domain: Some("a@b".into()),
+            ..Default::default()
+        };
+        let err = Config::load(&bad).unwrap_err().to_string();
+        assert!(err.contains("--server"), "{err}");
+        assert!(err.contains("--domain"), "{err}");
+        assert!(err.contains("--secret"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>("[component]\nsecrte = 'x'\n").unwrap_err();
+        assert!(err.to_string().contains("secrte"));
+    }
+}

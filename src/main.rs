@@ -1,0 +1,98 @@
+//! The `stratus` binary: command line -> Config -> component::run until SIGTERM/Ctrl-C.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use stratus::component::Component;
+use stratus::config::{Config, Overrides};
+use stratus::xmpp::Service;
+use tracing::info;
+
+#[derive(Parser)]
+#[command(
+    name = "stratus",
+    version,
+    about = "XEP-0060 pubsub and XEP-0163 PEP for any XMPP server, as an XEP-0114 component"
+)]
+struct Cli {
+    #[command(flatten)]
+    overrides: Overrides,
+    /// Validate the configuration, print the effective values (secret masked) and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("stratus: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("# effective configuration (file < environment < flags)");
+        print!("{}", config.to_masked_toml());
+        return ExitCode::SUCCESS;
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log.level))
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stratus: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("stratus: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let config = Arc::new(config);
+    info!(
+        "stratus {} serving {} via {}",
+        env!("CARGO_PKG_VERSION"),
+        config.component.domain,
+        config.component.server
+    );
+    let service = Arc::new(Service::new(&config.component.domain)?);
+    let component = Component::new(config.clone());
+    component.run(service, shutdown_signal()).await?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

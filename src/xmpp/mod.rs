@@ -1,0 +1,14 @@
+//! The stanza layer: turns stanzas addressed to the component into answers. Knows XML; the pubsub
+//! core below it does not.
+
+pub mod disco;
+pub mod dispatch;
+pub mod errors;
+pub mod stanza;
+
+pub use dispatch::Service;
+
+pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const NS_DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+pub const NS_PING: &str = "urn:xmpp:ping";
+pub const NS_VERSION: &str = "jabber:iq:version";

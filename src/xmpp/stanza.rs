@@ -1,0 +1,112 @@
+//! IQ helpers: reading the envelope of a request and building its result or error.
+
+use crate::jid::Jid;
+use crate::xml::Element;
+
+use super::errors::StanzaError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IqType {
+    Get,
+    Set,
+    Result,
+    Error,
+}
+
+/// The envelope of a received IQ, with its single payload element.
+#[derive(Debug, Clone)]
+pub struct Iq {
+    pub kind: IqType,
+    pub id: String,
+    pub from: Option<Jid>,
+    pub to: Option<Jid>,
+    /// The namespace of the stanza itself (jabber:component:accept, or jabber:client when forwarded).
+    pub ns: String,
+    pub payload: Option<Element>,
+}
+
+/// Why an element is not a usable IQ request.
+#[derive(Debug)]
+pub enum IqParseError {
+    /// Can't be answered at all (no id, or a result/error we must not answer).
+    Ignore(&'static str),
+    /// Answer with this error.
+    Reply(Iq, StanzaError),
+}
+
+impl Iq {
+    pub fn parse(stanza: Element) -> Result<Iq, IqParseError> {
+        let kind = match stanza.get_attr("type") {
+            Some("get") => IqType::Get,
+            Some("set") => IqType::Set,
+            Some("result") => IqType::Result,
+            Some("error") => IqType::Error,
+            _ => IqType::Error,
+        };
+        let Some(id) = stanza.get_attr("id").map(str::to_owned) else {
+            return Err(IqParseError::Ignore("iq without id"));
+        };
+        let from = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok());
+        let to = stanza.get_attr("to").and_then(|t| Jid::parse(t).ok());
+        let type_attr = stanza.get_attr("type").map(str::to_owned);
+        let ns = stanza.ns().to_owned();
+        let mut stanza = stanza;
+        let mut payloads = stanza.take_nodes().into_iter().filter_map(|n| match n {
+            crate::xml::Node::Element(e) => Some(e),
+            _ => None,
+        });
+        let payload = payloads.next();
+        let extra = payloads.next().is_some();
+        let iq = Iq {
+            kind,
+            id,
+            from,
+            to,
+            ns,
+            payload,
+        };
+        if matches!(iq.kind, IqType::Result | IqType::Error)
+            && matches!(type_attr.as_deref(), Some("result") | Some("error"))
+        {
+            return Ok(iq);
+        }
+        if type_attr.is_none() || !matches!(type_attr.as_deref(), Some("get") | Some("set")) {
+            return Err(IqParseError::Reply(
+                iq,
+                StanzaError::bad_request().with_text("iq type must be get, set, result or error"),
+            ));
+        }
+        // RFC 6120 8.2.3: a get or set contains exactly one payload element.
+        if iq.payload.is_none() || extra {
+            return Err(IqParseError::Reply(
+                iq,
+                StanzaError::bad_request()
+                    .with_text("an iq get/set carries exactly one child element"),
+            ));
+        }
+        Ok(iq)
+    }
+
+    /// The `<iq type='result'/>` answering this request, with an optional payload.
+    pub fn result(&self, payload: Option<Element>) -> Element {
+        let mut el = self.reply_envelope("result");
+        if let Some(p) = payload {
+            el.push_child(p);
+        }
+        el
+    }
+
+    /// The `<iq type='error'/>` answering this request (RFC 6120 8.3.1: the request payload may be
+    /// included; we leave it out to keep errors small).
+    pub fn error(&self, err: &StanzaError) -> Element {
+        self.reply_envelope("error").child(err.to_element(&self.ns))
+    }
+
+    fn reply_envelope(&self, kind: &str) -> Element {
+        Element::new("iq", self.ns.clone())
+            .attr("type", kind)
+            .attr("id", self.id.clone())
+            .attr_opt("from", self.to.as_ref().map(Jid::to_string))
+            .attr_opt("to", self.from.as_ref().map(Jid::to_string))
+    }
+}
