@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jid::Jid;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub component: ComponentConfig,
@@ -96,16 +96,6 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            component: ComponentConfig::default(),
-            storage: StorageConfig::default(),
-            log: LogConfig::default(),
         }
     }
 }

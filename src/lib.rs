@@ -2,12 +2,12 @@
 //! attached as an XEP-0114 external component.
 //!
 //! Layers (arrows point down only):
-//! - [`config`]: one `Config` built from file, environment and flags.
+//! - [`config`](mod@config): one `Config` built from file, environment and flags.
 //! - [`component`]: the XEP-0114 connection: handshake, reconnect, back-pressure, one writer.
 //! - [`xmpp`]: stanza -> command -> stanza; disco, errors table.
 //! - [`xml`]: the element tree and the incremental stream reader with its limits.
 //! - [`client`]: a small c2s client (SASL SCRAM-SHA-1/PLAIN) for tests and the load tool.
-//! - [`jid`]: JIDs.
+//! - [`jid`](mod@jid): JIDs.
 
 pub mod client;
 pub mod component;

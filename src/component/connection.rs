@@ -200,7 +200,8 @@ impl Component {
                     "not-authorized" => Ended::Fatal(FatalError(format!(
                         "the server at {} rejected the handshake for {} (not-authorized){detail}: \
                          the secret is wrong. Set component.secret / --secret to the password the \
-                         server has for this component.",
+                         server has for this component (ejabberd also answers this way when its \
+                         ejabberd_service listener has no entry for the domain).",
                         cfg.server, cfg.domain
                     ))),
                     "host-unknown" | "improper-addressing" => Ended::Fatal(FatalError(format!(

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::element::{Element, is_xml_char};
 
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 
 /// What a violation of the XML rules maps to, as an RFC 6120 section 4.9.3 stream error condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -514,8 +515,15 @@ async fn read_stream_inner<R: AsyncRead + Unpin>(
         };
         if let Some(stanza) = complete {
             reader.get_mut().reset();
+            // RFC 6120 6.4.6: after SASL success both sides start a new stream on the same socket.
+            let restart = stanza.is("success", NS_SASL);
             if tx.send(Ok(StreamEvent::Stanza(stanza))).await.is_err() {
                 return Ok(());
+            }
+            if restart {
+                reader = NsReader::from_reader(reader.into_inner());
+                opened = false;
+                seen_decl = false;
             }
         }
     }

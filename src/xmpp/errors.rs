@@ -32,7 +32,7 @@ pub struct StanzaError {
     pub condition: &'static str,
     pub text: Option<String>,
     /// An application-specific condition element, e.g. `{pubsub#errors}closed-node`.
-    pub app: Option<Element>,
+    pub app: Option<Box<Element>>,
 }
 
 impl StanzaError {
@@ -51,7 +51,7 @@ impl StanzaError {
     }
 
     pub fn with_app(mut self, app: Element) -> Self {
-        self.app = Some(app);
+        self.app = Some(Box::new(app));
         self
     }
 
@@ -90,7 +90,7 @@ impl StanzaError {
             );
         }
         if let Some(app) = &self.app {
-            el = el.child(app.clone());
+            el = el.child((**app).clone());
         }
         el
     }

@@ -31,7 +31,7 @@ pub enum IqParseError {
     /// Can't be answered at all (no id, or a result/error we must not answer).
     Ignore(&'static str),
     /// Answer with this error.
-    Reply(Iq, StanzaError),
+    Reply(Box<Iq>, StanzaError),
 }
 
 impl Iq {
@@ -72,14 +72,14 @@ impl Iq {
         }
         if type_attr.is_none() || !matches!(type_attr.as_deref(), Some("get") | Some("set")) {
             return Err(IqParseError::Reply(
-                iq,
+                Box::new(iq),
                 StanzaError::bad_request().with_text("iq type must be get, set, result or error"),
             ));
         }
         // RFC 6120 8.2.3: a get or set contains exactly one payload element.
         if iq.payload.is_none() || extra {
             return Err(IqParseError::Reply(
-                iq,
+                Box::new(iq),
                 StanzaError::bad_request()
                     .with_text("an iq get/set carries exactly one child element"),
             ));

@@ -1,0 +1,33 @@
+-- Private Prosody 0.12 instance for stratus tests and the demo (written by scripts/xmpp-server.sh).
+local base = os.getenv("PROSODY_DIR")
+run_as_root = true
+pidfile = base .. "/prosody.pid"
+data_path = base .. "/data"
+certificates = base .. "/certs"
+log = { { levels = { min = "info" }, to = "file", filename = base .. "/prosody.log" } }
+network_settings = { nagle = false } -- Nagle on adds up to 40 ms per notification
+interfaces = { "127.0.0.1" }
+c2s_ports = { tonumber(os.getenv("PROSODY_C2S_PORT")) }; c2s_interfaces = { "127.0.0.1" }
+component_ports = { tonumber(os.getenv("PROSODY_COMPONENT_PORT")) }; component_interfaces = { "127.0.0.1" }
+http_ports = {}; https_ports = {}
+modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "register"; "presence"; "message"; "iq" }
+modules_disabled = { "s2s"; "tls"; "pep"; "carbons"; "mam"; "offline" }
+authentication = "internal_hashed"
+storage = "internal"
+allow_registration = true
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+
+VirtualHost "localhost"
+
+-- The stratus component domains: pubsub.localhost, plus ps01..ps16 so that tests can each run
+-- their own stratus instance against one server.
+for i = 0, 16 do
+    Component(i == 0 and "pubsub.localhost" or ("ps%02d.localhost"):format(i))
+    component_secret = "secret"
+end
+
+-- Built-in pubsub, for side-by-side comparisons (memory storage: its fastest).
+Component "pubsub-builtin.localhost" "pubsub"
+    storage = "memory"
+    admins = { }

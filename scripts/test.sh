@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts private Prosody and ejabberd instances,
+# runs every test (unit, integration against the real servers, fake-server), stops the servers.
+#   scripts/test.sh [extra cargo test arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+"$root/scripts/xmpp-server.sh" install
+command -v cargo >/dev/null || { echo "test.sh: cargo is required (rustup)" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/stratus-test.XXXXXX")
+cleanup() {
+  "$root/scripts/xmpp-server.sh" stop "$work/prosody" || true
+  "$root/scripts/xmpp-server.sh" stop "$work/ejabberd" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P_C2S=$(free_port) P_COMP=$(free_port) E_C2S=$(free_port) E_COMP=$(free_port) E_DIST=$(free_port)
+"$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$P_C2S" "$P_COMP" --watch-pid $$
+"$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$E_C2S" "$E_COMP" "$E_DIST" --watch-pid $$
+export STRATUS_TEST_PROSODY_C2S=$P_C2S STRATUS_TEST_PROSODY_COMPONENT=$P_COMP
+export STRATUS_TEST_EJABBERD_C2S=$E_C2S STRATUS_TEST_EJABBERD_COMPONENT=$E_COMP
+
+cargo test --locked "$@"

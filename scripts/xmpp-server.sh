@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Start and stop private Prosody and ejabberd instances for stratus tests and the demo.
+#
+#   scripts/xmpp-server.sh install
+#   scripts/xmpp-server.sh start prosody  DIR C2S_PORT COMPONENT_PORT [--watch-pid PID]
+#   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--watch-pid PID]
+#   scripts/xmpp-server.sh stop DIR
+#   scripts/xmpp-server.sh register DIR USER PASSWORD     (user@localhost)
+#
+# Everything lives in DIR (config, data, logs, pid); nothing touches the system instances.
+# --watch-pid stops the server when that process exits (used by tests that start servers).
+# Both servers get the component domains pubsub.localhost and ps01..ps16.localhost, secret "secret".
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+die() { echo "xmpp-server.sh: $*" >&2; exit 1; }
+
+install() {
+  local need=()
+  command -v prosody >/dev/null || need+=(prosody)
+  [ -d /usr/lib/prosody/modules/mod_privilege ] || need+=(prosody-modules)
+  [ -d /usr/lib/x86_64-linux-gnu/ejabberd ] || ls -d /usr/lib/*/ejabberd-* >/dev/null 2>&1 || need+=(ejabberd)
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # Keep the packaged daemons from starting: we run private instances only.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+}
+
+wait_port() { # PORT SECONDS
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+ejabberd_env() { # DIR
+  export EJABBERD_CONFIG_PATH=$1/ejabberd.yml EJABBERD_LOG_PATH=$1/logs/ejabberd.log \
+    EJABBERD_PID_PATH=$1/ejabberd.pid ERL_CRASH_DUMP=$1/logs/erl_crash.dump HOME=$1
+  ERL_LIBS=$(ls -d /usr/lib/*/ejabberd-* 2>/dev/null | head -1 | xargs dirname)
+  export ERL_LIBS
+}
+
+ejabberd_ctl() { # DIR ARGS...
+  local d=$1; shift
+  ejabberd_env "$d"
+  local node dist
+  node=$(cat "$d/node") dist=$(cat "$d/dist_port")
+  erl -sname "ctl$$-$node" -setcookie stratus-test -erl_epmd_port "$dist" -start_epmd false \
+    -dist_listen false -hidden -noinput -s ejabberd_ctl -extra "$node@localhost" "$@"
+}
+
+watch() { # DIR PID
+  setsid bash -c "while kill -0 $2 2>/dev/null && [ -f '$1/server.pid' ]; do sleep 1; done; '$here/xmpp-server.sh' stop '$1'" \
+    </dev/null >/dev/null 2>&1 &
+}
+
+start() {
+  local kind=$1 dir=$2 c2s=$3 comp=$4; shift 4
+  local dist="" watch_pid=""
+  if [ "$kind" = ejabberd ]; then dist=${1:?DIST_PORT required for ejabberd}; shift; fi
+  if [ "${1:-}" = --watch-pid ]; then watch_pid=$2; fi
+  install
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  [ -f "$dir/server.pid" ] && kill -0 "$(cat "$dir/server.pid")" 2>/dev/null && die "a server already runs in $dir"
+  echo "$kind" > "$dir/kind"
+  case $kind in
+    prosody)
+      mkdir -p "$dir/data" "$dir/certs"
+      cp "$here/templates/prosody.cfg.lua" "$dir/prosody.cfg.lua"
+      PROSODY_DIR=$dir PROSODY_C2S_PORT=$c2s PROSODY_COMPONENT_PORT=$comp \
+        setsid prosody --config "$dir/prosody.cfg.lua" -F </dev/null >"$dir/stdout.log" 2>&1 &
+      echo $! > "$dir/server.pid"
+      ;;
+    ejabberd)
+      mkdir -p "$dir/logs" "$dir/db"
+      local hosts="      pubsub.localhost: {password: secret}"
+      for i in $(seq -w 1 16); do hosts+=$'\n'"      ps$i.localhost: {password: secret}"; done
+      sed -e "s/@C2S_PORT@/$c2s/" -e "s/@COMPONENT_PORT@/$comp/" "$here/templates/ejabberd.yml" \
+        | awk -v h="$hosts" '{ if ($0 == "@COMPONENT_HOSTS@") print h; else print }' > "$dir/ejabberd.yml"
+      echo "ejd$c2s" > "$dir/node"; echo "$dist" > "$dir/dist_port"
+      ejabberd_env "$dir"
+      setsid erl -sname "ejd$c2s@localhost" -setcookie stratus-test -erl_epmd_port "$dist" -start_epmd false \
+        -kernel inet_dist_use_interface "{127,0,0,1}" +K true +P 250000 -noinput \
+        -mnesia dir "\"$dir/db\"" -s ejabberd </dev/null >"$dir/stdout.log" 2>&1 &
+      echo $! > "$dir/server.pid"
+      ;;
+    *) die "unknown server kind $kind (prosody or ejabberd)" ;;
+  esac
+  if ! wait_port "$c2s" 30 || ! wait_port "$comp" 10; then
+    tail -20 "$dir"/*.log "$dir"/logs/*.log 2>/dev/null >&2 || true
+    stop "$dir"
+    die "$kind did not open ports $c2s/$comp within 40 s (logs above, in $dir)"
+  fi
+  [ -n "$watch_pid" ] && watch "$dir" "$watch_pid"
+  echo "$kind ready in $dir: c2s 127.0.0.1:$c2s, component 127.0.0.1:$comp" >&2
+}
+
+stop() {
+  local dir=$1 pid i
+  [ -f "$dir/server.pid" ] || return 0
+  pid=$(cat "$dir/server.pid")
+  rm -f "$dir/server.pid"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+register() {
+  local dir=$1 user=$2 pass=$3
+  case $(cat "$dir/kind") in
+    prosody) PROSODY_DIR=$dir prosodyctl --config "$dir/prosody.cfg.lua" register "$user" localhost "$pass" ;;
+    ejabberd) ejabberd_ctl "$dir" register "$user" localhost "$pass" ;;
+  esac
+}
+
+cmd=${1:-}; shift || true
+case $cmd in
+  install) install ;;
+  start) start "$@" ;;
+  stop) stop "$@" ;;
+  register) register "$@" ;;
+  *) sed -n '2,14p' "$0"; exit 2 ;;
+esac

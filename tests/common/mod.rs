@@ -1,0 +1,359 @@
+//! Test rig: real Prosody and ejabberd (started by scripts/xmpp-server.sh, or taken from the
+//! environment when the test script already started them), the real stratus binary, and c2s clients.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use stratus::client::{Client, ClientConfig, NS_CLIENT};
+use stratus::xml::Element;
+
+pub const SECRET: &str = "secret";
+pub const T: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Prosody,
+    Ejabberd,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Prosody => "prosody",
+            Kind::Ejabberd => "ejabberd",
+        }
+    }
+}
+
+/// A running XMPP server.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub kind: Kind,
+    pub c2s: u16,
+    pub component: u16,
+    pub dist: u16,
+    pub dir: PathBuf,
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Server {
+    /// Starts a private server on fresh ports in a fresh directory; it stops when this test
+    /// process exits (the script watches our pid) or when [`Server::stop`] is called.
+    pub fn start_private(kind: Kind) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("stratus-{}-", kind.name()))
+            .tempdir()
+            .unwrap()
+            .keep();
+        let s = Server {
+            kind,
+            c2s: free_port(),
+            component: free_port(),
+            dist: free_port(),
+            dir,
+        };
+        s.start();
+        s
+    }
+
+    pub fn start(&self) {
+        let mut cmd = Command::new(root().join("scripts/xmpp-server.sh"));
+        cmd.arg("start")
+            .arg(self.kind.name())
+            .arg(&self.dir)
+            .arg(self.c2s.to_string())
+            .arg(self.component.to_string());
+        if self.kind == Kind::Ejabberd {
+            cmd.arg(self.dist.to_string());
+        }
+        cmd.arg("--watch-pid").arg(std::process::id().to_string());
+        let status = cmd.status().unwrap();
+        assert!(status.success(), "starting {} failed", self.kind.name());
+    }
+
+    pub fn stop(&self) {
+        let status = Command::new(root().join("scripts/xmpp-server.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn c2s_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.c2s)
+    }
+
+    pub fn component_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.component)
+    }
+}
+
+fn from_env(kind: Kind) -> Option<Server> {
+    let up = kind.name().to_uppercase();
+    let c2s = std::env::var(format!("STRATUS_TEST_{up}_C2S"))
+        .ok()?
+        .parse()
+        .ok()?;
+    let component = std::env::var(format!("STRATUS_TEST_{up}_COMPONENT"))
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Server {
+        kind,
+        c2s,
+        component,
+        dist: 0,
+        dir: PathBuf::new(),
+    })
+}
+
+/// The shared server of this kind: the one the test script started, or one started for this
+/// test binary.
+pub fn shared(kind: Kind) -> &'static Server {
+    static PROSODY: OnceLock<Server> = OnceLock::new();
+    static EJABBERD: OnceLock<Server> = OnceLock::new();
+    let cell = match kind {
+        Kind::Prosody => &PROSODY,
+        Kind::Ejabberd => &EJABBERD,
+    };
+    cell.get_or_init(|| from_env(kind).unwrap_or_else(|| Server::start_private(kind)))
+}
+
+/// Component domains configured on every test server (scripts/templates).
+fn domain_pool() -> Vec<String> {
+    (1..=16).map(|i| format!("ps{i:02}.localhost")).collect()
+}
+
+/// An exclusive lease on a component domain of a server, across test processes (file locks).
+pub struct DomainLease {
+    pub domain: String,
+    _lock: File,
+}
+
+pub fn lease_domain(server: &Server) -> DomainLease {
+    let dir = std::env::temp_dir().join("stratus-test-domains");
+    std::fs::create_dir_all(&dir).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        for domain in domain_pool() {
+            let path = dir.join(format!("{}-{domain}.lock", server.component));
+            let f = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            if f.try_lock().is_ok() {
+                return DomainLease { domain, _lock: f };
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no free component domain for 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The stratus binary running as a child process, logging to a file.
+pub struct Stratus {
+    pub child: Child,
+    pub log: PathBuf,
+    pub domain: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Stratus {
+    /// Starts stratus against `server_addr` with extra arguments; does not wait for the handshake.
+    pub fn spawn(server_addr: &str, domain: &str, extra: &[&str]) -> Stratus {
+        Stratus::spawn_with_secret(server_addr, domain, SECRET, extra)
+    }
+
+    pub fn spawn_with_secret(
+        server_addr: &str,
+        domain: &str,
+        secret: &str,
+        extra: &[&str],
+    ) -> Stratus {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("stratus.log");
+        let out = File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
+            .args([
+                "--server",
+                server_addr,
+                "--domain",
+                domain,
+                "--secret",
+                secret,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--log-level", "debug"])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        Stratus {
+            child,
+            log,
+            domain: domain.to_owned(),
+            _dir: dir,
+        }
+    }
+
+    /// Starts stratus and waits until it completed the handshake.
+    pub fn start(server: &Server, domain: &str) -> Stratus {
+        let mut s = Stratus::spawn(&server.component_addr(), domain, &[]);
+        s.wait_log("connected to", 1, T);
+        s
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        File::open(&self.log)
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    }
+
+    /// Waits until `needle` occurs at least `count` times in the log.
+    pub fn wait_log(&mut self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if text.matches(needle).count() >= count {
+                return text;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("stratus exited ({status}) before logging {needle:?}:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stratus did not log {needle:?} {count} time(s) within {timeout:?}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the process to exit; returns its exit code and log.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, String) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stratus still runs after {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Stratus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- stratus log ({}) ---\n{}", self.domain, self.log_text());
+        }
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}{}x{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        nanos % 100_000
+    )
+}
+
+/// Registers a fresh account on the server (XEP-0077) and logs it in.
+pub async fn new_user(server: &Server, prefix: &str) -> Client {
+    let username = unique(prefix);
+    Client::register(&server.c2s_addr(), "localhost", &username, "pass")
+        .await
+        .unwrap_or_else(|e| panic!("registering {username} on {}: {e}", server.kind.name()));
+    login(server, &username, "res").await
+}
+
+pub async fn login(server: &Server, username: &str, resource: &str) -> Client {
+    Client::connect(&ClientConfig {
+        addr: server.c2s_addr(),
+        domain: "localhost".into(),
+        username: username.into(),
+        password: "pass".into(),
+        resource: resource.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("login {username} on {}: {e}", server.kind.name()))
+}
+
+/// `<iq type=TYPE to=TO>PAYLOAD</iq>` in jabber:client.
+pub fn iq(kind: &str, to: &str, payload: Element) -> Element {
+    Element::new("iq", NS_CLIENT)
+        .attr("type", kind)
+        .attr("to", to)
+        .child(payload)
+}
+
+pub fn error_condition(reply: &Element) -> Option<String> {
+    let err = reply.get_child("error", NS_CLIENT)?;
+    err.children()
+        .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
+        .map(|c| c.name().to_owned())
+}
+
+pub fn log_has_no_panic(log: &str) {
+    assert!(!log.contains("panicked"), "stratus panicked:\n{log}");
+}
+
+pub fn dir_exists(p: &Path) -> bool {
+    p.is_dir()
+}
