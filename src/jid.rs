@@ -144,3 +144,16 @@ mod tests {
         }
     }
 }
+
+impl serde::Serialize for Jid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Jid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Jid, D::Error> {
+        let s = String::deserialize(d)?;
+        Jid::parse(&s).map_err(serde::de::Error::custom)
+    }
+}

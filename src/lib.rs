@@ -13,5 +13,7 @@ pub mod client;
 pub mod component;
 pub mod config;
 pub mod jid;
+pub mod pubsub;
+pub mod storage;
 pub mod xml;
 pub mod xmpp;
