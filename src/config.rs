@@ -14,7 +14,44 @@ use crate::jid::Jid;
 pub struct Config {
     pub component: ComponentConfig,
     pub storage: StorageConfig,
+    pub pubsub: PubSubConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PubSubConfig {
+    /// Largest item payload accepted, in bytes (payload-too-big beyond).
+    pub max_payload_bytes: u64,
+    /// Most items a node keeps; `pubsub#max_items = max` means this.
+    pub max_items_per_node: u64,
+    /// Most nodes one user may create on the host service.
+    pub max_nodes_per_user: u64,
+    /// Most items or nodes returned in one answer (RSM pages are capped to this).
+    pub max_page: usize,
+}
+
+impl Default for PubSubConfig {
+    fn default() -> Self {
+        let l = crate::pubsub::Limits::default();
+        PubSubConfig {
+            max_payload_bytes: l.max_payload_bytes,
+            max_items_per_node: l.max_items_per_node,
+            max_nodes_per_user: l.max_nodes_per_user,
+            max_page: l.max_page,
+        }
+    }
+}
+
+impl PubSubConfig {
+    pub fn limits(&self) -> crate::pubsub::Limits {
+        crate::pubsub::Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            max_items_per_node: self.max_items_per_node,
+            max_nodes_per_user: self.max_nodes_per_user,
+            max_page: self.max_page,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -224,6 +261,16 @@ impl Config {
         }
         if c.connect_timeout_seconds == 0 {
             problems.push("component.connect_timeout_seconds must be > 0".into());
+        }
+        if self.pubsub.max_payload_bytes as usize > c.max_stanza_bytes {
+            problems.push(format!(
+                "pubsub.max_payload_bytes ({}) must not exceed component.max_stanza_bytes ({}): the stanza carries the payload",
+                self.pubsub.max_payload_bytes, c.max_stanza_bytes
+            ));
+        }
+        if self.pubsub.max_items_per_node == 0 || self.pubsub.max_page == 0 {
+            problems
+                .push("pubsub.max_items_per_node and pubsub.max_page must be at least 1".into());
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             problems.push(format!("log.level (--log-level) {:?}: {e}", self.log.level));

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use clap::Parser;
 use stratus::component::Component;
 use stratus::config::{Config, Overrides};
+use stratus::pubsub::PubSub;
+use stratus::pubsub::service::NoRoster;
 use stratus::xmpp::Service;
 use tracing::info;
 
@@ -68,7 +70,21 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config.component.domain,
         config.component.server
     );
-    let service = Arc::new(Service::new(&config.component.domain)?);
+    let store = stratus::storage::open(&config.storage)?;
+    match config.storage.backend {
+        stratus::config::StorageBackend::Embedded => {
+            info!("embedded store in {}", config.storage.data_dir.display())
+        }
+        stratus::config::StorageBackend::Memory => {
+            info!("memory store: nothing survives a restart")
+        }
+    }
+    let pubsub = Arc::new(PubSub::new(
+        store,
+        config.pubsub.limits(),
+        Arc::new(NoRoster),
+    ));
+    let service = Arc::new(Service::new(&config.component.domain, pubsub)?);
     let component = Component::new(config.clone());
     component.run(service, shutdown_signal()).await?;
     info!("stopped");

@@ -1,1 +1,11 @@
+//! The pubsub core: services, nodes, items, subscriptions, affiliations, access control. It imports
+//! no XML crate; the stanza layer (`xmpp`) translates to and from XEP-0060.
+
+pub mod access;
+pub mod error;
 pub mod model;
+pub mod notify;
+pub mod service;
+
+pub use error::{PubSubError, PubSubResult};
+pub use service::{ItemSelection, Limits, PubSub};

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::{ItemQuery, Store};
 use crate::jid::Jid;
 use crate::pubsub::model::{
-    Affiliation, Item, NodeConfig, NodeRecord, ServiceId, SubOptions, Subscription, SubscriptionState,
+    Affiliation, Item, NodeConfig, NodeRecord, ServiceId, SubOptions, Subscription,
+    SubscriptionState,
 };
 
 fn jid(s: &str) -> Jid {
@@ -38,8 +39,18 @@ fn ids(items: &[Item]) -> Vec<&str> {
 pub async fn create_load_delete_node(s: &dyn Store) {
     let svc = ServiceId::Host;
     let owner = jid("alice@localhost/phone");
-    assert!(s.create_node(&svc, &record("n1", "alice@localhost"), &owner).await.unwrap(), "step: create");
-    assert!(!s.create_node(&svc, &record("n1", "bob@localhost"), &owner).await.unwrap(), "step: duplicate refused");
+    assert!(
+        s.create_node(&svc, &record("n1", "alice@localhost"), &owner)
+            .await
+            .unwrap(),
+        "step: create"
+    );
+    assert!(
+        !s.create_node(&svc, &record("n1", "bob@localhost"), &owner)
+            .await
+            .unwrap(),
+        "step: duplicate refused"
+    );
     let loaded = s.load_node(&svc, "n1").await.unwrap().expect("step: load");
     assert_eq!(loaded.creator, "alice@localhost");
     assert_eq!(
@@ -47,36 +58,99 @@ pub async fn create_load_delete_node(s: &dyn Store) {
         vec![(jid("alice@localhost"), Affiliation::Owner)],
         "step: creator is owner (bare JID)"
     );
-    assert_eq!(s.count_nodes_created_by(&svc, "alice@localhost").await.unwrap(), 1);
+    assert_eq!(
+        s.count_nodes_created_by(&svc, "alice@localhost")
+            .await
+            .unwrap(),
+        1
+    );
     // Another service has its own namespace of nodes.
     let pep = ServiceId::Pep("bob@localhost".into());
-    assert!(s.load_node(&pep, "n1").await.unwrap().is_none(), "step: services are separate");
+    assert!(
+        s.load_node(&pep, "n1").await.unwrap().is_none(),
+        "step: services are separate"
+    );
     s.put_item(&svc, "n1", &item("a"), None).await.unwrap();
-    s.put_subscription(&svc, "n1", &sub("bob@localhost/r", "s1")).await.unwrap();
+    s.put_subscription(&svc, "n1", &sub("bob@localhost/r", "s1"))
+        .await
+        .unwrap();
     assert!(s.delete_node(&svc, "n1").await.unwrap(), "step: delete");
-    assert!(!s.delete_node(&svc, "n1").await.unwrap(), "step: delete absent is Ok(false)");
+    assert!(
+        !s.delete_node(&svc, "n1").await.unwrap(),
+        "step: delete absent is Ok(false)"
+    );
     assert!(s.load_node(&svc, "n1").await.unwrap().is_none());
     // Re-created under the same name, nothing of the old node remains.
-    assert!(s.create_node(&svc, &record("n1", "carol@localhost"), &jid("carol@localhost")).await.unwrap());
-    assert_eq!(s.items(&svc, "n1", ItemQuery::Newest(10)).await.unwrap().count, 0, "step: no old items");
-    assert!(s.subscriptions(&svc, "n1").await.unwrap().is_empty(), "step: no old subscriptions");
-    assert!(s.user_subscriptions(&svc, &jid("bob@localhost")).await.unwrap().is_empty(), "step: index cleaned");
-    assert!(s.user_affiliations(&svc, &jid("alice@localhost")).await.unwrap().is_empty(), "step: aff index cleaned");
-    assert_eq!(s.count_nodes_created_by(&svc, "alice@localhost").await.unwrap(), 0);
+    assert!(
+        s.create_node(
+            &svc,
+            &record("n1", "carol@localhost"),
+            &jid("carol@localhost")
+        )
+        .await
+        .unwrap()
+    );
+    assert_eq!(
+        s.items(&svc, "n1", ItemQuery::Newest(10))
+            .await
+            .unwrap()
+            .count,
+        0,
+        "step: no old items"
+    );
+    assert!(
+        s.subscriptions(&svc, "n1").await.unwrap().is_empty(),
+        "step: no old subscriptions"
+    );
+    assert!(
+        s.user_subscriptions(&svc, &jid("bob@localhost"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "step: index cleaned"
+    );
+    assert!(
+        s.user_affiliations(&svc, &jid("alice@localhost"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "step: aff index cleaned"
+    );
+    assert_eq!(
+        s.count_nodes_created_by(&svc, "alice@localhost")
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 pub async fn node_names_are_paged_in_order(s: &dyn Store) {
     let svc = ServiceId::Host;
     for n in ["c", "a", "b", "a/b"] {
-        s.create_node(&svc, &record(n, "x@localhost"), &jid("x@localhost")).await.unwrap();
+        s.create_node(&svc, &record(n, "x@localhost"), &jid("x@localhost"))
+            .await
+            .unwrap();
     }
-    s.create_node(&ServiceId::Pep("x@localhost".into()), &record("zz", "x@localhost"), &jid("x@localhost"))
-        .await
-        .unwrap();
-    assert_eq!(s.node_names(&svc, None, 10).await.unwrap(), vec!["a", "a/b", "b", "c"]);
+    s.create_node(
+        &ServiceId::Pep("x@localhost".into()),
+        &record("zz", "x@localhost"),
+        &jid("x@localhost"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        s.node_names(&svc, None, 10).await.unwrap(),
+        vec!["a", "a/b", "b", "c"]
+    );
     assert_eq!(s.node_names(&svc, None, 2).await.unwrap(), vec!["a", "a/b"]);
-    assert_eq!(s.node_names(&svc, Some("a/b"), 2).await.unwrap(), vec!["b", "c"]);
-    assert_eq!(s.node_names(&svc, Some("c"), 2).await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        s.node_names(&svc, Some("a/b"), 2).await.unwrap(),
+        vec!["b", "c"]
+    );
+    assert_eq!(
+        s.node_names(&svc, Some("c"), 2).await.unwrap(),
+        Vec::<String>::new()
+    );
 }
 
 fn sub(j: &str, subid: &str) -> Subscription {
@@ -90,11 +164,21 @@ fn sub(j: &str, subid: &str) -> Subscription {
 
 pub async fn subscriptions_and_affiliations(s: &dyn Store) {
     let svc = ServiceId::Host;
-    s.create_node(&svc, &record("n", "o@localhost"), &jid("o@localhost")).await.unwrap();
-    s.create_node(&svc, &record("m", "o@localhost"), &jid("o@localhost")).await.unwrap();
-    s.put_subscription(&svc, "n", &sub("bob@localhost/a", "1")).await.unwrap();
-    s.put_subscription(&svc, "n", &sub("bob@localhost/a", "2")).await.unwrap();
-    s.put_subscription(&svc, "m", &sub("bob@localhost", "3")).await.unwrap();
+    s.create_node(&svc, &record("n", "o@localhost"), &jid("o@localhost"))
+        .await
+        .unwrap();
+    s.create_node(&svc, &record("m", "o@localhost"), &jid("o@localhost"))
+        .await
+        .unwrap();
+    s.put_subscription(&svc, "n", &sub("bob@localhost/a", "1"))
+        .await
+        .unwrap();
+    s.put_subscription(&svc, "n", &sub("bob@localhost/a", "2"))
+        .await
+        .unwrap();
+    s.put_subscription(&svc, "m", &sub("bob@localhost", "3"))
+        .await
+        .unwrap();
     let mut pending = sub("carol@localhost", "4");
     pending.state = SubscriptionState::Pending;
     s.put_subscription(&svc, "n", &pending).await.unwrap();
@@ -105,68 +189,163 @@ pub async fn subscriptions_and_affiliations(s: &dyn Store) {
     let subs = s.subscriptions(&svc, "n").await.unwrap();
     assert_eq!(subs.len(), 3, "step: same jid+subid replaces");
     assert!(subs.contains(&replaced));
-    let mut bobs = s.user_subscriptions(&svc, &jid("bob@localhost")).await.unwrap();
+    let mut bobs = s
+        .user_subscriptions(&svc, &jid("bob@localhost"))
+        .await
+        .unwrap();
     bobs.sort_by(|a, b| a.1.subid.cmp(&b.1.subid));
-    assert_eq!(bobs.iter().map(|(n, s)| (n.as_str(), s.subid.as_str())).collect::<Vec<_>>(), vec![("n", "1"), ("n", "2"), ("m", "3")]);
-    let full = s.user_subscriptions(&svc, &jid("bob@localhost/a")).await.unwrap();
+    assert_eq!(
+        bobs.iter()
+            .map(|(n, s)| (n.as_str(), s.subid.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("n", "1"), ("n", "2"), ("m", "3")]
+    );
+    let full = s
+        .user_subscriptions(&svc, &jid("bob@localhost/a"))
+        .await
+        .unwrap();
     assert_eq!(full.len(), 2, "step: full JID matches only itself");
-    assert!(s.delete_subscription(&svc, "n", &jid("bob@localhost/a"), "2").await.unwrap());
-    assert!(!s.delete_subscription(&svc, "n", &jid("bob@localhost/a"), "2").await.unwrap());
-    assert_eq!(s.user_subscriptions(&svc, &jid("bob@localhost")).await.unwrap().len(), 2);
+    assert!(
+        s.delete_subscription(&svc, "n", &jid("bob@localhost/a"), "2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.delete_subscription(&svc, "n", &jid("bob@localhost/a"), "2")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.user_subscriptions(&svc, &jid("bob@localhost"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
 
-    s.set_affiliation(&svc, "n", &jid("pub@localhost/x"), Affiliation::Publisher).await.unwrap();
-    s.set_affiliation(&svc, "m", &jid("pub@localhost"), Affiliation::Outcast).await.unwrap();
-    let mut affs = s.user_affiliations(&svc, &jid("pub@localhost")).await.unwrap();
+    s.set_affiliation(&svc, "n", &jid("pub@localhost/x"), Affiliation::Publisher)
+        .await
+        .unwrap();
+    s.set_affiliation(&svc, "m", &jid("pub@localhost"), Affiliation::Outcast)
+        .await
+        .unwrap();
+    let mut affs = s
+        .user_affiliations(&svc, &jid("pub@localhost"))
+        .await
+        .unwrap();
     affs.sort();
-    assert_eq!(affs, vec![("m".into(), Affiliation::Outcast), ("n".into(), Affiliation::Publisher)]);
-    s.set_affiliation(&svc, "n", &jid("pub@localhost"), Affiliation::None).await.unwrap();
-    assert_eq!(s.affiliations(&svc, "n").await.unwrap(), vec![(jid("o@localhost"), Affiliation::Owner)]);
-    assert_eq!(s.user_affiliations(&svc, &jid("pub@localhost")).await.unwrap().len(), 1);
+    assert_eq!(
+        affs,
+        vec![
+            ("m".into(), Affiliation::Outcast),
+            ("n".into(), Affiliation::Publisher)
+        ]
+    );
+    s.set_affiliation(&svc, "n", &jid("pub@localhost"), Affiliation::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.affiliations(&svc, "n").await.unwrap(),
+        vec![(jid("o@localhost"), Affiliation::Owner)]
+    );
+    assert_eq!(
+        s.user_affiliations(&svc, &jid("pub@localhost"))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 pub async fn items_order_replace_trim_retract_purge(s: &dyn Store) {
     let svc = ServiceId::Host;
-    s.create_node(&svc, &record("n", "o@localhost"), &jid("o@localhost")).await.unwrap();
+    s.create_node(&svc, &record("n", "o@localhost"), &jid("o@localhost"))
+        .await
+        .unwrap();
     for id in ["a", "b", "c"] {
-        assert!(s.put_item(&svc, "n", &item(id), Some(3)).await.unwrap().is_empty());
+        assert!(
+            s.put_item(&svc, "n", &item(id), Some(3))
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
     // Republishing "a" replaces it and makes it the newest.
-    assert!(s.put_item(&svc, "n", &item("a"), Some(3)).await.unwrap().is_empty());
+    assert!(
+        s.put_item(&svc, "n", &item("a"), Some(3))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let page = s.items(&svc, "n", ItemQuery::Newest(10)).await.unwrap();
     assert_eq!(ids(&page.items), vec!["b", "c", "a"]);
     assert_eq!(page.count, 3);
     // Trimming removes the oldest.
-    assert_eq!(s.put_item(&svc, "n", &item("d"), Some(3)).await.unwrap(), vec!["b"]);
-    assert_eq!(s.put_item(&svc, "n", &item("e"), Some(2)).await.unwrap(), vec!["c", "a"]);
+    assert_eq!(
+        s.put_item(&svc, "n", &item("d"), Some(3)).await.unwrap(),
+        vec!["b"]
+    );
+    assert_eq!(
+        s.put_item(&svc, "n", &item("e"), Some(2)).await.unwrap(),
+        vec!["c", "a"]
+    );
     let page = s.items(&svc, "n", ItemQuery::Newest(1)).await.unwrap();
     assert_eq!(ids(&page.items), vec!["e"], "step: last item");
     assert_eq!((page.count, page.first_index), (2, Some(1)));
-    assert_eq!(ids(&s.items_by_id(&svc, "n", &["e".into(), "zz".into(), "d".into()]).await.unwrap()), vec!["e", "d"]);
+    assert_eq!(
+        ids(&s
+            .items_by_id(&svc, "n", &["e".into(), "zz".into(), "d".into()])
+            .await
+            .unwrap()),
+        vec!["e", "d"]
+    );
     assert!(s.delete_item(&svc, "n", "d").await.unwrap());
     assert!(!s.delete_item(&svc, "n", "d").await.unwrap());
-    assert_eq!(s.items(&svc, "n", ItemQuery::Newest(10)).await.unwrap().count, 1);
+    assert_eq!(
+        s.items(&svc, "n", ItemQuery::Newest(10))
+            .await
+            .unwrap()
+            .count,
+        1
+    );
     s.purge_items(&svc, "n").await.unwrap();
     let page = s.items(&svc, "n", ItemQuery::Newest(10)).await.unwrap();
     assert!(page.items.is_empty());
     assert_eq!(page.count, 0);
     // Publishing after a purge works and counts from zero.
     s.put_item(&svc, "n", &item("f"), Some(2)).await.unwrap();
-    assert_eq!(s.items(&svc, "n", ItemQuery::Newest(10)).await.unwrap().count, 1);
+    assert_eq!(
+        s.items(&svc, "n", ItemQuery::Newest(10))
+            .await
+            .unwrap()
+            .count,
+        1
+    );
     // The stored payload comes back byte for byte.
-    assert_eq!(s.items_by_id(&svc, "n", &["f".into()]).await.unwrap()[0], item("f"));
+    assert_eq!(
+        s.items_by_id(&svc, "n", &["f".into()]).await.unwrap()[0],
+        item("f")
+    );
 }
 
 pub async fn paging_returns_every_item_once(s: &dyn Store) {
     let svc = ServiceId::Host;
-    s.create_node(&svc, &record("big", "o@localhost"), &jid("o@localhost")).await.unwrap();
+    s.create_node(&svc, &record("big", "o@localhost"), &jid("o@localhost"))
+        .await
+        .unwrap();
     let total = 250;
     for i in 0..total {
-        s.put_item(&svc, "big", &item(&format!("i{i:04}")), None).await.unwrap();
+        s.put_item(&svc, "big", &item(&format!("i{i:04}")), None)
+            .await
+            .unwrap();
     }
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = s.items(&svc, "big", ItemQuery::After(after.clone(), 40)).await.unwrap();
+        let page = s
+            .items(&svc, "big", ItemQuery::After(after.clone(), 40))
+            .await
+            .unwrap();
         assert_eq!(page.count, total);
         if page.items.is_empty() {
             break;
@@ -179,7 +358,10 @@ pub async fn paging_returns_every_item_once(s: &dyn Store) {
     let mut back = Vec::new();
     let mut before: Option<String> = None;
     loop {
-        let page = s.items(&svc, "big", ItemQuery::Before(before.clone(), 33)).await.unwrap();
+        let page = s
+            .items(&svc, "big", ItemQuery::Before(before.clone(), 33))
+            .await
+            .unwrap();
         if page.items.is_empty() {
             break;
         }
@@ -189,7 +371,10 @@ pub async fn paging_returns_every_item_once(s: &dyn Store) {
         back = ids;
     }
     assert_eq!(back, expected, "backward paging");
-    let unknown = s.items(&svc, "big", ItemQuery::After(Some("nope".into()), 10)).await.unwrap();
+    let unknown = s
+        .items(&svc, "big", ItemQuery::After(Some("nope".into()), 10))
+        .await
+        .unwrap();
     assert!(unknown.items.is_empty());
 }
 
@@ -219,10 +404,16 @@ mod tests {
     use super::*;
     use crate::storage::{embedded::EmbeddedStore, memory::MemoryStore};
 
-    store_conformance_tests!(memory, (Box::new(MemoryStore::default()) as Box<dyn Store>, ()));
+    store_conformance_tests!(
+        memory,
+        (Box::new(MemoryStore::default()) as Box<dyn Store>, ())
+    );
     store_conformance_tests!(embedded, {
         let dir = tempfile::tempdir().unwrap();
-        (Box::new(EmbeddedStore::open(dir.path()).unwrap()) as Box<dyn Store>, dir)
+        (
+            Box::new(EmbeddedStore::open(dir.path()).unwrap()) as Box<dyn Store>,
+            dir,
+        )
     });
 
     #[tokio::test]
@@ -230,10 +421,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = EmbeddedStore::open(dir.path()).unwrap();
-            s.create_node(&ServiceId::Host, &record("n", "o@localhost"), &jid("o@localhost")).await.unwrap();
-            s.put_item(&ServiceId::Host, "n", &item("x"), None).await.unwrap();
+            s.create_node(
+                &ServiceId::Host,
+                &record("n", "o@localhost"),
+                &jid("o@localhost"),
+            )
+            .await
+            .unwrap();
+            s.put_item(&ServiceId::Host, "n", &item("x"), None)
+                .await
+                .unwrap();
         }
         let s = EmbeddedStore::open(dir.path()).unwrap();
-        assert_eq!(ids(&s.items(&ServiceId::Host, "n", ItemQuery::Newest(5)).await.unwrap().items), vec!["x"]);
+        assert_eq!(
+            ids(&s
+                .items(&ServiceId::Host, "n", ItemQuery::Newest(5))
+                .await
+                .unwrap()
+                .items),
+            vec!["x"]
+        );
     }
 }

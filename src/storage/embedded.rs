@@ -131,8 +131,9 @@ fn utf8(b: &[u8]) -> StoreResult<String> {
 impl EmbeddedStore {
     /// Opens (creating if needed) `data_dir/stratus.redb`.
     pub fn open(data_dir: &Path) -> StoreResult<EmbeddedStore> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
         let path = data_dir.join("stratus.redb");
         let db = Database::create(&path)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
@@ -206,7 +207,12 @@ fn remove_prefix<V: redb::Value + 'static>(
 
 #[async_trait]
 impl Store for EmbeddedStore {
-    async fn create_node(&self, svc: &ServiceId, node: &NodeRecord, owner: &Jid) -> StoreResult<bool> {
+    async fn create_node(
+        &self,
+        svc: &ServiceId,
+        node: &NodeRecord,
+        owner: &Jid,
+    ) -> StoreResult<bool> {
         let s = svc.key();
         let node = node.clone();
         let owner = owner.to_bare().to_string();
@@ -224,16 +230,26 @@ impl Store for EmbeddedStore {
                 .map_err(err)?;
             let mut creators = tx.open_table(CREATORS).map_err(err)?;
             let ck = key(&[s.as_bytes(), node.creator.as_bytes()]);
-            let n = creators.get(ck.as_slice()).map_err(err)?.map(|g| g.value()).unwrap_or(0);
+            let n = creators
+                .get(ck.as_slice())
+                .map_err(err)?
+                .map(|g| g.value())
+                .unwrap_or(0);
             creators.insert(ck.as_slice(), n + 1).map_err(err)?;
             let code = aff_code(Affiliation::Owner);
             tx.open_table(AFFS)
                 .map_err(err)?
-                .insert(key(&[s.as_bytes(), node.name.as_bytes(), owner.as_bytes()]).as_slice(), code)
+                .insert(
+                    key(&[s.as_bytes(), node.name.as_bytes(), owner.as_bytes()]).as_slice(),
+                    code,
+                )
                 .map_err(err)?;
             tx.open_table(USER_AFFS)
                 .map_err(err)?
-                .insert(key(&[s.as_bytes(), owner.as_bytes(), node.name.as_bytes()]).as_slice(), code)
+                .insert(
+                    key(&[s.as_bytes(), owner.as_bytes(), node.name.as_bytes()]).as_slice(),
+                    code,
+                )
                 .map_err(err)?;
             Ok(true)
         })
@@ -252,12 +268,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn save_config(&self, svc: &ServiceId, node: &str, config: &NodeConfig) -> StoreResult<()> {
+    async fn save_config(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        config: &NodeConfig,
+    ) -> StoreResult<()> {
         let k = key(&[svc.key().as_bytes(), node.as_bytes()]);
         let config = config.clone();
         self.write(move |tx| {
             let mut nodes = tx.open_table(NODES).map_err(err)?;
-            let current = nodes.get(k.as_slice()).map_err(err)?.map(|v| v.value().to_vec());
+            let current = nodes
+                .get(k.as_slice())
+                .map_err(err)?
+                .map(|v| v.value().to_vec());
             if let Some(v) = current {
                 let mut rec: NodeRecord = serde_json::from_slice(&v).map_err(corrupt)?;
                 rec.config = config;
@@ -274,14 +298,28 @@ impl Store for EmbeddedStore {
         let node = node.to_owned();
         self.write(move |tx| {
             let k = key(&[s.as_bytes(), node.as_bytes()]);
-            let removed = tx.open_table(NODES).map_err(err)?.remove(k.as_slice()).map_err(err)?.map(|v| v.value().to_vec());
+            let removed = tx
+                .open_table(NODES)
+                .map_err(err)?
+                .remove(k.as_slice())
+                .map_err(err)?
+                .map(|v| v.value().to_vec());
             let Some(rec) = removed else { return Ok(false) };
             let rec: NodeRecord = serde_json::from_slice(&rec).map_err(corrupt)?;
-            tx.open_table(NODE_META).map_err(err)?.remove(k.as_slice()).map_err(err)?;
+            tx.open_table(NODE_META)
+                .map_err(err)?
+                .remove(k.as_slice())
+                .map_err(err)?;
             let mut creators = tx.open_table(CREATORS).map_err(err)?;
             let ck = key(&[s.as_bytes(), rec.creator.as_bytes()]);
-            let n = creators.get(ck.as_slice()).map_err(err)?.map(|g| g.value()).unwrap_or(0);
-            creators.insert(ck.as_slice(), n.saturating_sub(1)).map_err(err)?;
+            let n = creators
+                .get(ck.as_slice())
+                .map_err(err)?
+                .map(|g| g.value())
+                .unwrap_or(0);
+            creators
+                .insert(ck.as_slice(), n.saturating_sub(1))
+                .map_err(err)?;
             drop(creators);
             let p = prefix(&[s.as_bytes(), node.as_bytes()]);
             remove_prefix(&mut tx.open_table(ITEMS).map_err(err)?, &p)?;
@@ -290,7 +328,9 @@ impl Store for EmbeddedStore {
             let mut user_affs = tx.open_table(USER_AFFS).map_err(err)?;
             for ak in aff_keys {
                 let bare = &ak[p.len()..];
-                user_affs.remove(key(&[s.as_bytes(), bare, node.as_bytes()]).as_slice()).map_err(err)?;
+                user_affs
+                    .remove(key(&[s.as_bytes(), bare, node.as_bytes()]).as_slice())
+                    .map_err(err)?;
             }
             let sub_keys = remove_prefix(&mut tx.open_table(SUBS).map_err(err)?, &p)?;
             let mut user_subs = tx.open_table(USER_SUBS).map_err(err)?;
@@ -298,9 +338,15 @@ impl Store for EmbeddedStore {
                 let rest = &sk[p.len()..];
                 let jid = rest.split(|b| *b == 0).next().unwrap_or_default();
                 let subid = last_part(rest);
-                let bare = Jid::parse(&utf8(jid)?).map_err(corrupt)?.to_bare().to_string();
+                let bare = Jid::parse(&utf8(jid)?)
+                    .map_err(corrupt)?
+                    .to_bare()
+                    .to_string();
                 user_subs
-                    .remove(key(&[s.as_bytes(), bare.as_bytes(), node.as_bytes(), jid, subid]).as_slice())
+                    .remove(
+                        key(&[s.as_bytes(), bare.as_bytes(), node.as_bytes(), jid, subid])
+                            .as_slice(),
+                    )
                     .map_err(err)?;
             }
             Ok(true)
@@ -308,7 +354,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn node_names(&self, svc: &ServiceId, after: Option<&str>, max: usize) -> StoreResult<Vec<String>> {
+    async fn node_names(
+        &self,
+        svc: &ServiceId,
+        after: Option<&str>,
+        max: usize,
+    ) -> StoreResult<Vec<String>> {
         let s = svc.key();
         let after = after.map(str::to_owned);
         self.read(move |tx| {
@@ -321,7 +372,10 @@ impl Store for EmbeddedStore {
                 None => p.clone(),
             };
             let mut out = Vec::new();
-            for r in nodes.range::<&[u8]>(start.as_slice()..end.as_slice()).map_err(err)? {
+            for r in nodes
+                .range::<&[u8]>(start.as_slice()..end.as_slice())
+                .map_err(err)?
+            {
                 let (k, _) = r.map_err(err)?;
                 out.push(utf8(&k.value()[p.len()..])?);
                 if out.len() >= max {
@@ -337,12 +391,21 @@ impl Store for EmbeddedStore {
         let ck = key(&[svc.key().as_bytes(), creator.as_bytes()]);
         self.read(move |tx| {
             let t = tx.open_table(CREATORS).map_err(err)?;
-            Ok(t.get(ck.as_slice()).map_err(err)?.map(|g| g.value()).unwrap_or(0))
+            Ok(t.get(ck.as_slice())
+                .map_err(err)?
+                .map(|g| g.value())
+                .unwrap_or(0))
         })
         .await
     }
 
-    async fn set_affiliation(&self, svc: &ServiceId, node: &str, jid: &Jid, aff: Affiliation) -> StoreResult<()> {
+    async fn set_affiliation(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        jid: &Jid,
+        aff: Affiliation,
+    ) -> StoreResult<()> {
         let s = svc.key();
         let node = node.to_owned();
         let bare = jid.to_bare().to_string();
@@ -363,13 +426,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn affiliations(&self, svc: &ServiceId, node: &str) -> StoreResult<Vec<(Jid, Affiliation)>> {
+    async fn affiliations(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+    ) -> StoreResult<Vec<(Jid, Affiliation)>> {
         let p = prefix(&[svc.key().as_bytes(), node.as_bytes()]);
         self.read(move |tx| {
             let t = tx.open_table(AFFS).map_err(err)?;
             let end = prefix_end(&p);
             let mut out = Vec::new();
-            for r in t.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(err)? {
+            for r in t
+                .range::<&[u8]>(p.as_slice()..end.as_slice())
+                .map_err(err)?
+            {
                 let (k, v) = r.map_err(err)?;
                 let jid = Jid::parse(&utf8(&k.value()[p.len()..])?).map_err(corrupt)?;
                 out.push((jid, aff_from(v.value())?));
@@ -379,13 +449,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn user_affiliations(&self, svc: &ServiceId, jid: &Jid) -> StoreResult<Vec<(String, Affiliation)>> {
+    async fn user_affiliations(
+        &self,
+        svc: &ServiceId,
+        jid: &Jid,
+    ) -> StoreResult<Vec<(String, Affiliation)>> {
         let p = prefix(&[svc.key().as_bytes(), jid.to_bare().to_string().as_bytes()]);
         self.read(move |tx| {
             let t = tx.open_table(USER_AFFS).map_err(err)?;
             let end = prefix_end(&p);
             let mut out = Vec::new();
-            for r in t.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(err)? {
+            for r in t
+                .range::<&[u8]>(p.as_slice()..end.as_slice())
+                .map_err(err)?
+            {
                 let (k, v) = r.map_err(err)?;
                 out.push((utf8(&k.value()[p.len()..])?, aff_from(v.value())?));
             }
@@ -394,7 +471,12 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn put_subscription(&self, svc: &ServiceId, node: &str, sub: &Subscription) -> StoreResult<()> {
+    async fn put_subscription(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        sub: &Subscription,
+    ) -> StoreResult<()> {
         let s = svc.key();
         let node = node.to_owned();
         let sub = sub.clone();
@@ -404,12 +486,28 @@ impl Store for EmbeddedStore {
             let v = serde_json::to_vec(&sub).map_err(corrupt)?;
             tx.open_table(SUBS)
                 .map_err(err)?
-                .insert(key(&[s.as_bytes(), node.as_bytes(), jid.as_bytes(), sub.subid.as_bytes()]).as_slice(), v.as_slice())
+                .insert(
+                    key(&[
+                        s.as_bytes(),
+                        node.as_bytes(),
+                        jid.as_bytes(),
+                        sub.subid.as_bytes(),
+                    ])
+                    .as_slice(),
+                    v.as_slice(),
+                )
                 .map_err(err)?;
             tx.open_table(USER_SUBS)
                 .map_err(err)?
                 .insert(
-                    key(&[s.as_bytes(), bare.as_bytes(), node.as_bytes(), jid.as_bytes(), sub.subid.as_bytes()]).as_slice(),
+                    key(&[
+                        s.as_bytes(),
+                        bare.as_bytes(),
+                        node.as_bytes(),
+                        jid.as_bytes(),
+                        sub.subid.as_bytes(),
+                    ])
+                    .as_slice(),
                     (),
                 )
                 .map_err(err)?;
@@ -418,7 +516,13 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn delete_subscription(&self, svc: &ServiceId, node: &str, jid: &Jid, subid: &str) -> StoreResult<bool> {
+    async fn delete_subscription(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        jid: &Jid,
+        subid: &str,
+    ) -> StoreResult<bool> {
         let s = svc.key();
         let node = node.to_owned();
         let j = jid.to_string();
@@ -428,12 +532,29 @@ impl Store for EmbeddedStore {
             let removed = tx
                 .open_table(SUBS)
                 .map_err(err)?
-                .remove(key(&[s.as_bytes(), node.as_bytes(), j.as_bytes(), subid.as_bytes()]).as_slice())
+                .remove(
+                    key(&[
+                        s.as_bytes(),
+                        node.as_bytes(),
+                        j.as_bytes(),
+                        subid.as_bytes(),
+                    ])
+                    .as_slice(),
+                )
                 .map_err(err)?
                 .is_some();
             tx.open_table(USER_SUBS)
                 .map_err(err)?
-                .remove(key(&[s.as_bytes(), bare.as_bytes(), node.as_bytes(), j.as_bytes(), subid.as_bytes()]).as_slice())
+                .remove(
+                    key(&[
+                        s.as_bytes(),
+                        bare.as_bytes(),
+                        node.as_bytes(),
+                        j.as_bytes(),
+                        subid.as_bytes(),
+                    ])
+                    .as_slice(),
+                )
                 .map_err(err)?;
             Ok(removed)
         })
@@ -446,7 +567,10 @@ impl Store for EmbeddedStore {
             let t = tx.open_table(SUBS).map_err(err)?;
             let end = prefix_end(&p);
             let mut out = Vec::new();
-            for r in t.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(err)? {
+            for r in t
+                .range::<&[u8]>(p.as_slice()..end.as_slice())
+                .map_err(err)?
+            {
                 let (_, v) = r.map_err(err)?;
                 out.push(serde_json::from_slice(v.value()).map_err(corrupt)?);
             }
@@ -455,7 +579,11 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn user_subscriptions(&self, svc: &ServiceId, jid: &Jid) -> StoreResult<Vec<(String, Subscription)>> {
+    async fn user_subscriptions(
+        &self,
+        svc: &ServiceId,
+        jid: &Jid,
+    ) -> StoreResult<Vec<(String, Subscription)>> {
         let s = svc.key();
         let p = prefix(&[s.as_bytes(), jid.to_bare().to_string().as_bytes()]);
         let only = (!jid.is_bare()).then(|| jid.to_string());
@@ -464,18 +592,28 @@ impl Store for EmbeddedStore {
             let subs = tx.open_table(SUBS).map_err(err)?;
             let end = prefix_end(&p);
             let mut out = Vec::new();
-            for r in index.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(err)? {
+            for r in index
+                .range::<&[u8]>(p.as_slice()..end.as_slice())
+                .map_err(err)?
+            {
                 let (k, _) = r.map_err(err)?;
                 let rest = &k.value()[p.len()..];
                 let mut parts = rest.split(|b| *b == 0);
-                let (Some(node), Some(j), Some(subid)) = (parts.next(), parts.next(), parts.next()) else {
+                let (Some(node), Some(j), Some(subid)) = (parts.next(), parts.next(), parts.next())
+                else {
                     return Err(corrupt("user subscription key"));
                 };
                 if only.as_deref().is_some_and(|o| o.as_bytes() != j) {
                     continue;
                 }
-                if let Some(v) = subs.get(key(&[s.as_bytes(), node, j, subid]).as_slice()).map_err(err)? {
-                    out.push((utf8(node)?, serde_json::from_slice(v.value()).map_err(corrupt)?));
+                if let Some(v) = subs
+                    .get(key(&[s.as_bytes(), node, j, subid]).as_slice())
+                    .map_err(err)?
+                {
+                    out.push((
+                        utf8(node)?,
+                        serde_json::from_slice(v.value()).map_err(corrupt)?,
+                    ));
                 }
             }
             Ok(out)
@@ -483,7 +621,13 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn put_item(&self, svc: &ServiceId, node: &str, item: &Item, max_items: Option<u64>) -> StoreResult<Vec<String>> {
+    async fn put_item(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        item: &Item,
+        max_items: Option<u64>,
+    ) -> StoreResult<Vec<String>> {
         let s = svc.key();
         let node = node.to_owned();
         let item = item.clone();
@@ -491,17 +635,28 @@ impl Store for EmbeddedStore {
             let nk = key(&[s.as_bytes(), node.as_bytes()]);
             let p = prefix(&[s.as_bytes(), node.as_bytes()]);
             let mut meta = tx.open_table(NODE_META).map_err(err)?;
-            let (next_seq, mut count) = meta.get(nk.as_slice()).map_err(err)?.map(|v| meta_decode(v.value())).unwrap_or((1, 0));
+            let (next_seq, mut count) = meta
+                .get(nk.as_slice())
+                .map_err(err)?
+                .map(|v| meta_decode(v.value()))
+                .unwrap_or((1, 0));
             let mut items = tx.open_table(ITEMS).map_err(err)?;
             let mut ids = tx.open_table(ITEM_IDS).map_err(err)?;
             let idk = key(&[s.as_bytes(), node.as_bytes(), item.id.as_bytes()]);
             let old = ids.get(idk.as_slice()).map_err(err)?.map(|g| g.value());
             if let Some(old) = old {
-                items.remove(key(&[&p[..p.len() - 1], &old.to_be_bytes()]).as_slice()).map_err(err)?;
+                items
+                    .remove(key(&[&p[..p.len() - 1], &old.to_be_bytes()]).as_slice())
+                    .map_err(err)?;
                 count -= 1;
             }
             let v = serde_json::to_vec(&item).map_err(corrupt)?;
-            items.insert(key(&[&p[..p.len() - 1], &next_seq.to_be_bytes()]).as_slice(), v.as_slice()).map_err(err)?;
+            items
+                .insert(
+                    key(&[&p[..p.len() - 1], &next_seq.to_be_bytes()]).as_slice(),
+                    v.as_slice(),
+                )
+                .map_err(err)?;
             ids.insert(idk.as_slice(), next_seq).map_err(err)?;
             count += 1;
             let mut evicted = Vec::new();
@@ -518,12 +673,14 @@ impl Store for EmbeddedStore {
                     let Some((k, v)) = first else { break };
                     let old = decode_item(&v)?;
                     items.remove(k.as_slice()).map_err(err)?;
-                    ids.remove(key(&[s.as_bytes(), node.as_bytes(), old.id.as_bytes()]).as_slice()).map_err(err)?;
+                    ids.remove(key(&[s.as_bytes(), node.as_bytes(), old.id.as_bytes()]).as_slice())
+                        .map_err(err)?;
                     evicted.push(old.id);
                     count -= 1;
                 }
             }
-            meta.insert(nk.as_slice(), meta_encode(next_seq + 1, count).as_slice()).map_err(err)?;
+            meta.insert(nk.as_slice(), meta_encode(next_seq + 1, count).as_slice())
+                .map_err(err)?;
             Ok(evicted)
         })
         .await
@@ -552,9 +709,16 @@ impl Store for EmbeddedStore {
                     .map(|g| g.value()))
             };
             let seq_key = |seq: u64| key(&[&p[..p.len() - 1], &seq.to_be_bytes()]);
-            let collect = |range: redb::Range<'_, Bytes, Bytes>, rev: bool, max: usize| -> StoreResult<Vec<Item>> {
+            let collect = |range: redb::Range<'_, Bytes, Bytes>,
+                           rev: bool,
+                           max: usize|
+             -> StoreResult<Vec<Item>> {
                 let mut out = Vec::new();
-                let it: Box<dyn Iterator<Item = _>> = if rev { Box::new(range.rev()) } else { Box::new(range) };
+                let it: Box<dyn Iterator<Item = _>> = if rev {
+                    Box::new(range.rev())
+                } else {
+                    Box::new(range)
+                };
                 for r in it.take(max) {
                     let (_, v) = r.map_err(err)?;
                     out.push(decode_item(v.value())?);
@@ -566,34 +730,74 @@ impl Store for EmbeddedStore {
             };
             let (got, first_index) = match &query {
                 ItemQuery::Newest(n) | ItemQuery::Before(None, n) => {
-                    let v = collect(items.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(err)?, true, *n)?;
+                    let v = collect(
+                        items
+                            .range::<&[u8]>(p.as_slice()..end.as_slice())
+                            .map_err(err)?,
+                        true,
+                        *n,
+                    )?;
                     let idx = count.saturating_sub(v.len() as u64);
                     (v, Some(idx))
                 }
-                ItemQuery::After(None, n) => {
-                    (collect(items.range::<&[u8]>(p.as_slice()..end.as_slice()).map_err(err)?, false, *n)?, Some(0))
-                }
+                ItemQuery::After(None, n) => (
+                    collect(
+                        items
+                            .range::<&[u8]>(p.as_slice()..end.as_slice())
+                            .map_err(err)?,
+                        false,
+                        *n,
+                    )?,
+                    Some(0),
+                ),
                 ItemQuery::After(Some(id), n) => match seq_of(id)? {
                     Some(seq) => {
                         let start = seq_key(seq + 1);
-                        (collect(items.range::<&[u8]>(start.as_slice()..end.as_slice()).map_err(err)?, false, *n)?, None)
+                        (
+                            collect(
+                                items
+                                    .range::<&[u8]>(start.as_slice()..end.as_slice())
+                                    .map_err(err)?,
+                                false,
+                                *n,
+                            )?,
+                            None,
+                        )
                     }
                     None => (Vec::new(), None),
                 },
                 ItemQuery::Before(Some(id), n) => match seq_of(id)? {
                     Some(seq) => {
                         let stop = seq_key(seq);
-                        (collect(items.range::<&[u8]>(p.as_slice()..stop.as_slice()).map_err(err)?, true, *n)?, None)
+                        (
+                            collect(
+                                items
+                                    .range::<&[u8]>(p.as_slice()..stop.as_slice())
+                                    .map_err(err)?,
+                                true,
+                                *n,
+                            )?,
+                            None,
+                        )
                     }
                     None => (Vec::new(), None),
                 },
             };
-            Ok(ItemPage { items: got, count, first_index })
+            Ok(ItemPage {
+                items: got,
+                count,
+                first_index,
+            })
         })
         .await
     }
 
-    async fn items_by_id(&self, svc: &ServiceId, node: &str, wanted: &[String]) -> StoreResult<Vec<Item>> {
+    async fn items_by_id(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        wanted: &[String],
+    ) -> StoreResult<Vec<Item>> {
         let s = svc.key();
         let node = node.to_owned();
         let wanted = wanted.to_vec();
@@ -602,7 +806,10 @@ impl Store for EmbeddedStore {
             let ids = tx.open_table(ITEM_IDS).map_err(err)?;
             let mut out = Vec::new();
             for id in &wanted {
-                if let Some(seq) = ids.get(key(&[s.as_bytes(), node.as_bytes(), id.as_bytes()]).as_slice()).map_err(err)? {
+                if let Some(seq) = ids
+                    .get(key(&[s.as_bytes(), node.as_bytes(), id.as_bytes()]).as_slice())
+                    .map_err(err)?
+                {
                     let k = key(&[s.as_bytes(), node.as_bytes(), &seq.value().to_be_bytes()]);
                     if let Some(v) = items.get(k.as_slice()).map_err(err)? {
                         out.push(decode_item(v.value())?);
@@ -620,7 +827,10 @@ impl Store for EmbeddedStore {
         let id = id.to_owned();
         self.write(move |tx| {
             let mut ids = tx.open_table(ITEM_IDS).map_err(err)?;
-            let seq = ids.remove(key(&[s.as_bytes(), node.as_bytes(), id.as_bytes()]).as_slice()).map_err(err)?.map(|g| g.value());
+            let seq = ids
+                .remove(key(&[s.as_bytes(), node.as_bytes(), id.as_bytes()]).as_slice())
+                .map_err(err)?
+                .map(|g| g.value());
             let Some(seq) = seq else { return Ok(false) };
             tx.open_table(ITEMS)
                 .map_err(err)?
@@ -628,8 +838,16 @@ impl Store for EmbeddedStore {
                 .map_err(err)?;
             let nk = key(&[s.as_bytes(), node.as_bytes()]);
             let mut meta = tx.open_table(NODE_META).map_err(err)?;
-            let (next, count) = meta.get(nk.as_slice()).map_err(err)?.map(|v| meta_decode(v.value())).unwrap_or((1, 0));
-            meta.insert(nk.as_slice(), meta_encode(next, count.saturating_sub(1)).as_slice()).map_err(err)?;
+            let (next, count) = meta
+                .get(nk.as_slice())
+                .map_err(err)?
+                .map(|v| meta_decode(v.value()))
+                .unwrap_or((1, 0));
+            meta.insert(
+                nk.as_slice(),
+                meta_encode(next, count.saturating_sub(1)).as_slice(),
+            )
+            .map_err(err)?;
             Ok(true)
         })
         .await
@@ -644,9 +862,13 @@ impl Store for EmbeddedStore {
             remove_prefix(&mut tx.open_table(ITEM_IDS).map_err(err)?, &p)?;
             let nk = key(&[s.as_bytes(), node.as_bytes()]);
             let mut meta = tx.open_table(NODE_META).map_err(err)?;
-            let next = meta.get(nk.as_slice()).map_err(err)?.map(|v| meta_decode(v.value()).0);
+            let next = meta
+                .get(nk.as_slice())
+                .map_err(err)?
+                .map(|v| meta_decode(v.value()).0);
             if let Some(next) = next {
-                meta.insert(nk.as_slice(), meta_encode(next, 0).as_slice()).map_err(err)?;
+                meta.insert(nk.as_slice(), meta_encode(next, 0).as_slice())
+                    .map_err(err)?;
             }
             Ok(())
         })

@@ -26,7 +26,13 @@ struct NodeData {
 type Nodes = BTreeMap<(ServiceId, String), NodeData>;
 
 impl MemoryStore {
-    fn with_node<T>(&self, svc: &ServiceId, node: &str, default: T, f: impl FnOnce(&mut NodeData) -> T) -> T {
+    fn with_node<T>(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        default: T,
+        f: impl FnOnce(&mut NodeData) -> T,
+    ) -> T {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         match nodes.get_mut(&(svc.clone(), node.to_owned())) {
             Some(n) => f(n),
@@ -54,10 +60,16 @@ pub(crate) fn page_of<'a>(
             let idx = count.saturating_sub(v.len() as u64);
             (v, Some(idx))
         }
-        ItemQuery::After(None, max) => (items.take(*max).map(|(_, i)| i.clone()).collect(), Some(0)),
+        ItemQuery::After(None, max) => {
+            (items.take(*max).map(|(_, i)| i.clone()).collect(), Some(0))
+        }
         ItemQuery::After(Some(id), max) => match lookup(id) {
             Some(seq) => (
-                items.filter(|(s, _)| *s > seq).take(*max).map(|(_, i)| i.clone()).collect(),
+                items
+                    .filter(|(s, _)| *s > seq)
+                    .take(*max)
+                    .map(|(_, i)| i.clone())
+                    .collect(),
                 None,
             ),
             None => (Vec::new(), None),
@@ -92,7 +104,12 @@ pub(crate) fn page_of<'a>(
 
 #[async_trait]
 impl Store for MemoryStore {
-    async fn create_node(&self, svc: &ServiceId, node: &NodeRecord, owner: &Jid) -> StoreResult<bool> {
+    async fn create_node(
+        &self,
+        svc: &ServiceId,
+        node: &NodeRecord,
+        owner: &Jid,
+    ) -> StoreResult<bool> {
         Ok(self.all(|nodes| {
             let key = (svc.clone(), node.name.clone());
             if nodes.contains_key(&key) {
@@ -119,7 +136,12 @@ impl Store for MemoryStore {
         Ok(self.with_node(svc, node, None, |n| Some(n.record.clone())))
     }
 
-    async fn save_config(&self, svc: &ServiceId, node: &str, config: &NodeConfig) -> StoreResult<()> {
+    async fn save_config(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        config: &NodeConfig,
+    ) -> StoreResult<()> {
         self.with_node(svc, node, (), |n| n.record.config = config.clone());
         Ok(())
     }
@@ -128,7 +150,12 @@ impl Store for MemoryStore {
         Ok(self.all(|nodes| nodes.remove(&(svc.clone(), node.to_owned())).is_some()))
     }
 
-    async fn node_names(&self, svc: &ServiceId, after: Option<&str>, max: usize) -> StoreResult<Vec<String>> {
+    async fn node_names(
+        &self,
+        svc: &ServiceId,
+        after: Option<&str>,
+        max: usize,
+    ) -> StoreResult<Vec<String>> {
         Ok(self.all(|nodes| {
             nodes
                 .keys()
@@ -148,7 +175,13 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn set_affiliation(&self, svc: &ServiceId, node: &str, jid: &Jid, aff: Affiliation) -> StoreResult<()> {
+    async fn set_affiliation(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        jid: &Jid,
+        aff: Affiliation,
+    ) -> StoreResult<()> {
         self.with_node(svc, node, (), |n| {
             if aff == Affiliation::None {
                 n.affiliations.remove(&jid.to_bare());
@@ -159,13 +192,24 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn affiliations(&self, svc: &ServiceId, node: &str) -> StoreResult<Vec<(Jid, Affiliation)>> {
+    async fn affiliations(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+    ) -> StoreResult<Vec<(Jid, Affiliation)>> {
         Ok(self.with_node(svc, node, Vec::new(), |n| {
-            n.affiliations.iter().map(|(j, a)| (j.clone(), *a)).collect()
+            n.affiliations
+                .iter()
+                .map(|(j, a)| (j.clone(), *a))
+                .collect()
         }))
     }
 
-    async fn user_affiliations(&self, svc: &ServiceId, jid: &Jid) -> StoreResult<Vec<(String, Affiliation)>> {
+    async fn user_affiliations(
+        &self,
+        svc: &ServiceId,
+        jid: &Jid,
+    ) -> StoreResult<Vec<(String, Affiliation)>> {
         let bare = jid.to_bare();
         Ok(self.all(|nodes| {
             nodes
@@ -176,9 +220,18 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn put_subscription(&self, svc: &ServiceId, node: &str, sub: &Subscription) -> StoreResult<()> {
+    async fn put_subscription(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        sub: &Subscription,
+    ) -> StoreResult<()> {
         self.with_node(svc, node, (), |n| {
-            match n.subscriptions.iter_mut().find(|s| s.jid == sub.jid && s.subid == sub.subid) {
+            match n
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.jid == sub.jid && s.subid == sub.subid)
+            {
                 Some(existing) => *existing = sub.clone(),
                 None => n.subscriptions.push(sub.clone()),
             }
@@ -186,10 +239,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn delete_subscription(&self, svc: &ServiceId, node: &str, jid: &Jid, subid: &str) -> StoreResult<bool> {
+    async fn delete_subscription(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        jid: &Jid,
+        subid: &str,
+    ) -> StoreResult<bool> {
         Ok(self.with_node(svc, node, false, |n| {
             let before = n.subscriptions.len();
-            n.subscriptions.retain(|s| !(s.jid == *jid && s.subid == subid));
+            n.subscriptions
+                .retain(|s| !(s.jid == *jid && s.subid == subid));
             n.subscriptions.len() != before
         }))
     }
@@ -198,7 +258,11 @@ impl Store for MemoryStore {
         Ok(self.with_node(svc, node, Vec::new(), |n| n.subscriptions.clone()))
     }
 
-    async fn user_subscriptions(&self, svc: &ServiceId, jid: &Jid) -> StoreResult<Vec<(String, Subscription)>> {
+    async fn user_subscriptions(
+        &self,
+        svc: &ServiceId,
+        jid: &Jid,
+    ) -> StoreResult<Vec<(String, Subscription)>> {
         Ok(self.all(|nodes| {
             let mut out = Vec::new();
             for ((s, name), d) in nodes.iter() {
@@ -206,7 +270,11 @@ impl Store for MemoryStore {
                     continue;
                 }
                 for sub in &d.subscriptions {
-                    let matches = if jid.is_bare() { sub.jid.to_bare() == *jid } else { sub.jid == *jid };
+                    let matches = if jid.is_bare() {
+                        sub.jid.to_bare() == *jid
+                    } else {
+                        sub.jid == *jid
+                    };
                     if matches {
                         out.push((name.clone(), sub.clone()));
                     }
@@ -216,7 +284,13 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn put_item(&self, svc: &ServiceId, node: &str, item: &Item, max_items: Option<u64>) -> StoreResult<Vec<String>> {
+    async fn put_item(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        item: &Item,
+        max_items: Option<u64>,
+    ) -> StoreResult<Vec<String>> {
         Ok(self.with_node(svc, node, Vec::new(), |n| {
             if let Some(old) = n.by_id.remove(&item.id) {
                 n.items.remove(&old);
@@ -228,7 +302,9 @@ impl Store for MemoryStore {
             let mut evicted = Vec::new();
             if let Some(max) = max_items {
                 while n.items.len() as u64 > max {
-                    let Some((_, old)) = n.items.pop_first() else { break };
+                    let Some((_, old)) = n.items.pop_first() else {
+                        break;
+                    };
                     n.by_id.remove(&old.id);
                     evicted.push(old.id);
                 }
@@ -249,7 +325,12 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn items_by_id(&self, svc: &ServiceId, node: &str, ids: &[String]) -> StoreResult<Vec<Item>> {
+    async fn items_by_id(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<Item>> {
         Ok(self.with_node(svc, node, Vec::new(), |n| {
             ids.iter()
                 .filter_map(|id| n.by_id.get(id).and_then(|s| n.items.get(s)).cloned())
@@ -258,10 +339,12 @@ impl Store for MemoryStore {
     }
 
     async fn delete_item(&self, svc: &ServiceId, node: &str, id: &str) -> StoreResult<bool> {
-        Ok(self.with_node(svc, node, false, |n| match n.by_id.remove(id) {
-            Some(seq) => n.items.remove(&seq).is_some(),
-            None => false,
-        }))
+        Ok(
+            self.with_node(svc, node, false, |n| match n.by_id.remove(id) {
+                Some(seq) => n.items.remove(&seq).is_some(),
+                None => false,
+            }),
+        )
     }
 
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {

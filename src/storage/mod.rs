@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use crate::jid::Jid;
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     #[error("storage unavailable: {0}")]
     Unavailable(String),
@@ -53,33 +53,88 @@ pub struct ItemPage {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates a node; false if a node with this name exists.
-    async fn create_node(&self, svc: &ServiceId, node: &NodeRecord, owner: &Jid) -> StoreResult<bool>;
+    async fn create_node(
+        &self,
+        svc: &ServiceId,
+        node: &NodeRecord,
+        owner: &Jid,
+    ) -> StoreResult<bool>;
     async fn load_node(&self, svc: &ServiceId, node: &str) -> StoreResult<Option<NodeRecord>>;
-    async fn save_config(&self, svc: &ServiceId, node: &str, config: &NodeConfig) -> StoreResult<()>;
+    async fn save_config(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        config: &NodeConfig,
+    ) -> StoreResult<()>;
     /// Deletes the node with its items, subscriptions and affiliations.
     async fn delete_node(&self, svc: &ServiceId, node: &str) -> StoreResult<bool>;
     /// Node names of a service, sorted, at most `max` after `after`.
-    async fn node_names(&self, svc: &ServiceId, after: Option<&str>, max: usize) -> StoreResult<Vec<String>>;
+    async fn node_names(
+        &self,
+        svc: &ServiceId,
+        after: Option<&str>,
+        max: usize,
+    ) -> StoreResult<Vec<String>>;
     async fn count_nodes_created_by(&self, svc: &ServiceId, creator: &str) -> StoreResult<u64>;
 
     /// Sets (or with `Affiliation::None`, removes) a bare JID's affiliation.
-    async fn set_affiliation(&self, svc: &ServiceId, node: &str, jid: &Jid, aff: Affiliation) -> StoreResult<()>;
-    async fn affiliations(&self, svc: &ServiceId, node: &str) -> StoreResult<Vec<(Jid, Affiliation)>>;
+    async fn set_affiliation(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        jid: &Jid,
+        aff: Affiliation,
+    ) -> StoreResult<()>;
+    async fn affiliations(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+    ) -> StoreResult<Vec<(Jid, Affiliation)>>;
     /// Affiliations of a bare JID across the service's nodes.
-    async fn user_affiliations(&self, svc: &ServiceId, jid: &Jid) -> StoreResult<Vec<(String, Affiliation)>>;
+    async fn user_affiliations(
+        &self,
+        svc: &ServiceId,
+        jid: &Jid,
+    ) -> StoreResult<Vec<(String, Affiliation)>>;
 
     /// Adds or replaces (same JID and subid) a subscription.
-    async fn put_subscription(&self, svc: &ServiceId, node: &str, sub: &Subscription) -> StoreResult<()>;
-    async fn delete_subscription(&self, svc: &ServiceId, node: &str, jid: &Jid, subid: &str) -> StoreResult<bool>;
+    async fn put_subscription(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        sub: &Subscription,
+    ) -> StoreResult<()>;
+    async fn delete_subscription(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        jid: &Jid,
+        subid: &str,
+    ) -> StoreResult<bool>;
     async fn subscriptions(&self, svc: &ServiceId, node: &str) -> StoreResult<Vec<Subscription>>;
     /// Subscriptions of a JID (bare: also its full JIDs) across the service's nodes.
-    async fn user_subscriptions(&self, svc: &ServiceId, jid: &Jid) -> StoreResult<Vec<(String, Subscription)>>;
+    async fn user_subscriptions(
+        &self,
+        svc: &ServiceId,
+        jid: &Jid,
+    ) -> StoreResult<Vec<(String, Subscription)>>;
 
     /// Stores an item (replacing one with the same id), trims to `max_items`; returns the ids removed
     /// by trimming.
-    async fn put_item(&self, svc: &ServiceId, node: &str, item: &Item, max_items: Option<u64>) -> StoreResult<Vec<String>>;
+    async fn put_item(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        item: &Item,
+        max_items: Option<u64>,
+    ) -> StoreResult<Vec<String>>;
     async fn items(&self, svc: &ServiceId, node: &str, query: ItemQuery) -> StoreResult<ItemPage>;
-    async fn items_by_id(&self, svc: &ServiceId, node: &str, ids: &[String]) -> StoreResult<Vec<Item>>;
+    async fn items_by_id(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<Item>>;
     async fn delete_item(&self, svc: &ServiceId, node: &str, id: &str) -> StoreResult<bool>;
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()>;
 }

@@ -2,12 +2,61 @@
 
 use crate::xml::Element;
 
+use super::pubsub::NS_PUBSUB;
+use super::rsm::NS_RSM;
 use super::{NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION};
 
 /// Features the host service implements (advertised exactly; nothing listed is missing).
 pub fn service_features() -> Vec<&'static str> {
-    vec![NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION]
+    let mut f = vec![
+        NS_DISCO_INFO,
+        NS_DISCO_ITEMS,
+        NS_PING,
+        NS_VERSION,
+        NS_PUBSUB,
+        NS_RSM,
+    ];
+    f.extend(PUBSUB_FEATURES.iter().copied());
+    f
 }
+
+/// XEP-0060 section 10 features this service implements, as `pubsub#` feature vars.
+pub const PUBSUB_FEATURES: &[&str] = &[
+    "http://jabber.org/protocol/pubsub#access-authorize",
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-roster",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#config-node",
+    "http://jabber.org/protocol/pubsub#create-and-configure",
+    "http://jabber.org/protocol/pubsub#create-nodes",
+    "http://jabber.org/protocol/pubsub#delete-items",
+    "http://jabber.org/protocol/pubsub#delete-nodes",
+    "http://jabber.org/protocol/pubsub#get-pending",
+    "http://jabber.org/protocol/pubsub#instant-nodes",
+    "http://jabber.org/protocol/pubsub#item-ids",
+    "http://jabber.org/protocol/pubsub#manage-subscriptions",
+    "http://jabber.org/protocol/pubsub#meta-data",
+    "http://jabber.org/protocol/pubsub#modify-affiliations",
+    "http://jabber.org/protocol/pubsub#multi-subscribe",
+    "http://jabber.org/protocol/pubsub#outcast-affiliation",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#publisher-affiliation",
+    "http://jabber.org/protocol/pubsub#publish-only-affiliation",
+    "http://jabber.org/protocol/pubsub#purge-nodes",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-affiliations",
+    "http://jabber.org/protocol/pubsub#retrieve-default",
+    "http://jabber.org/protocol/pubsub#retrieve-default-sub",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    "http://jabber.org/protocol/pubsub#subscribe",
+    "http://jabber.org/protocol/pubsub#subscription-options",
+    "http://jabber.org/protocol/pubsub#subscription-notifications",
+    "http://jabber.org/protocol/pubsub#config-node-max",
+];
 
 /// `<query xmlns='disco#info'>` with one identity and the features.
 pub fn info_query(

@@ -95,3 +95,68 @@ impl StanzaError {
         el
     }
 }
+
+pub const NS_PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+
+fn app(name: &str) -> Element {
+    Element::new(name, NS_PUBSUB_ERRORS)
+}
+
+/// The one table from core errors to XEP-0060 stanza errors (sections 6.1.3, 6.2.3, 6.5.9, 7.1.3,
+/// 7.1.5, 7.2.3, 8.1.3, 8.2.3, 8.4.3, 8.5.3).
+pub fn from_pubsub(e: &crate::pubsub::PubSubError) -> StanzaError {
+    use crate::pubsub::PubSubError as P;
+    use ErrorType::*;
+    match e {
+        P::NodeNotFound | P::ItemNotFound => StanzaError::item_not_found(),
+        P::NodeExists => StanzaError::new(Cancel, "conflict"),
+        P::Forbidden => StanzaError::forbidden(),
+        P::ClosedNode => StanzaError::new(Cancel, "not-allowed").with_app(app("closed-node")),
+        P::PresenceSubscriptionRequired => {
+            StanzaError::new(Auth, "not-authorized").with_app(app("presence-subscription-required"))
+        }
+        P::NotInRosterGroup => {
+            StanzaError::new(Auth, "not-authorized").with_app(app("not-in-roster-group"))
+        }
+        P::NotSubscribed => {
+            StanzaError::new(Auth, "not-authorized").with_app(app("not-subscribed"))
+        }
+        P::PendingSubscription => {
+            StanzaError::new(Auth, "not-authorized").with_app(app("pending-subscription"))
+        }
+        P::InvalidJid => StanzaError::bad_request().with_app(app("invalid-jid")),
+        P::SubIdRequired => StanzaError::bad_request().with_app(app("subid-required")),
+        P::InvalidSubId => {
+            StanzaError::new(Modify, "not-acceptable").with_app(app("invalid-subid"))
+        }
+        P::NoSubscription => {
+            StanzaError::new(Cancel, "unexpected-request").with_app(app("not-subscribed"))
+        }
+        P::PreconditionNotMet(field) => StanzaError::new(Cancel, "conflict")
+            .with_app(app("precondition-not-met"))
+            .with_text(format!(
+                "publish option {field} does not match the node configuration"
+            )),
+        P::PayloadTooBig(n) => StanzaError::new(Modify, "not-acceptable")
+            .with_app(app("payload-too-big"))
+            .with_text(format!("the payload exceeds {n} bytes")),
+        P::InvalidPayload => StanzaError::bad_request().with_app(app("invalid-payload")),
+        P::PayloadRequired => StanzaError::bad_request().with_app(app("payload-required")),
+        P::ItemRequired => StanzaError::bad_request().with_app(app("item-required")),
+        P::ItemForbidden => StanzaError::bad_request().with_app(app("item-forbidden")),
+        P::NodeIdRequired => StanzaError::bad_request().with_app(app("nodeid-required")),
+        P::MaxNodesExceeded => {
+            StanzaError::new(Cancel, "not-allowed").with_app(app("max-nodes-exceeded"))
+        }
+        P::BadConfig(why) => StanzaError::new(Modify, "not-acceptable").with_text(why.clone()),
+        P::Unsupported(feature) => StanzaError::feature_not_implemented()
+            .with_app(app("unsupported").attr("feature", *feature)),
+        P::UnsupportedAccessModel(m) => StanzaError::new(Modify, "not-acceptable")
+            .with_app(app("unsupported-access-model"))
+            .with_text(format!("access model {m:?} is not supported")),
+        P::LastOwner => StanzaError::new(Modify, "not-acceptable").with_text(e.to_string()),
+        P::BadRequest(why) => StanzaError::bad_request().with_text(why.clone()),
+        P::Storage(_) => StanzaError::new(Wait, "internal-server-error")
+            .with_text("storage is unavailable; nothing was changed, try again later"),
+    }
+}

@@ -4,6 +4,10 @@
 pub mod disco;
 pub mod dispatch;
 pub mod errors;
+pub mod forms;
+pub mod notify;
+pub mod pubsub;
+pub mod rsm;
 pub mod stanza;
 
 pub use dispatch::Service;

@@ -1,0 +1,965 @@
+//! The pubsub service: every operation is check -> persist -> notify. No XML here.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rand::RngExt;
+
+use super::access::{Action, RosterRelation, check};
+use super::error::{PubSubError, PubSubResult};
+use super::model::*;
+use super::notify::{Event, Notification, Recipient};
+use crate::jid::Jid;
+use crate::storage::{ItemPage, ItemQuery, Store};
+
+/// Service-wide limits (config `[pubsub]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_payload_bytes: u64,
+    pub max_items_per_node: u64,
+    pub max_nodes_per_user: u64,
+    pub max_page: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 256 * 1024,
+            max_items_per_node: 1000,
+            max_nodes_per_user: 1000,
+            max_page: 1000,
+        }
+    }
+}
+
+/// Answers "what does the owner's roster say about this JID" for the presence and roster models.
+#[async_trait]
+pub trait RosterSource: Send + Sync {
+    async fn relation(&self, owners: &[Jid], actor: &Jid) -> RosterRelation;
+}
+
+/// The host service without roster access: nobody is in an owner's roster.
+pub struct NoRoster;
+
+#[async_trait]
+impl RosterSource for NoRoster {
+    async fn relation(&self, _owners: &[Jid], _actor: &Jid) -> RosterRelation {
+        RosterRelation::default()
+    }
+}
+
+/// A node with its affiliations and subscriptions, as cached.
+#[derive(Debug, Clone)]
+pub struct NodeState {
+    pub record: NodeRecord,
+    pub affiliations: HashMap<Jid, Affiliation>,
+    pub subscriptions: Vec<Subscription>,
+}
+
+impl NodeState {
+    pub fn affiliation(&self, jid: &Jid) -> Affiliation {
+        self.affiliations
+            .get(&jid.to_bare())
+            .copied()
+            .unwrap_or(Affiliation::None)
+    }
+
+    pub fn owners(&self) -> Vec<Jid> {
+        self.affiliations
+            .iter()
+            .filter(|(_, a)| **a == Affiliation::Owner)
+            .map(|(j, _)| j.clone())
+            .collect()
+    }
+
+    /// True when `jid` (or, for a bare JID, any of its resources) has an approved subscription.
+    pub fn is_subscribed(&self, jid: &Jid) -> bool {
+        self.subscriptions.iter().any(|s| {
+            s.state == SubscriptionState::Subscribed && (s.jid == *jid || s.jid == jid.to_bare())
+        })
+    }
+
+    /// Subscribers to notify, one entry per JID with all its subscription ids.
+    pub fn recipients(&self) -> Vec<Recipient> {
+        let mut out: Vec<Recipient> = Vec::new();
+        let mut index: HashMap<&Jid, usize> = HashMap::new();
+        for s in &self.subscriptions {
+            if s.state != SubscriptionState::Subscribed || s.options.deliver == Some(false) {
+                continue;
+            }
+            match index.get(&s.jid) {
+                Some(&i) => out[i].subids.push(s.subid.clone()),
+                None => {
+                    index.insert(&s.jid, out.len());
+                    out.push(Recipient {
+                        jid: s.jid.clone(),
+                        subids: vec![s.subid.clone()],
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Where to retrieve items from.
+#[derive(Debug, Clone)]
+pub enum ItemSelection {
+    /// The newest n (XEP-0060 6.5.7), or all up to the page limit.
+    Newest(Option<usize>),
+    ById(Vec<String>),
+    Page(ItemQuery),
+}
+
+/// The outcome of a subscribe request.
+#[derive(Debug, Clone)]
+pub struct Subscribed {
+    pub subscription: Subscription,
+    pub notifications: Vec<Notification>,
+}
+
+pub struct PubSub {
+    store: Arc<dyn Store>,
+    limits: Limits,
+    roster: Arc<dyn RosterSource>,
+    nodes: Mutex<HashMap<(ServiceId, String), Arc<NodeState>>>,
+    last_items: Mutex<HashMap<(ServiceId, String), Option<Item>>>,
+}
+
+fn token(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from_digit(rng.random_range(0..16u32), 16).unwrap_or('0'))
+        .collect()
+}
+
+impl PubSub {
+    pub fn new(store: Arc<dyn Store>, limits: Limits, roster: Arc<dyn RosterSource>) -> PubSub {
+        PubSub {
+            store,
+            limits,
+            roster,
+            nodes: Mutex::new(HashMap::new()),
+            last_items: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// The configuration new nodes get unless the creator says otherwise.
+    pub fn default_config(&self, _svc: &ServiceId) -> NodeConfig {
+        NodeConfig::host_default(self.limits.max_payload_bytes)
+    }
+
+    fn key(svc: &ServiceId, node: &str) -> (ServiceId, String) {
+        (svc.clone(), node.to_owned())
+    }
+
+    fn forget(&self, svc: &ServiceId, node: &str) {
+        let k = Self::key(svc, node);
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&k);
+    }
+
+    /// The node with its affiliations and subscriptions, from the cache or the store.
+    pub async fn node(&self, svc: &ServiceId, node: &str) -> PubSubResult<Arc<NodeState>> {
+        let k = Self::key(svc, node);
+        if let Some(n) = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
+            return Ok(n.clone());
+        }
+        let record = self
+            .store
+            .load_node(svc, node)
+            .await?
+            .ok_or(PubSubError::NodeNotFound)?;
+        let affiliations = self
+            .store
+            .affiliations(svc, node)
+            .await?
+            .into_iter()
+            .collect();
+        let subscriptions = self.store.subscriptions(svc, node).await?;
+        let state = Arc::new(NodeState {
+            record,
+            affiliations,
+            subscriptions,
+        });
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k, state.clone());
+        Ok(state)
+    }
+
+    async fn relation(&self, state: &NodeState, actor: &Jid) -> RosterRelation {
+        self.roster
+            .relation(&state.owners(), &actor.to_bare())
+            .await
+    }
+
+    /// Checks `action` for `actor` on the node.
+    pub async fn authorize(
+        &self,
+        state: &NodeState,
+        actor: &Jid,
+        action: Action,
+    ) -> PubSubResult<()> {
+        let aff = state.affiliation(actor);
+        let cfg = &state.record.config;
+        // Only fetch the roster when the decision depends on it.
+        let needs_roster = aff == Affiliation::None
+            && matches!(action, Action::Subscribe | Action::RetrieveItems)
+            && matches!(
+                cfg.access_model,
+                AccessModel::Presence | AccessModel::Roster
+            );
+        let roster = if needs_roster {
+            self.relation(state, actor).await
+        } else {
+            RosterRelation::default()
+        };
+        check(aff, action, cfg, &roster, state.is_subscribed(actor))
+    }
+
+    // ---- node lifecycle (XEP-0060 section 8) ----
+
+    /// Creates a node (8.1); `name` None makes an instant node (8.1.2).
+    pub async fn create(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        name: Option<&str>,
+        config: Option<NodeConfig>,
+    ) -> PubSubResult<String> {
+        let name = match name {
+            Some("") => return Err(PubSubError::NodeIdRequired),
+            Some(n) => n.to_owned(),
+            None => token(16),
+        };
+        let creator = actor.to_bare().to_string();
+        if self.store.count_nodes_created_by(svc, &creator).await? >= self.limits.max_nodes_per_user
+        {
+            return Err(PubSubError::MaxNodesExceeded);
+        }
+        let config = match config {
+            Some(c) => self.validate_config(c)?,
+            None => self.default_config(svc),
+        };
+        let record = NodeRecord {
+            name: name.clone(),
+            config,
+            created_ms: now_ms(),
+            creator,
+        };
+        if !self.store.create_node(svc, &record, actor).await? {
+            return Err(PubSubError::NodeExists);
+        }
+        self.forget(svc, &name);
+        Ok(name)
+    }
+
+    /// Checks ranges and the service limits of a configuration.
+    pub fn validate_config(&self, mut c: NodeConfig) -> PubSubResult<NodeConfig> {
+        match c.max_items {
+            MaxItems::Count(n) if n > self.limits.max_items_per_node => {
+                return Err(PubSubError::BadConfig(format!(
+                    "pubsub#max_items: at most {} (or max)",
+                    self.limits.max_items_per_node
+                )));
+            }
+            _ => {}
+        }
+        if c.max_payload_size == 0 || c.max_payload_size > self.limits.max_payload_bytes {
+            c.max_payload_size = self.limits.max_payload_bytes;
+        }
+        Ok(c)
+    }
+
+    pub async fn get_config(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+    ) -> PubSubResult<NodeConfig> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::Configure).await?;
+        Ok(state.record.config.clone())
+    }
+
+    /// Replaces the configuration (8.2.5); notifies subscribers when notify_config is on.
+    pub async fn set_config(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        config: NodeConfig,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::Configure).await?;
+        let config = self.validate_config(config)?;
+        self.store.save_config(svc, node, &config).await?;
+        self.forget(svc, node);
+        let mut out = Vec::new();
+        if config.notify_config && config.deliver_notifications {
+            let payload = config.deliver_payloads.then(|| Box::new(config.clone()));
+            out.push(self.notification(
+                svc,
+                node,
+                &state,
+                Event::Configuration { config: payload },
+                &config,
+            ));
+        }
+        // A smaller max_items takes effect on the next publish (trim), keeping this O(1).
+        Ok(out)
+    }
+
+    /// Deletes the node (8.4) and tells subscribers when notify_delete is on.
+    pub async fn delete(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        redirect: Option<String>,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::DeleteNode).await?;
+        self.store.delete_node(svc, node).await?;
+        self.forget(svc, node);
+        self.last_items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(svc, node));
+        let cfg = &state.record.config;
+        let mut out = Vec::new();
+        if cfg.notify_delete {
+            out.push(self.notification(svc, node, &state, Event::Delete { redirect }, cfg));
+        }
+        Ok(out)
+    }
+
+    /// Removes every item (8.5).
+    pub async fn purge(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::Purge).await?;
+        if !state.record.config.persist_items {
+            return Err(PubSubError::Unsupported("persistent-items"));
+        }
+        self.store.purge_items(svc, node).await?;
+        self.last_items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Self::key(svc, node), None);
+        let cfg = &state.record.config;
+        let mut out = Vec::new();
+        if cfg.notify_retract && cfg.deliver_notifications {
+            out.push(self.notification(svc, node, &state, Event::Purge, cfg));
+        }
+        Ok(out)
+    }
+
+    pub async fn node_names(
+        &self,
+        svc: &ServiceId,
+        after: Option<&str>,
+        max: usize,
+    ) -> PubSubResult<Vec<String>> {
+        Ok(self
+            .store
+            .node_names(svc, after, max.min(self.limits.max_page))
+            .await?)
+    }
+
+    fn notification(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        state: &NodeState,
+        event: Event,
+        cfg: &NodeConfig,
+    ) -> Notification {
+        Notification {
+            service: svc.clone(),
+            node: node.to_owned(),
+            recipients: state.recipients(),
+            event,
+            kind: cfg.notification_type,
+        }
+    }
+
+    // ---- publishing (XEP-0060 section 7) ----
+
+    /// Publishes items (7.1). `payloads[i]` is the serialized payload of item i (empty: none).
+    /// Durable in the store before it returns. Returns the item ids and the notifications.
+    pub async fn publish(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        items: Vec<(Option<String>, String)>,
+    ) -> PubSubResult<(Vec<String>, Vec<Notification>)> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::Publish).await?;
+        let cfg = &state.record.config;
+        let persistent = cfg.persist_items;
+        if items.is_empty() {
+            if persistent || cfg.deliver_payloads {
+                return Err(PubSubError::ItemRequired);
+            }
+        }
+        let limit = cfg.max_payload_size.min(self.limits.max_payload_bytes);
+        for (_, payload) in &items {
+            if payload.len() as u64 > limit {
+                return Err(PubSubError::PayloadTooBig(limit));
+            }
+            if payload.is_empty() && (persistent || cfg.deliver_payloads) {
+                return Err(PubSubError::PayloadRequired);
+            }
+            if !payload.is_empty() && !persistent && !cfg.deliver_payloads {
+                return Err(PubSubError::ItemForbidden);
+            }
+        }
+        let max_items = match cfg.max_items {
+            MaxItems::Count(n) => Some(n.min(self.limits.max_items_per_node)),
+            MaxItems::Max => Some(self.limits.max_items_per_node),
+        };
+        let publisher = actor.to_bare().to_string();
+        let mut published = Vec::with_capacity(items.len());
+        for (id, payload) in items {
+            let item = Item {
+                id: id.filter(|i| !i.is_empty()).unwrap_or_else(|| token(16)),
+                publisher: publisher.clone(),
+                payload: Arc::from(payload),
+                published_ms: now_ms(),
+            };
+            if persistent {
+                self.store.put_item(svc, node, &item, max_items).await?;
+            }
+            published.push(item);
+        }
+        // Filled only after the store acknowledged the write.
+        if let Some(last) = published.last() {
+            self.last_items
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(Self::key(svc, node), Some(last.clone()));
+        }
+        let ids = published.iter().map(|i| i.id.clone()).collect();
+        let mut out = Vec::new();
+        if cfg.deliver_notifications {
+            out.push(self.notification(
+                svc,
+                node,
+                &state,
+                Event::Items {
+                    items: published,
+                    payloads: cfg.deliver_payloads,
+                },
+                cfg,
+            ));
+        }
+        Ok((ids, out))
+    }
+
+    /// Retracts items (7.2); `notify` None follows notify_retract.
+    pub async fn retract(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        ids: Vec<String>,
+        notify: Option<bool>,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        if ids.is_empty() {
+            return Err(PubSubError::ItemRequired);
+        }
+        if !state.record.config.persist_items {
+            return Err(PubSubError::Unsupported("persistent-items"));
+        }
+        let found = self.store.items_by_id(svc, node, &ids).await?;
+        if found.len() != ids.len() {
+            return Err(PubSubError::ItemNotFound);
+        }
+        let may_any = self.authorize(&state, actor, Action::RetractAny).await;
+        if may_any.is_err() {
+            let bare = actor.to_bare().to_string();
+            if found.iter().any(|i| i.publisher != bare) {
+                return Err(PubSubError::Forbidden);
+            }
+            self.authorize(&state, actor, Action::RetractOwn).await?;
+        }
+        for id in &ids {
+            self.store.delete_item(svc, node, id).await?;
+        }
+        let k = Self::key(svc, node);
+        let mut last = self.last_items.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(last.get(&k), Some(Some(i)) if ids.contains(&i.id)) {
+            last.remove(&k);
+        }
+        drop(last);
+        let cfg = &state.record.config;
+        let mut out = Vec::new();
+        if notify.unwrap_or(cfg.notify_retract) && cfg.deliver_notifications {
+            out.push(self.notification(svc, node, &state, Event::Retract { ids }, cfg));
+        }
+        Ok(out)
+    }
+
+    /// Items the actor may read (6.5).
+    pub async fn items(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        selection: ItemSelection,
+    ) -> PubSubResult<ItemPage> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::RetrieveItems).await?;
+        if !state.record.config.persist_items {
+            return Err(PubSubError::Unsupported("persistent-items"));
+        }
+        let max = self.limits.max_page;
+        let mut page = match selection {
+            ItemSelection::Newest(n) => {
+                let n = n.unwrap_or(max).min(max);
+                if n == 1 {
+                    if let Some(Some(item)) = self
+                        .last_items
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&Self::key(svc, node))
+                    {
+                        return Ok(ItemPage {
+                            items: vec![item.clone()],
+                            count: 1,
+                            first_index: None,
+                        });
+                    }
+                }
+                self.store.items(svc, node, ItemQuery::Newest(n)).await?
+            }
+            ItemSelection::ById(ids) => {
+                let items = self.store.items_by_id(svc, node, &ids).await?;
+                if items.is_empty() {
+                    return Err(PubSubError::ItemNotFound);
+                }
+                ItemPage {
+                    count: items.len() as u64,
+                    items,
+                    first_index: None,
+                }
+            }
+            ItemSelection::Page(q) => {
+                let q = match q {
+                    ItemQuery::Newest(n) => ItemQuery::Newest(n.min(max)),
+                    ItemQuery::After(c, n) => ItemQuery::After(c, n.min(max)),
+                    ItemQuery::Before(c, n) => ItemQuery::Before(c, n.min(max)),
+                };
+                self.store.items(svc, node, q).await?
+            }
+        };
+        if let Some(expire) = state.record.config.item_expire {
+            let cutoff = now_ms().saturating_sub(expire.saturating_mul(1000));
+            page.items.retain(|i| i.published_ms >= cutoff);
+        }
+        Ok(page)
+    }
+
+    /// The last published item, from the cache or the store.
+    pub async fn last_item(&self, svc: &ServiceId, node: &str) -> PubSubResult<Option<Item>> {
+        let k = Self::key(svc, node);
+        if let Some(cached) = self
+            .last_items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&k)
+        {
+            return Ok(cached.clone());
+        }
+        let last = self
+            .store
+            .items(svc, node, ItemQuery::Newest(1))
+            .await?
+            .items
+            .pop();
+        self.last_items
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(k, last.clone());
+        Ok(last)
+    }
+
+    // ---- subscriptions (XEP-0060 section 6) ----
+
+    /// Subscribes `jid` (6.1); the actor must be that JID (bare match) unless it owns the node.
+    pub async fn subscribe(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        jid: &Jid,
+        options: SubOptions,
+    ) -> PubSubResult<Subscribed> {
+        let state = self.node(svc, node).await?;
+        if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
+            return Err(PubSubError::InvalidJid);
+        }
+        self.authorize(&state, jid, Action::Subscribe).await?;
+        if let Some(existing) = state.subscriptions.iter().find(|s| s.jid == *jid) {
+            if existing.state == SubscriptionState::Pending {
+                return Err(PubSubError::PendingSubscription);
+            }
+            return Ok(Subscribed {
+                subscription: existing.clone(),
+                notifications: Vec::new(),
+            });
+        }
+        let cfg = &state.record.config;
+        let needs_approval = cfg.access_model == AccessModel::Authorize
+            && matches!(state.affiliation(jid), Affiliation::None);
+        let sub = Subscription {
+            jid: jid.clone(),
+            subid: token(16),
+            state: if needs_approval {
+                SubscriptionState::Pending
+            } else {
+                SubscriptionState::Subscribed
+            },
+            options,
+        };
+        self.store.put_subscription(svc, node, &sub).await?;
+        self.forget(svc, node);
+        let mut notifications = Vec::new();
+        let owners: Vec<Recipient> = state
+            .owners()
+            .into_iter()
+            .map(|jid| Recipient {
+                jid,
+                subids: Vec::new(),
+            })
+            .collect();
+        if needs_approval {
+            notifications.push(Notification {
+                service: svc.clone(),
+                node: node.to_owned(),
+                recipients: owners,
+                event: Event::AuthorizationRequest {
+                    subscriber: jid.clone(),
+                    subid: sub.subid.clone(),
+                },
+                kind: NotificationType::Normal,
+            });
+        } else {
+            if cfg.notify_sub && !owners.is_empty() {
+                notifications.push(Notification {
+                    service: svc.clone(),
+                    node: node.to_owned(),
+                    recipients: owners,
+                    event: Event::Subscription {
+                        jid: jid.clone(),
+                        state: Some(SubscriptionState::Subscribed),
+                        subid: Some(sub.subid.clone()),
+                    },
+                    kind: cfg.notification_type,
+                });
+            }
+            if cfg.send_last_published_item != SendLastPublished::Never
+                && cfg.persist_items
+                && let Some(item) = self.last_item(svc, node).await?
+            {
+                notifications.push(Notification {
+                    service: svc.clone(),
+                    node: node.to_owned(),
+                    recipients: vec![Recipient {
+                        jid: jid.clone(),
+                        subids: vec![sub.subid.clone()],
+                    }],
+                    event: Event::Items {
+                        items: vec![item],
+                        payloads: cfg.deliver_payloads,
+                    },
+                    kind: cfg.notification_type,
+                });
+            }
+        }
+        Ok(Subscribed {
+            subscription: sub,
+            notifications,
+        })
+    }
+
+    /// Finds the one subscription of `jid` that `subid` designates (6.2.3.1, 6.2.3.5).
+    fn pick_subscription<'a>(
+        state: &'a NodeState,
+        jid: &Jid,
+        subid: Option<&str>,
+    ) -> PubSubResult<&'a Subscription> {
+        let mine: Vec<&Subscription> = state
+            .subscriptions
+            .iter()
+            .filter(|s| s.jid == *jid)
+            .collect();
+        match (mine.len(), subid) {
+            (0, _) => Err(PubSubError::NoSubscription),
+            (_, Some(id)) => mine
+                .into_iter()
+                .find(|s| s.subid == id)
+                .ok_or(PubSubError::InvalidSubId),
+            (1, None) => Ok(mine[0]),
+            (_, None) => Err(PubSubError::SubIdRequired),
+        }
+    }
+
+    /// Unsubscribes (6.2).
+    pub async fn unsubscribe(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        jid: &Jid,
+        subid: Option<&str>,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
+            return Err(PubSubError::Forbidden);
+        }
+        let sub = Self::pick_subscription(&state, jid, subid)?.clone();
+        self.store
+            .delete_subscription(svc, node, jid, &sub.subid)
+            .await?;
+        self.forget(svc, node);
+        let cfg = &state.record.config;
+        let mut out = Vec::new();
+        if cfg.notify_sub {
+            out.push(Notification {
+                service: svc.clone(),
+                node: node.to_owned(),
+                recipients: state
+                    .owners()
+                    .into_iter()
+                    .map(|jid| Recipient {
+                        jid,
+                        subids: Vec::new(),
+                    })
+                    .collect(),
+                event: Event::Subscription {
+                    jid: jid.clone(),
+                    state: None,
+                    subid: Some(sub.subid),
+                },
+                kind: cfg.notification_type,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn get_options(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        jid: &Jid,
+        subid: Option<&str>,
+    ) -> PubSubResult<Subscription> {
+        let state = self.node(svc, node).await?;
+        if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
+            return Err(PubSubError::Forbidden);
+        }
+        Ok(Self::pick_subscription(&state, jid, subid)?.clone())
+    }
+
+    pub async fn set_options(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        jid: &Jid,
+        subid: Option<&str>,
+        options: SubOptions,
+    ) -> PubSubResult<()> {
+        let state = self.node(svc, node).await?;
+        if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
+            return Err(PubSubError::Forbidden);
+        }
+        let mut sub = Self::pick_subscription(&state, jid, subid)?.clone();
+        sub.options = options;
+        self.store.put_subscription(svc, node, &sub).await?;
+        self.forget(svc, node);
+        Ok(())
+    }
+
+    /// The actor's subscriptions (5.6), optionally for one node.
+    pub async fn user_subscriptions(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: Option<&str>,
+    ) -> PubSubResult<Vec<(String, Subscription)>> {
+        let mut subs = self.store.user_subscriptions(svc, &actor.to_bare()).await?;
+        if let Some(n) = node {
+            subs.retain(|(name, _)| name == n);
+        }
+        Ok(subs)
+    }
+
+    /// The actor's affiliations (5.7), optionally for one node.
+    pub async fn user_affiliations(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: Option<&str>,
+    ) -> PubSubResult<Vec<(String, Affiliation)>> {
+        let mut affs = self.store.user_affiliations(svc, actor).await?;
+        if let Some(n) = node {
+            affs.retain(|(name, _)| name == n);
+        }
+        Ok(affs)
+    }
+
+    // ---- owner management (8.7 - 8.9) ----
+
+    pub async fn node_subscriptions(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+    ) -> PubSubResult<Vec<Subscription>> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::ManageSubscriptions)
+            .await?;
+        Ok(state.subscriptions.clone())
+    }
+
+    /// Sets subscription states (8.8.2); `None` removes. Also approves/denies pending ones (8.6).
+    pub async fn set_node_subscriptions(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        changes: Vec<(Jid, Option<SubscriptionState>, Option<String>)>,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::ManageSubscriptions)
+            .await?;
+        let cfg = &state.record.config;
+        let mut out = Vec::new();
+        for (jid, new_state, subid) in changes {
+            let existing: Vec<&Subscription> = state
+                .subscriptions
+                .iter()
+                .filter(|s| s.jid == jid && subid.as_ref().is_none_or(|id| *id == s.subid))
+                .collect();
+            match new_state {
+                None => {
+                    for s in &existing {
+                        self.store
+                            .delete_subscription(svc, node, &jid, &s.subid)
+                            .await?;
+                    }
+                }
+                Some(st) => {
+                    if existing.is_empty() {
+                        let sub = Subscription {
+                            jid: jid.clone(),
+                            subid: token(16),
+                            state: st,
+                            options: SubOptions::default(),
+                        };
+                        self.store.put_subscription(svc, node, &sub).await?;
+                    }
+                    for s in &existing {
+                        let mut s = (*s).clone();
+                        s.state = st;
+                        self.store.put_subscription(svc, node, &s).await?;
+                    }
+                }
+            }
+            // The subscriber learns the new state (8.8.4).
+            out.push(Notification {
+                service: svc.clone(),
+                node: node.to_owned(),
+                recipients: vec![Recipient {
+                    jid: jid.clone(),
+                    subids: Vec::new(),
+                }],
+                event: Event::Subscription {
+                    jid: jid.clone(),
+                    state: new_state,
+                    subid: existing.first().map(|s| s.subid.clone()),
+                },
+                kind: cfg.notification_type,
+            });
+        }
+        self.forget(svc, node);
+        Ok(out)
+    }
+
+    pub async fn node_affiliations(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+    ) -> PubSubResult<Vec<(Jid, Affiliation)>> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::ManageAffiliations)
+            .await?;
+        let mut affs: Vec<(Jid, Affiliation)> = state
+            .affiliations
+            .iter()
+            .map(|(j, a)| (j.clone(), *a))
+            .collect();
+        affs.sort();
+        Ok(affs)
+    }
+
+    /// Sets affiliations (8.9.2); an outcast loses its subscriptions. A node keeps at least one owner.
+    pub async fn set_node_affiliations(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        changes: Vec<(Jid, Affiliation)>,
+    ) -> PubSubResult<()> {
+        let state = self.node(svc, node).await?;
+        self.authorize(&state, actor, Action::ManageAffiliations)
+            .await?;
+        let mut owners: Vec<Jid> = state.owners();
+        for (jid, aff) in &changes {
+            let bare = jid.to_bare();
+            owners.retain(|o| *o != bare);
+            if *aff == Affiliation::Owner {
+                owners.push(bare);
+            }
+        }
+        if owners.is_empty() {
+            return Err(PubSubError::LastOwner);
+        }
+        for (jid, aff) in changes {
+            self.store.set_affiliation(svc, node, &jid, aff).await?;
+            if aff == Affiliation::Outcast {
+                for s in state
+                    .subscriptions
+                    .iter()
+                    .filter(|s| s.jid.to_bare() == jid.to_bare())
+                {
+                    self.store
+                        .delete_subscription(svc, node, &s.jid, &s.subid)
+                        .await?;
+                }
+            }
+        }
+        self.forget(svc, node);
+        Ok(())
+    }
+}
