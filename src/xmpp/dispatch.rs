@@ -248,6 +248,7 @@ impl Service {
 
 impl StanzaHandler for Service {
     async fn handle(&self, stanza: Element, out: &Outbox) {
+        tracing::trace!("received {stanza}");
         match stanza.name() {
             "iq" => self.handle_iq(stanza, out).await,
             "message" => self.handle_message(stanza, out).await,

@@ -207,7 +207,7 @@ impl Stratus {
             ])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--log-level", "debug"])
+            .args(["--log-level", "trace"])
             .args(extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -291,6 +291,18 @@ impl Stratus {
 
 impl Drop for Stratus {
     fn drop(&mut self) {
+        // A clean stream close lets the server drop the component route at once, so the next test
+        // leasing this domain is not routed to a stale session.
+        if self.is_running() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && self.is_running() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
