@@ -333,7 +333,8 @@ pub async fn paging_returns_every_item_once(s: &dyn Store) {
     s.create_node(&svc, &record("big", "o@localhost"), &jid("o@localhost"))
         .await
         .unwrap();
-    let total = 250;
+    // The bar: 10,000 items in one node, each returned exactly once, in stable order.
+    let total = 10_000;
     for i in 0..total {
         s.put_item(&svc, "big", &item(&format!("i{i:04}")), None)
             .await
@@ -343,7 +344,7 @@ pub async fn paging_returns_every_item_once(s: &dyn Store) {
     let mut after: Option<String> = None;
     loop {
         let page = s
-            .items(&svc, "big", ItemQuery::After(after.clone(), 40))
+            .items(&svc, "big", ItemQuery::After(after.clone(), 97))
             .await
             .unwrap();
         assert_eq!(page.count, total);
@@ -359,7 +360,7 @@ pub async fn paging_returns_every_item_once(s: &dyn Store) {
     let mut before: Option<String> = None;
     loop {
         let page = s
-            .items(&svc, "big", ItemQuery::Before(before.clone(), 33))
+            .items(&svc, "big", ItemQuery::Before(before.clone(), 101))
             .await
             .unwrap();
         if page.items.is_empty() {

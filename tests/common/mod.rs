@@ -194,6 +194,23 @@ impl Stratus {
         extra: &[&str],
     ) -> Stratus {
         let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Stratus::spawn_full(server_addr, domain, secret, &data, dir, extra)
+    }
+
+    /// Starts stratus with its embedded store in `data` (kept by the caller across restarts).
+    pub fn spawn_with_data(server_addr: &str, domain: &str, data: &Path) -> Stratus {
+        Stratus::spawn_full(server_addr, domain, SECRET, data, tempfile::tempdir().unwrap(), &[])
+    }
+
+    fn spawn_full(
+        server_addr: &str,
+        domain: &str,
+        secret: &str,
+        data: &Path,
+        dir: tempfile::TempDir,
+        extra: &[&str],
+    ) -> Stratus {
         let log = dir.path().join("stratus.log");
         let out = File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
@@ -206,7 +223,7 @@ impl Stratus {
                 secret,
             ])
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
+            .arg(data)
             .args(["--log-level", "trace"])
             .args(extra)
             .env("NO_COLOR", "1")
