@@ -24,4 +24,4 @@ P_C2S=$(free_port) P_COMP=$(free_port) E_C2S=$(free_port) E_COMP=$(free_port) E_
 export STRATUS_TEST_PROSODY_C2S=$P_C2S STRATUS_TEST_PROSODY_COMPONENT=$P_COMP
 export STRATUS_TEST_EJABBERD_C2S=$E_C2S STRATUS_TEST_EJABBERD_COMPONENT=$E_COMP
 
-cargo test --locked "$@"
+cargo test --locked --no-fail-fast "$@"

@@ -66,7 +66,7 @@ fn spawn_stratus(port: u16) -> Stratus {
     let cfg = dir.join("stratus.toml");
     std::fs::write(
         &cfg,
-        "[component]\nreconnect_initial_ms = 100\nreconnect_max_ms = 400\nmax_stanza_bytes = 8192\nmax_depth = 16\n",
+        "[component]\nreconnect_initial_ms = 100\nreconnect_max_ms = 400\nmax_stanza_bytes = 8192\nmax_depth = 16\n[pubsub]\nmax_payload_bytes = 4096\n",
     )
     .unwrap();
     Stratus::spawn(
