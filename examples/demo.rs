@@ -25,33 +25,66 @@ async fn user(addr: &str, name: &str) -> Result<Client, Box<dyn std::error::Erro
 }
 
 fn iq(kind: &str, to: &str, payload: Element) -> Element {
-    Element::new("iq", NS_CLIENT).attr("type", kind).attr("to", to).child(payload)
+    Element::new("iq", NS_CLIENT)
+        .attr("type", kind)
+        .attr("to", to)
+        .child(payload)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let addr = args.get(1).map(String::as_str).unwrap_or("127.0.0.1:5222");
-    let svc = args.get(2).map(String::as_str).unwrap_or("pubsub.localhost");
+    let svc = args
+        .get(2)
+        .map(String::as_str)
+        .unwrap_or("pubsub.localhost");
     let mut alice = user(addr, "alice").await?;
     let mut bob = user(addr, "bob").await?;
     println!("logged in as {} and {}", alice.jid(), bob.jid());
 
-    let info = alice.iq(iq("get", svc, Element::new("query", "http://jabber.org/protocol/disco#info"))).await?;
+    let info = alice
+        .iq(iq(
+            "get",
+            svc,
+            Element::new("query", "http://jabber.org/protocol/disco#info"),
+        ))
+        .await?;
     println!("disco#info of {svc}:\n  {info}");
-    let create = alice.iq(iq("set", svc, Element::new("pubsub", PS).child(Element::new("create", PS).attr("node", "demo")))).await?;
-    println!("create node 'demo': {}", create.get_attr("type").unwrap_or("?"));
+    let create = alice
+        .iq(iq(
+            "set",
+            svc,
+            Element::new("pubsub", PS).child(Element::new("create", PS).attr("node", "demo")),
+        ))
+        .await?;
+    println!(
+        "create node 'demo': {}",
+        create.get_attr("type").unwrap_or("?")
+    );
     let bob_jid = bob.jid().to_string();
     let sub = bob
-        .iq(iq("set", svc, Element::new("pubsub", PS).child(Element::new("subscribe", PS).attr("node", "demo").attr("jid", bob_jid))))
+        .iq(iq(
+            "set",
+            svc,
+            Element::new("pubsub", PS).child(
+                Element::new("subscribe", PS)
+                    .attr("node", "demo")
+                    .attr("jid", bob_jid),
+            ),
+        ))
         .await?;
     println!("bob subscribes: {sub}");
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let publish = Element::new("pubsub", PS).child(
         Element::new("publish", PS).attr("node", "demo").child(
             Element::new("item", PS).child(
-                Element::new("entry", "http://www.w3.org/2005/Atom")
-                    .child(Element::new("title", "http://www.w3.org/2005/Atom").text(format!("Hello from stratus at {stamp}"))),
+                Element::new("entry", "http://www.w3.org/2005/Atom").child(
+                    Element::new("title", "http://www.w3.org/2005/Atom")
+                        .text(format!("Hello from stratus at {stamp}")),
+                ),
             ),
         ),
     );

@@ -2,13 +2,15 @@
 # Start and stop private Prosody and ejabberd instances for stratus tests and the demo.
 #
 #   scripts/xmpp-server.sh install
-#   scripts/xmpp-server.sh start prosody  DIR C2S_PORT COMPONENT_PORT [--watch-pid PID]
-#   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--watch-pid PID]
+#   scripts/xmpp-server.sh start prosody  DIR C2S_PORT COMPONENT_PORT [--pep] [--watch-pid PID]
+#   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--pep] [--watch-pid PID]
 #   scripts/xmpp-server.sh stop DIR
 #   scripts/xmpp-server.sh register DIR USER PASSWORD     (user@localhost)
 #
 # Everything lives in DIR (config, data, logs, pid); nothing touches the system instances.
 # --watch-pid stops the server when that process exits (used by tests that start servers).
+# --pep delegates the pubsub namespaces of localhost's users to pubsub.localhost (XEP-0355) and
+# grants it roster, message and presence privileges (XEP-0356), as the README's PEP snippets do.
 # Both servers get the component domains pubsub.localhost and ps01..ps16.localhost, secret "secret".
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -62,9 +64,15 @@ watch() { # DIR PID
 
 start() {
   local kind=$1 dir=$2 c2s=$3 comp=$4; shift 4
-  local dist="" watch_pid=""
+  local dist="" watch_pid="" pep=0
   if [ "$kind" = ejabberd ]; then dist=${1:?DIST_PORT required for ejabberd}; shift; fi
-  if [ "${1:-}" = --watch-pid ]; then watch_pid=$2; fi
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --pep) pep=1; shift ;;
+      --watch-pid) watch_pid=$2; shift 2 ;;
+      *) die "unknown option $1" ;;
+    esac
+  done
   install
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
@@ -74,7 +82,7 @@ start() {
     prosody)
       mkdir -p "$dir/data" "$dir/certs"
       cp "$here/templates/prosody.cfg.lua" "$dir/prosody.cfg.lua"
-      PROSODY_DIR=$dir PROSODY_C2S_PORT=$c2s PROSODY_COMPONENT_PORT=$comp \
+      PROSODY_DIR=$dir PROSODY_C2S_PORT=$c2s PROSODY_COMPONENT_PORT=$comp PROSODY_PEP=$pep \
         setsid prosody --config "$dir/prosody.cfg.lua" -F </dev/null >"$dir/stdout.log" 2>&1 &
       echo $! > "$dir/server.pid"
       ;;
@@ -82,8 +90,10 @@ start() {
       mkdir -p "$dir/logs" "$dir/db"
       local hosts="      pubsub.localhost: {password: secret}"
       for i in $(seq -w 1 16); do hosts+=$'\n'"      ps$i.localhost: {password: secret}"; done
+      local pep_modules=""
+      [ "$pep" = 1 ] && pep_modules=$(cat "$here/templates/ejabberd-pep.yml")
       sed -e "s/@C2S_PORT@/$c2s/" -e "s/@COMPONENT_PORT@/$comp/" "$here/templates/ejabberd.yml" \
-        | awk -v h="$hosts" '{ if ($0 == "@COMPONENT_HOSTS@") print h; else print }' > "$dir/ejabberd.yml"
+        | awk -v h="$hosts" -v p="$pep_modules" '{ if ($0 == "@COMPONENT_HOSTS@") print h; else if ($0 == "@PEP_MODULES@") print p; else print }' > "$dir/ejabberd.yml"
       echo "ejd$c2s" > "$dir/node"; echo "$dist" > "$dir/dist_port"
       ejabberd_env "$dir"
       setsid erl -sname "ejd$c2s@localhost" -setcookie stratus-test -erl_epmd_port "$dist" -start_epmd false \
@@ -115,7 +125,7 @@ stop() {
 register() {
   local dir=$1 user=$2 pass=$3
   case $(cat "$dir/kind") in
-    prosody) PROSODY_DIR=$dir prosodyctl --config "$dir/prosody.cfg.lua" register "$user" localhost "$pass" ;;
+    prosody) PROSODY_DIR=$dir PROSODY_PEP=0 prosodyctl --config "$dir/prosody.cfg.lua" register "$user" localhost "$pass" ;;
     ejabberd) ejabberd_ctl "$dir" register "$user" localhost "$pass" ;;
   esac
 }

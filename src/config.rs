@@ -15,7 +15,29 @@ pub struct Config {
     pub component: ComponentConfig,
     pub storage: StorageConfig,
     pub pubsub: PubSubConfig,
+    pub pep: PepConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PepConfig {
+    /// Server domains whose users stratus serves PEP for (the only senders of delegated IQs and
+    /// privileges it accepts). Empty: the parent domain of component.domain.
+    pub servers: Vec<String>,
+}
+
+impl Config {
+    /// The server domains PEP serves: configured, or the parent of the component domain.
+    pub fn pep_servers(&self) -> Vec<String> {
+        if !self.pep.servers.is_empty() {
+            return self.pep.servers.clone();
+        }
+        match self.component.domain.split_once('.') {
+            Some((_, parent)) if !parent.is_empty() => vec![parent.to_owned()],
+            _ => Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use clap::Parser;
 use stratus::component::Component;
 use stratus::config::{Config, Overrides};
+use stratus::pep::Pep;
 use stratus::pubsub::PubSub;
-use stratus::pubsub::service::NoRoster;
 use stratus::xmpp::Service;
 use tracing::info;
 
@@ -79,13 +79,16 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             info!("memory store: nothing survives a restart")
         }
     }
-    let pubsub = Arc::new(PubSub::new(
-        store,
-        config.pubsub.limits(),
-        Arc::new(NoRoster),
-    ));
-    let service = Arc::new(Service::new(&config.component.domain, pubsub)?);
     let component = Component::new(config.clone());
+    let servers = config.pep_servers();
+    info!("PEP for the users of {servers:?} (XEP-0355/XEP-0356, when the server delegates)");
+    let pep = Arc::new(Pep::new(
+        &config.component.domain,
+        servers,
+        component.outbox(),
+    ));
+    let pubsub = Arc::new(PubSub::new(store, config.pubsub.limits(), pep.clone()));
+    let service = Arc::new(Service::new(&config.component.domain, pubsub, Some(pep))?);
     component.run(service, shutdown_signal()).await?;
     info!("stopped");
     Ok(())

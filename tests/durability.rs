@@ -22,17 +22,36 @@ async fn survives_sigkill(kind: Kind) {
     let mut bob = new_user(server, "bob").await;
     let create = Element::new("pubsub", PS)
         .child(Element::new("create", PS).attr("node", "durable"))
-        .child(Element::new("configure", PS).child(
-            Element::new("x", "jabber:x:data").attr("type", "submit").child(
-                Element::new("field", "jabber:x:data")
-                    .attr("var", "pubsub#max_items")
-                    .child(Element::new("value", "jabber:x:data").text("max")),
+        .child(
+            Element::new("configure", PS).child(
+                Element::new("x", "jabber:x:data")
+                    .attr("type", "submit")
+                    .child(
+                        Element::new("field", "jabber:x:data")
+                            .attr("var", "pubsub#max_items")
+                            .child(Element::new("value", "jabber:x:data").text("max")),
+                    ),
             ),
-        ));
-    assert_eq!(alice.iq(iq("set", &svc, create)).await.unwrap().get_attr("type"), Some("result"));
+        );
+    assert_eq!(
+        alice
+            .iq(iq("set", &svc, create))
+            .await
+            .unwrap()
+            .get_attr("type"),
+        Some("result")
+    );
     let bob_jid = bob.jid().to_string();
     let sub = bob
-        .iq(iq("set", &svc, Element::new("pubsub", PS).child(Element::new("subscribe", PS).attr("node", "durable").attr("jid", bob_jid.clone()))))
+        .iq(iq(
+            "set",
+            &svc,
+            Element::new("pubsub", PS).child(
+                Element::new("subscribe", PS)
+                    .attr("node", "durable")
+                    .attr("jid", bob_jid.clone()),
+            ),
+        ))
         .await
         .unwrap();
     assert_eq!(sub.get_attr("type"), Some("result"), "{sub}");
@@ -40,9 +59,11 @@ async fn survives_sigkill(kind: Kind) {
     for i in 0..50 {
         let id = format!("item-{i}");
         let publish = Element::new("pubsub", PS).child(
-            Element::new("publish", PS)
-                .attr("node", "durable")
-                .child(Element::new("item", PS).attr("id", id.clone()).child(Element::new("n", "urn:test").text(i.to_string()))),
+            Element::new("publish", PS).attr("node", "durable").child(
+                Element::new("item", PS)
+                    .attr("id", id.clone())
+                    .child(Element::new("n", "urn:test").text(i.to_string())),
+            ),
         );
         let r = alice.iq(iq("set", &svc, publish)).await.unwrap();
         assert_eq!(r.get_attr("type"), Some("result"), "{r}");
@@ -56,7 +77,11 @@ async fn survives_sigkill(kind: Kind) {
     let mut again = Stratus::spawn_with_data(&server.component_addr(), &svc, data.path());
     again.wait_log("connected to", 1, std::time::Duration::from_secs(30));
     let items = alice
-        .iq(iq("get", &svc, Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", "durable"))))
+        .iq(iq(
+            "get",
+            &svc,
+            Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", "durable")),
+        ))
         .await
         .unwrap();
     let got: Vec<String> = items
@@ -70,14 +95,30 @@ async fn survives_sigkill(kind: Kind) {
     assert_eq!(got, acked, "every acknowledged item, in order");
     // The subscription survived: the owner sees it and bob gets the next event.
     let subs = alice
-        .iq(iq("get", &svc, Element::new("pubsub", OWNER).child(Element::new("subscriptions", OWNER).attr("node", "durable"))))
+        .iq(iq(
+            "get",
+            &svc,
+            Element::new("pubsub", OWNER)
+                .child(Element::new("subscriptions", OWNER).attr("node", "durable")),
+        ))
         .await
         .unwrap();
     assert!(subs.to_string().contains(&bob_jid), "{subs}");
     let publish = Element::new("pubsub", PS).child(
-        Element::new("publish", PS).attr("node", "durable").child(Element::new("item", PS).attr("id", "after").child(Element::new("n", "urn:test"))),
+        Element::new("publish", PS).attr("node", "durable").child(
+            Element::new("item", PS)
+                .attr("id", "after")
+                .child(Element::new("n", "urn:test")),
+        ),
     );
-    assert_eq!(alice.iq(iq("set", &svc, publish)).await.unwrap().get_attr("type"), Some("result"));
+    assert_eq!(
+        alice
+            .iq(iq("set", &svc, publish))
+            .await
+            .unwrap()
+            .get_attr("type"),
+        Some("result")
+    );
     let ev = bob
         .wait_for(T, |m| {
             m.get_child("event", EVENT)
@@ -86,7 +127,10 @@ async fn survives_sigkill(kind: Kind) {
                 .is_some_and(|i| i.get_attr("id") == Some("after"))
         })
         .await;
-    assert!(ev.is_ok(), "the subscriber still gets events after the restart");
+    assert!(
+        ev.is_ok(),
+        "the subscriber still gets events after the restart"
+    );
 }
 
 #[tokio::test]

@@ -10,7 +10,14 @@ interfaces = { "127.0.0.1" }
 c2s_ports = { tonumber(os.getenv("PROSODY_C2S_PORT")) }; c2s_interfaces = { "127.0.0.1" }
 component_ports = { tonumber(os.getenv("PROSODY_COMPONENT_PORT")) }; component_interfaces = { "127.0.0.1" }
 http_ports = {}; https_ports = {}
-modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "register"; "presence"; "message"; "iq" }
+-- PROSODY_PEP=1: pubsub.localhost serves PEP through XEP-0355 delegation and XEP-0356 privileges.
+local pep = os.getenv("PROSODY_PEP") == "1"
+local modules = { "roster"; "saslauth"; "disco"; "ping"; "register"; "presence"; "message"; "iq" }
+if pep then
+    table.insert(modules, "privilege")
+    table.insert(modules, "delegation")
+end
+modules_enabled = modules
 modules_disabled = { "s2s"; "tls"; "pep"; "carbons"; "mam"; "offline" }
 authentication = "internal_hashed"
 storage = "internal"
@@ -19,12 +26,24 @@ c2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 
 VirtualHost "localhost"
+if pep then
+    privileged_entities = {
+        ["pubsub.localhost"] = { roster = "get"; message = "outgoing"; presence = "roster" };
+    }
+    delegations = {
+        ["http://jabber.org/protocol/pubsub"] = { jid = "pubsub.localhost" };
+        ["http://jabber.org/protocol/pubsub#owner"] = { jid = "pubsub.localhost" };
+    }
+end
 
 -- The stratus component domains: pubsub.localhost, plus ps01..ps16 so that tests can each run
 -- their own stratus instance against one server.
 for i = 0, 16 do
     Component(i == 0 and "pubsub.localhost" or ("ps%02d.localhost"):format(i))
     component_secret = "secret"
+    if i == 0 and pep then
+        modules_enabled = { "privilege"; "delegation" }
+    end
 end
 
 -- Built-in pubsub, for side-by-side comparisons (memory storage: its fastest).

@@ -116,6 +116,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                         Err(_) => break,
                     }
                 }
+                tracing::trace!("sent {buf}");
                 io.write_all(buf.as_bytes()).await?;
                 io.flush().await?;
                 buf.clear();

@@ -233,6 +233,19 @@ impl NodeConfig {
     }
 }
 
+impl NodeConfig {
+    /// XEP-0163 section 3 defaults for PEP nodes.
+    pub fn pep_default(max_payload_size: u64) -> NodeConfig {
+        NodeConfig {
+            max_items: MaxItems::Count(1),
+            access_model: AccessModel::Presence,
+            send_last_published_item: SendLastPublished::OnSubAndPresence,
+            notification_type: NotificationType::Headline,
+            ..NodeConfig::host_default(max_payload_size)
+        }
+    }
+}
+
 /// A published item. The payload is the serialized XML of the item's child (may be empty).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Item {

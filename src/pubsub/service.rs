@@ -36,7 +36,7 @@ impl Default for Limits {
 /// Answers "what does the owner's roster say about this JID" for the presence and roster models.
 #[async_trait]
 pub trait RosterSource: Send + Sync {
-    async fn relation(&self, owners: &[Jid], actor: &Jid) -> RosterRelation;
+    async fn relation(&self, svc: &ServiceId, owners: &[Jid], actor: &Jid) -> RosterRelation;
 }
 
 /// The host service without roster access: nobody is in an owner's roster.
@@ -44,7 +44,7 @@ pub struct NoRoster;
 
 #[async_trait]
 impl RosterSource for NoRoster {
-    async fn relation(&self, _owners: &[Jid], _actor: &Jid) -> RosterRelation {
+    async fn relation(&self, _svc: &ServiceId, _owners: &[Jid], _actor: &Jid) -> RosterRelation {
         RosterRelation::default()
     }
 }
@@ -149,9 +149,21 @@ impl PubSub {
         self.limits
     }
 
-    /// The configuration new nodes get unless the creator says otherwise.
-    pub fn default_config(&self, _svc: &ServiceId) -> NodeConfig {
-        NodeConfig::host_default(self.limits.max_payload_bytes)
+    /// The configuration new nodes get unless the creator says otherwise: XEP-0060 defaults on the
+    /// host service, XEP-0163 defaults on a PEP service.
+    pub fn default_config(&self, svc: &ServiceId) -> NodeConfig {
+        match svc {
+            ServiceId::Host => NodeConfig::host_default(self.limits.max_payload_bytes),
+            ServiceId::Pep(_) => NodeConfig::pep_default(self.limits.max_payload_bytes),
+        }
+    }
+
+    /// True when the service is the actor's own PEP service.
+    fn owns_service(svc: &ServiceId, actor: &Jid) -> bool {
+        match svc {
+            ServiceId::Host => false,
+            ServiceId::Pep(owner) => *owner == actor.to_bare().to_string(),
+        }
     }
 
     fn key(svc: &ServiceId, node: &str) -> (ServiceId, String) {
@@ -196,15 +208,16 @@ impl PubSub {
         Ok(state)
     }
 
-    async fn relation(&self, state: &NodeState, actor: &Jid) -> RosterRelation {
+    async fn relation(&self, svc: &ServiceId, state: &NodeState, actor: &Jid) -> RosterRelation {
         self.roster
-            .relation(&state.owners(), &actor.to_bare())
+            .relation(svc, &state.owners(), &actor.to_bare())
             .await
     }
 
-    /// Checks `action` for `actor` on the node.
-    pub async fn authorize(
+    /// Checks `action` for `actor` on a node of `svc` (whose roster the access models consult).
+    pub async fn authorize_in(
         &self,
+        svc: &ServiceId,
         state: &NodeState,
         actor: &Jid,
         action: Action,
@@ -219,7 +232,7 @@ impl PubSub {
                 AccessModel::Presence | AccessModel::Roster
             );
         let roster = if needs_roster {
-            self.relation(state, actor).await
+            self.relation(svc, state, actor).await
         } else {
             RosterRelation::default()
         };
@@ -241,8 +254,14 @@ impl PubSub {
             Some(n) => n.to_owned(),
             None => token(16),
         };
+        // A PEP service's nodes are created by its account only (XEP-0163 section 4).
+        if matches!(svc, ServiceId::Pep(_)) && !Self::owns_service(svc, actor) {
+            return Err(PubSubError::Forbidden);
+        }
         let creator = actor.to_bare().to_string();
-        if self.store.count_nodes_created_by(svc, &creator).await? >= self.limits.max_nodes_per_user
+        if matches!(svc, ServiceId::Host)
+            && self.store.count_nodes_created_by(svc, &creator).await?
+                >= self.limits.max_nodes_per_user
         {
             return Err(PubSubError::MaxNodesExceeded);
         }
@@ -287,7 +306,8 @@ impl PubSub {
         node: &str,
     ) -> PubSubResult<NodeConfig> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::Configure).await?;
+        self.authorize_in(svc, &state, actor, Action::Configure)
+            .await?;
         Ok(state.record.config.clone())
     }
 
@@ -300,7 +320,8 @@ impl PubSub {
         config: NodeConfig,
     ) -> PubSubResult<Vec<Notification>> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::Configure).await?;
+        self.authorize_in(svc, &state, actor, Action::Configure)
+            .await?;
         let config = self.validate_config(config)?;
         self.store.save_config(svc, node, &config).await?;
         self.forget(svc, node);
@@ -328,7 +349,8 @@ impl PubSub {
         redirect: Option<String>,
     ) -> PubSubResult<Vec<Notification>> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::DeleteNode).await?;
+        self.authorize_in(svc, &state, actor, Action::DeleteNode)
+            .await?;
         self.store.delete_node(svc, node).await?;
         self.forget(svc, node);
         self.last_items
@@ -351,7 +373,7 @@ impl PubSub {
         node: &str,
     ) -> PubSubResult<Vec<Notification>> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::Purge).await?;
+        self.authorize_in(svc, &state, actor, Action::Purge).await?;
         if !state.record.config.persist_items {
             return Err(PubSubError::Unsupported("persistent-items"));
         }
@@ -409,7 +431,38 @@ impl PubSub {
         items: Vec<(Option<String>, String)>,
     ) -> PubSubResult<(Vec<String>, Vec<Notification>)> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::Publish).await?;
+        self.publish_to(svc, actor, node, state, items).await
+    }
+
+    /// Creates a PEP node on first publish (XEP-0163 section 3, auto-create) with `config`.
+    pub async fn auto_create(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        config: NodeConfig,
+    ) -> PubSubResult<Arc<NodeState>> {
+        match self.node(svc, node).await {
+            Err(PubSubError::NodeNotFound) if Self::owns_service(svc, actor) => {
+                match self.create(svc, actor, Some(node), Some(config)).await {
+                    Ok(_) | Err(PubSubError::NodeExists) => self.node(svc, node).await,
+                    Err(e) => Err(e),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn publish_to(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        state: Arc<NodeState>,
+        items: Vec<(Option<String>, String)>,
+    ) -> PubSubResult<(Vec<String>, Vec<Notification>)> {
+        self.authorize_in(svc, &state, actor, Action::Publish)
+            .await?;
         let cfg = &state.record.config;
         let persistent = cfg.persist_items;
         if items.is_empty() {
@@ -491,13 +544,16 @@ impl PubSub {
         if found.len() != ids.len() {
             return Err(PubSubError::ItemNotFound);
         }
-        let may_any = self.authorize(&state, actor, Action::RetractAny).await;
+        let may_any = self
+            .authorize_in(svc, &state, actor, Action::RetractAny)
+            .await;
         if may_any.is_err() {
             let bare = actor.to_bare().to_string();
             if found.iter().any(|i| i.publisher != bare) {
                 return Err(PubSubError::Forbidden);
             }
-            self.authorize(&state, actor, Action::RetractOwn).await?;
+            self.authorize_in(svc, &state, actor, Action::RetractOwn)
+                .await?;
         }
         for id in &ids {
             self.store.delete_item(svc, node, id).await?;
@@ -525,7 +581,8 @@ impl PubSub {
         selection: ItemSelection,
     ) -> PubSubResult<ItemPage> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::RetrieveItems).await?;
+        self.authorize_in(svc, &state, actor, Action::RetrieveItems)
+            .await?;
         if !state.record.config.persist_items {
             return Err(PubSubError::Unsupported("persistent-items"));
         }
@@ -615,7 +672,8 @@ impl PubSub {
         if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
             return Err(PubSubError::InvalidJid);
         }
-        self.authorize(&state, jid, Action::Subscribe).await?;
+        self.authorize_in(svc, &state, jid, Action::Subscribe)
+            .await?;
         if let Some(existing) = state.subscriptions.iter().find(|s| s.jid == *jid) {
             if existing.state == SubscriptionState::Pending {
                 return Err(PubSubError::PendingSubscription);
@@ -836,7 +894,7 @@ impl PubSub {
         node: &str,
     ) -> PubSubResult<Vec<Subscription>> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::ManageSubscriptions)
+        self.authorize_in(svc, &state, actor, Action::ManageSubscriptions)
             .await?;
         Ok(state.subscriptions.clone())
     }
@@ -850,7 +908,7 @@ impl PubSub {
         changes: Vec<(Jid, Option<SubscriptionState>, Option<String>)>,
     ) -> PubSubResult<Vec<Notification>> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::ManageSubscriptions)
+        self.authorize_in(svc, &state, actor, Action::ManageSubscriptions)
             .await?;
         let cfg = &state.record.config;
         let mut out = Vec::new();
@@ -912,7 +970,7 @@ impl PubSub {
         node: &str,
     ) -> PubSubResult<Vec<(Jid, Affiliation)>> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::ManageAffiliations)
+        self.authorize_in(svc, &state, actor, Action::ManageAffiliations)
             .await?;
         let mut affs: Vec<(Jid, Affiliation)> = state
             .affiliations
@@ -932,7 +990,7 @@ impl PubSub {
         changes: Vec<(Jid, Affiliation)>,
     ) -> PubSubResult<()> {
         let state = self.node(svc, node).await?;
-        self.authorize(&state, actor, Action::ManageAffiliations)
+        self.authorize_in(svc, &state, actor, Action::ManageAffiliations)
             .await?;
         let mut owners: Vec<Jid> = state.owners();
         for (jid, aff) in &changes {

@@ -1,15 +1,23 @@
 //! Routes each stanza addressed to the component to its handler and sends the answer and the
-//! notifications it produced.
+//! notifications it produced. Host-service requests are answered in order on the reading task;
+//! delegated PEP requests and presence work run in their own tasks because they may wait for the
+//! server's answers (rosters, caps), which arrive on the same stream.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use tracing::{debug, warn};
 
-use crate::component::{Outbox, StanzaHandler};
+use crate::component::{NS_COMPONENT, Outbox, StanzaHandler};
 use crate::jid::Jid;
+use crate::pep::Pep;
+use crate::pep::delegation::{self, PEP_FEATURES, delegated_disco_node, is_delegation_ns};
+use crate::pep::presence::PresenceChange;
+use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2, wrap_message};
 use crate::pubsub::PubSub;
-use crate::pubsub::model::{ServiceId, SubscriptionState};
-use crate::pubsub::notify::Notification;
+use crate::pubsub::access::Action;
+use crate::pubsub::model::{AccessModel, SendLastPublished, ServiceId, SubscriptionState};
+use crate::pubsub::notify::{Event, Notification};
 use crate::xml::Element;
 
 use super::errors::{StanzaError, from_pubsub};
@@ -20,19 +28,34 @@ use super::stanza::{Iq, IqParseError, IqType};
 use super::{NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, disco, notify};
 
 /// The component's stanza handler.
+#[derive(Clone)]
 pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     domain: Jid,
     pubsub: Arc<PubSub>,
+    pep: Option<Arc<Pep>>,
 }
 
 impl Service {
-    pub fn new(domain: &str, pubsub: Arc<PubSub>) -> Result<Service, crate::jid::JidError> {
+    pub fn new(
+        domain: &str,
+        pubsub: Arc<PubSub>,
+        pep: Option<Arc<Pep>>,
+    ) -> Result<Service, crate::jid::JidError> {
         Ok(Service {
-            domain: Jid::parse(domain)?,
-            pubsub,
+            inner: Arc::new(Inner {
+                domain: Jid::parse(domain)?,
+                pubsub,
+                pep,
+            }),
         })
     }
+}
 
+impl Inner {
     async fn handle_iq(&self, stanza: Element, out: &Outbox) {
         let iq = match Iq::parse(stanza) {
             Ok(iq) => iq,
@@ -46,7 +69,7 @@ impl Service {
             }
         };
         if matches!(iq.kind, IqType::Result | IqType::Error) {
-            // Answers to our own requests; errors are never answered (RFC 6120 8.3.1).
+            // Answers to our own requests are taken earlier; errors are never answered.
             return;
         }
         let (reply, notifications) = match self.answer(&iq).await {
@@ -89,7 +112,7 @@ impl Service {
         let node = payload.get_attr("node");
         match (iq.kind, payload.name(), payload.ns()) {
             (IqType::Get, "query", NS_DISCO_INFO) => {
-                Ok((Some(self.disco_info(&svc, node).await?), Vec::new()))
+                Ok((Some(self.disco_info(&svc, &actor, node).await?), Vec::new()))
             }
             (IqType::Get, "query", NS_DISCO_ITEMS) => Ok((
                 Some(self.disco_items(&svc, &actor, node, payload).await?),
@@ -114,6 +137,7 @@ impl Service {
     async fn disco_info(
         &self,
         svc: &ServiceId,
+        actor: &Jid,
         node: Option<&str>,
     ) -> Result<Element, StanzaError> {
         match node {
@@ -123,6 +147,18 @@ impl Service {
                 &disco::service_features(),
                 Vec::new(),
             )),
+            // XEP-0355 section 4: what the delegated namespace offers, for the server's disco.
+            Some(n)
+                if delegated_disco_node(n).is_some()
+                    && self.pep.as_ref().is_some_and(|p| p.is_server(actor)) =>
+            {
+                Ok(disco::info_query(
+                    Some(n),
+                    &[("pubsub", "pep", "")],
+                    PEP_FEATURES,
+                    Vec::new(),
+                ))
+            }
             Some(name) => {
                 // XEP-0060 5.3/5.4: a leaf node with its meta-data.
                 let state = self
@@ -206,7 +242,8 @@ impl Service {
         }
     }
 
-    /// Messages to the service: owners answering a subscription approval form (XEP-0060 8.6.2).
+    /// Messages to the service: privileges and delegations from servers, and owners answering a
+    /// subscription approval form (XEP-0060 8.6.2).
     async fn handle_message(&self, stanza: Element, out: &Outbox) {
         if stanza.get_attr("type") == Some("error") {
             return;
@@ -214,6 +251,26 @@ impl Service {
         let Some(actor) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
             return;
         };
+        if let Some(pep) = &self.pep
+            && pep.is_server(&actor)
+        {
+            if let Some(p) = stanza.children().find(|c| {
+                c.name() == "privilege" && matches!(c.ns(), NS_PRIVILEGE_1 | NS_PRIVILEGE_2)
+            }) {
+                pep.privileges.record(actor.domain(), p);
+            }
+            if let Some(d) = stanza
+                .children()
+                .find(|c| c.name() == "delegation" && is_delegation_ns(c.ns()))
+            {
+                let namespaces: Vec<&str> = d
+                    .children()
+                    .filter_map(|c| c.get_attr("namespace"))
+                    .collect();
+                tracing::info!("{actor} delegates {namespaces:?} ({})", d.ns());
+            }
+            return;
+        }
         let Some(x) = stanza.get_child("x", NS_DATA) else {
             return;
         };
@@ -244,16 +301,325 @@ impl Service {
             Err(e) => debug!("approval from {actor} for {node} refused: {e}"),
         }
     }
+
+    // ---- PEP ----
+
+    /// A client's pubsub IQ to an account, forwarded by its server (XEP-0355).
+    async fn handle_delegated(&self, pep: &Arc<Pep>, outer: Element, out: &Outbox) {
+        let outer_id = outer.get_attr("id").unwrap_or_default().to_owned();
+        let server = outer.get_attr("from").unwrap_or_default().to_owned();
+        let Some(d) = delegation::unwrap(&outer) else {
+            let err = StanzaError::bad_request().with_text("not a delegated IQ");
+            let reply = Element::new("iq", NS_COMPONENT)
+                .attr("type", "error")
+                .attr("id", outer_id)
+                .attr("to", server)
+                .child(err.to_element(NS_COMPONENT));
+            let _ = out.send(&reply).await;
+            return;
+        };
+        let iq = match Iq::parse(d.inner.clone()) {
+            Ok(iq) => iq,
+            Err(IqParseError::Reply(iq, err)) => {
+                let _ = out
+                    .send(&d.wrap_answer(&pep.component, iq.error(&err)))
+                    .await;
+                return;
+            }
+            Err(IqParseError::Ignore(_)) => return,
+        };
+        let svc = if d.owner.node().is_some() && pep.is_local(&d.owner) {
+            ServiceId::Pep(d.owner.to_string())
+        } else {
+            // A pubsub IQ to the server domain itself: the host service answers it.
+            ServiceId::Host
+        };
+        let result = match iq.payload.as_ref() {
+            Some(p) if p.name() == "pubsub" && matches!(p.ns(), NS_PUBSUB | NS_OWNER) => {
+                super::pubsub::handle(&self.pubsub, &svc, &d.sender, &iq, p).await
+            }
+            _ => Err(StanzaError::service_unavailable()),
+        };
+        let (inner_answer, notes) = match result {
+            Ok((payload, notes)) => (iq.result(payload), notes),
+            Err(e) => (iq.error(&e), Vec::new()),
+        };
+        if out
+            .send(&d.wrap_answer(&pep.component, inner_answer))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match svc {
+            ServiceId::Pep(_) => {
+                self.send_pep_notifications(pep, &d.owner, &notes, out)
+                    .await
+            }
+            ServiceId::Host => self.send_notifications(&notes, out).await,
+        }
+    }
+
+    /// Sends PEP notifications as privileged messages from the account's bare JID (XEP-0356):
+    /// to explicit subscribers, and to the online resources of the account and of its contacts
+    /// whose caps carry `NODE+notify` (XEP-0163 section 4) when the node's access model lets them read.
+    async fn send_pep_notifications(
+        &self,
+        pep: &Arc<Pep>,
+        owner: &Jid,
+        notes: &[Notification],
+        out: &Outbox,
+    ) {
+        if notes.is_empty() {
+            return;
+        }
+        let Some(granted) = pep.privileges.get(owner.domain()) else {
+            warn!(
+                "no privileges from {}: PEP notifications for {owner} dropped",
+                owner.domain()
+            );
+            return;
+        };
+        if !granted.message_outgoing {
+            return;
+        }
+        let owner_bare = owner.to_bare().to_string();
+        for n in notes {
+            let mut recipients: Vec<Jid> = n.recipients.iter().map(|r| r.jid.clone()).collect();
+            let implicit = matches!(
+                n.event,
+                Event::Items { .. }
+                    | Event::Retract { .. }
+                    | Event::Purge
+                    | Event::Delete { .. }
+                    | Event::Configuration { .. }
+            );
+            if implicit {
+                recipients.extend(self.interested(pep, owner, &n.node).await);
+            }
+            let mut seen = HashSet::new();
+            recipients.retain(|j| seen.insert(j.clone()));
+            let mut body = String::with_capacity(256);
+            notify::event_element(n, &owner_bare).write_to(&mut body, crate::client::NS_CLIENT);
+            let mut batch = String::new();
+            for r in recipients {
+                let inner = format!(
+                    "<message xmlns='jabber:client' from='{}' to='{}' type='headline'>{body}</message>",
+                    escape(&owner_bare),
+                    escape(&r.to_string())
+                );
+                wrap_message(
+                    &mut batch,
+                    &pep.component,
+                    owner.domain(),
+                    &granted.ns,
+                    &inner,
+                );
+            }
+            if !batch.is_empty() && out.send_raw(batch).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The account's and its contacts' resources that want notifications of `node` and may read it.
+    async fn interested(&self, pep: &Arc<Pep>, owner: &Jid, node: &str) -> Vec<Jid> {
+        let owner_bare = owner.to_bare().to_string();
+        let mut out = pep.notify_resources(&owner_bare, node);
+        let svc = ServiceId::Pep(owner_bare.clone());
+        let Ok(state) = self.pubsub.node(&svc, node).await else {
+            return out;
+        };
+        let cfg = &state.record.config;
+        if matches!(
+            cfg.access_model,
+            AccessModel::Whitelist | AccessModel::Authorize
+        ) {
+            return out;
+        }
+        let roster = pep.roster_of(owner).await;
+        for (contact, item) in roster.iter() {
+            if !item.subscription_from() {
+                continue;
+            }
+            if cfg.access_model == AccessModel::Roster
+                && !item
+                    .groups
+                    .iter()
+                    .any(|g| cfg.roster_groups_allowed.contains(g))
+            {
+                continue;
+            }
+            out.extend(pep.notify_resources(contact, node));
+        }
+        out
+    }
+
+    /// A resource came online (or changed caps): send it the last items of the PEP nodes it
+    /// wants (`+notify`) of its own account and of the accounts whose presence it receives
+    /// (send_last_published_item = on_sub_and_presence, XEP-0163 section 4.3).
+    async fn on_available(&self, pep: &Pep, who: Jid, out: &Outbox) {
+        let Some(granted) = pep.privileges.get(who.domain()) else {
+            return;
+        };
+        if !granted.message_outgoing {
+            return;
+        }
+        let caps = pep
+            .presence
+            .resources(&who.to_bare().to_string())
+            .into_iter()
+            .find(|(j, _)| *j == who)
+            .and_then(|(_, c)| c);
+        let features = pep.features_of(&who, &caps).await;
+        if !features.iter().any(|f| f.ends_with("+notify")) {
+            return;
+        }
+        let mut owners = vec![who.to_bare()];
+        let roster = pep.roster_of(&who).await;
+        for (contact, item) in roster.iter() {
+            if item.subscription_to()
+                && let Ok(j) = Jid::parse(contact)
+                && pep.is_local(&j)
+            {
+                owners.push(j);
+            }
+        }
+        let mut batch = String::new();
+        for owner in owners {
+            let svc = ServiceId::Pep(owner.to_string());
+            let Ok(names) = self.pubsub.node_names(&svc, None, 1000).await else {
+                continue;
+            };
+            for node in names {
+                if !features.contains(&format!("{node}+notify")) {
+                    continue;
+                }
+                let Ok(state) = self.pubsub.node(&svc, &node).await else {
+                    continue;
+                };
+                if state.record.config.send_last_published_item
+                    != SendLastPublished::OnSubAndPresence
+                {
+                    continue;
+                }
+                if self
+                    .pubsub
+                    .authorize_in(&svc, &state, &who, Action::RetrieveItems)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                let Ok(Some(item)) = self.pubsub.last_item(&svc, &node).await else {
+                    continue;
+                };
+                let n = Notification {
+                    service: svc.clone(),
+                    node: node.clone(),
+                    recipients: Vec::new(),
+                    event: Event::Items {
+                        items: vec![item],
+                        payloads: state.record.config.deliver_payloads,
+                    },
+                    kind: state.record.config.notification_type,
+                };
+                let mut body = String::new();
+                notify::event_element(&n, "").write_to(&mut body, crate::client::NS_CLIENT);
+                let inner = format!(
+                    "<message xmlns='jabber:client' from='{}' to='{}' type='headline'>{body}</message>",
+                    escape(&owner.to_string()),
+                    escape(&who.to_string())
+                );
+                wrap_message(
+                    &mut batch,
+                    &pep.component,
+                    who.domain(),
+                    &granted.ns,
+                    &inner,
+                );
+            }
+        }
+        if !batch.is_empty() {
+            let _ = out.send_raw(batch).await;
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    crate::xml::element::escape_attr_into(&mut out, s);
+    out
 }
 
 impl StanzaHandler for Service {
     async fn handle(&self, stanza: Element, out: &Outbox) {
         tracing::trace!("received {stanza}");
+        let inner = &self.inner;
         match stanza.name() {
-            "iq" => self.handle_iq(stanza, out).await,
-            "message" => self.handle_message(stanza, out).await,
-            // Presences to the host service carry nothing we act on; errors are never answered.
-            other => debug!("ignoring {other} from {:?}", stanza.get_attr("from")),
+            "iq" => {
+                let kind = stanza.get_attr("type");
+                if matches!(kind, Some("result") | Some("error")) {
+                    if let Some(pep) = &inner.pep {
+                        let _ = pep.requests.complete(stanza);
+                    }
+                    return;
+                }
+                let delegated = stanza
+                    .children()
+                    .any(|c| c.name() == "delegation" && is_delegation_ns(c.ns()));
+                if delegated {
+                    let from = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok());
+                    match (&inner.pep, from) {
+                        (Some(pep), Some(from)) if pep.is_server(&from) => {
+                            let me = self.clone();
+                            let out = out.clone();
+                            tokio::spawn(async move {
+                                if let Some(pep) = me.inner.pep.clone() {
+                                    me.inner.handle_delegated(&pep, stanza, &out).await;
+                                }
+                            });
+                        }
+                        _ => {
+                            // XEP-0355 section 5: only the server may forward; refuse forgeries.
+                            warn!(
+                                "refusing a forwarded IQ from {:?}: not a served server domain",
+                                stanza.get_attr("from")
+                            );
+                            if let Ok(iq) = Iq::parse(stanza) {
+                                let err = StanzaError::forbidden()
+                                    .with_text("only the server may delegate");
+                                let _ = out.send(&iq.error(&err)).await;
+                            }
+                        }
+                    }
+                    return;
+                }
+                inner.handle_iq(stanza, out).await
+            }
+            "message" => inner.handle_message(stanza, out).await,
+            "presence" => {
+                let Some(pep) = &inner.pep else { return };
+                let Some(from) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
+                    return;
+                };
+                if !pep.is_local(&from) {
+                    return;
+                }
+                if let PresenceChange::Available(who) = pep.presence.update(&stanza) {
+                    // A new session is the moment to re-read the account's roster: subscriptions
+                    // may have changed since it was cached.
+                    pep.rosters.forget(&who.to_bare().to_string());
+                    let me = self.clone();
+                    let out = out.clone();
+                    tokio::spawn(async move {
+                        if let Some(pep) = me.inner.pep.clone() {
+                            me.inner.on_available(&pep, who, &out).await;
+                        }
+                    });
+                }
+            }
+            other => debug!("ignoring {other}"),
         }
     }
 }

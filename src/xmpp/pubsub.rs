@@ -284,19 +284,37 @@ async fn publish(
         let payload = payloads.first().map(|p| p.to_xml()).unwrap_or_default();
         items.push((item.get_attr("id").map(str::to_owned), payload));
     }
-    if let Some(opts) = pubsub
+    let options = match pubsub
         .get_child("publish-options", NS_PUBSUB)
         .and_then(form_in)
     {
-        let (_, fields) = forms::parse(opts);
-        if forms::form_type(&fields).is_some_and(|t| t != FORM_PUBLISH_OPTIONS) {
-            return Err(bad(
-                "publish-options FORM_TYPE must be pubsub#publish-options",
-            ));
+        Some(x) => {
+            let (_, fields) = forms::parse(x);
+            if forms::form_type(&fields).is_some_and(|t| t != FORM_PUBLISH_OPTIONS) {
+                return Err(bad(
+                    "publish-options FORM_TYPE must be pubsub#publish-options",
+                ));
+            }
+            Some(fields)
         }
+        None => None,
+    };
+    if matches!(svc, ServiceId::Pep(_)) {
+        // XEP-0163 3 / XEP-0060 7.1.5: a missing PEP node is created on publish, configured by the
+        // publish options.
+        let mut config = ps.default_config(svc);
+        if let Some(fields) = &options {
+            config = forms::apply_config(&config, fields)
+                .map_err(|e| err(PubSubError::PreconditionNotMet(e.to_string())))?;
+        }
+        ps.auto_create(svc, actor, node, config)
+            .await
+            .map_err(err)?;
+    }
+    if let Some(fields) = &options {
         // 7.1.5: the node's configuration must match each option.
         let state = ps.node(svc, node).await.map_err(err)?;
-        forms::check_preconditions(&state.record.config, &fields).map_err(err)?;
+        forms::check_preconditions(&state.record.config, fields).map_err(err)?;
     }
     let (ids, notes) = ps.publish(svc, actor, node, items).await.map_err(err)?;
     let mut p = Element::new("publish", NS_PUBSUB).attr("node", node);

@@ -39,6 +39,7 @@ pub struct Server {
     pub component: u16,
     pub dist: u16,
     pub dir: PathBuf,
+    pub pep: bool,
 }
 
 pub fn root() -> PathBuf {
@@ -57,6 +58,16 @@ impl Server {
     /// Starts a private server on fresh ports in a fresh directory; it stops when this test
     /// process exits (the script watches our pid) or when [`Server::stop`] is called.
     pub fn start_private(kind: Kind) -> Server {
+        Server::start_private_with(kind, false)
+    }
+
+    /// A private server whose users get PEP from the component pubsub.localhost (delegation and
+    /// privileges configured as in the README).
+    pub fn start_private_pep(kind: Kind) -> Server {
+        Server::start_private_with(kind, true)
+    }
+
+    fn start_private_with(kind: Kind, pep: bool) -> Server {
         let dir = tempfile::Builder::new()
             .prefix(&format!("stratus-{}-", kind.name()))
             .tempdir()
@@ -68,6 +79,7 @@ impl Server {
             component: free_port(),
             dist: free_port(),
             dir,
+            pep,
         };
         s.start();
         s
@@ -82,6 +94,9 @@ impl Server {
             .arg(self.component.to_string());
         if self.kind == Kind::Ejabberd {
             cmd.arg(self.dist.to_string());
+        }
+        if self.pep {
+            cmd.arg("--pep");
         }
         cmd.arg("--watch-pid").arg(std::process::id().to_string());
         let status = cmd.status().unwrap();
@@ -122,6 +137,7 @@ fn from_env(kind: Kind) -> Option<Server> {
         component,
         dist: 0,
         dir: PathBuf::new(),
+        pep: false,
     })
 }
 
@@ -200,7 +216,14 @@ impl Stratus {
 
     /// Starts stratus with its embedded store in `data` (kept by the caller across restarts).
     pub fn spawn_with_data(server_addr: &str, domain: &str, data: &Path) -> Stratus {
-        Stratus::spawn_full(server_addr, domain, SECRET, data, tempfile::tempdir().unwrap(), &[])
+        Stratus::spawn_full(
+            server_addr,
+            domain,
+            SECRET,
+            data,
+            tempfile::tempdir().unwrap(),
+            &[],
+        )
     }
 
     fn spawn_full(

@@ -1,0 +1,87 @@
+//! PEP (XEP-0163) for the server's own users, through XEP-0355 namespace delegation and XEP-0356
+//! privileged entity. A PEP service is the pubsub core with another policy: the service id is the
+//! account (`ServiceId::Pep`), defaults come from XEP-0163, the presence and roster access models
+//! read the account's roster, and notifications go to contacts whose caps ask for `+notify`.
+
+pub mod delegation;
+pub mod presence;
+pub mod privilege;
+pub mod requests;
+pub mod roster;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::component::Outbox;
+use crate::jid::Jid;
+use crate::pubsub::access::RosterRelation;
+use crate::pubsub::model::ServiceId;
+use crate::pubsub::service::RosterSource;
+
+pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+
+/// Everything PEP needs to know about the servers it serves.
+pub struct Pep {
+    /// Server domains whose forwarded IQs and privileges are accepted.
+    servers: Vec<String>,
+    /// The component's own domain.
+    pub component: String,
+    pub privileges: privilege::Privileges,
+    pub rosters: roster::Rosters,
+    pub presence: presence::PresenceMap,
+    pub requests: Arc<requests::Requests>,
+    pub outbox: Outbox,
+}
+
+impl Pep {
+    pub fn new(component: &str, servers: Vec<String>, outbox: Outbox) -> Pep {
+        let requests = Arc::new(requests::Requests::default());
+        Pep {
+            servers,
+            component: component.to_owned(),
+            privileges: privilege::Privileges::default(),
+            rosters: roster::Rosters::default(),
+            presence: presence::PresenceMap::default(),
+            requests,
+            outbox,
+        }
+    }
+
+    /// True when `from` is one of the server domains we serve (a bare domain JID).
+    pub fn is_server(&self, from: &Jid) -> bool {
+        from.node().is_none()
+            && from.resource().is_none()
+            && self.servers.iter().any(|s| s == from.domain())
+    }
+
+    /// True when the account lives on a server we serve.
+    pub fn is_local(&self, jid: &Jid) -> bool {
+        jid.node().is_some() && self.servers.iter().any(|s| s == jid.domain())
+    }
+
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+}
+
+/// The roster of a PEP service's account decides the presence and roster access models.
+#[async_trait]
+impl RosterSource for Pep {
+    async fn relation(&self, svc: &ServiceId, _owners: &[Jid], actor: &Jid) -> RosterRelation {
+        let ServiceId::Pep(owner) = svc else {
+            return RosterRelation::default();
+        };
+        let Ok(owner) = Jid::parse(owner) else {
+            return RosterRelation::default();
+        };
+        let roster = self.roster_of(&owner).await;
+        match roster.get(&actor.to_bare().to_string()) {
+            Some(item) => RosterRelation {
+                presence_subscribed: item.subscription_from(),
+                groups: item.groups.clone(),
+            },
+            None => RosterRelation::default(),
+        }
+    }
+}

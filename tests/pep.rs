@@ -1,0 +1,461 @@
+//! PEP (XEP-0163) for users of real Prosody and real ejabberd through XEP-0355 delegation and
+//! XEP-0356 privileges, configured as in the README (scripts/templates). Each test gets its own
+//! server, since delegation names one component (pubsub.localhost).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use stratus::client::{Client, NS_CLIENT};
+use stratus::xml::Element;
+
+const PS: &str = "http://jabber.org/protocol/pubsub";
+const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+const ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+const DATA: &str = "jabber:x:data";
+const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+const CAPS: &str = "http://jabber.org/protocol/caps";
+const NODE: &str = "urn:example:mood";
+
+struct Pep {
+    server: Server,
+    _stratus: Stratus,
+}
+
+fn setup(kind: Kind) -> Pep {
+    let server = Server::start_private_pep(kind);
+    let stratus = Stratus::start(&server, "pubsub.localhost");
+    Pep {
+        server,
+        _stratus: stratus,
+    }
+}
+
+fn bare(c: &Client) -> String {
+    c.jid().to_bare().to_string()
+}
+
+fn publish_el(node: &str, id: &str, text: &str, options: &[(&str, &str)]) -> Element {
+    let mut ps = Element::new("pubsub", PS).child(
+        Element::new("publish", PS).attr("node", node).child(
+            Element::new("item", PS)
+                .attr("id", id)
+                .child(Element::new("mood", NODE).text(text)),
+        ),
+    );
+    if !options.is_empty() {
+        let mut x = Element::new("x", DATA).attr("type", "submit").child(
+            Element::new("field", DATA)
+                .attr("var", "FORM_TYPE")
+                .attr("type", "hidden")
+                .child(
+                    Element::new("value", DATA)
+                        .text("http://jabber.org/protocol/pubsub#publish-options"),
+                ),
+        );
+        for (var, value) in options {
+            x.push_child(
+                Element::new("field", DATA)
+                    .attr("var", *var)
+                    .child(Element::new("value", DATA).text(*value)),
+            );
+        }
+        ps.push_child(Element::new("publish-options", PS).child(x));
+    }
+    ps
+}
+
+/// Publishes to the client's own PEP service (an IQ without `to`, as clients do).
+async fn publish_own(
+    c: &mut Client,
+    node: &str,
+    id: &str,
+    text: &str,
+    options: &[(&str, &str)],
+) -> Element {
+    let iq = Element::new("iq", NS_CLIENT)
+        .attr("type", "set")
+        .child(publish_el(node, id, text, options));
+    c.iq(iq).await.unwrap()
+}
+
+async fn items_of(c: &mut Client, owner: &str, node: &str) -> Element {
+    c.iq(iq(
+        "get",
+        owner,
+        Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", node)),
+    ))
+    .await
+    .unwrap()
+}
+
+fn item_ids(reply: &Element) -> Vec<String> {
+    reply
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("items", PS))
+        .map(|i| {
+            i.children()
+                .filter_map(|it| it.get_attr("id").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn app_error(reply: &Element) -> Option<String> {
+    reply
+        .get_child("error", NS_CLIENT)?
+        .children()
+        .find(|c| c.ns() == ERRORS)
+        .map(|c| c.name().to_owned())
+}
+
+/// `subscriber` subscribes to `owner`'s presence and `owner` approves (RFC 6121 3.1).
+async fn presence_subscribe(subscriber: &mut Client, owner: &mut Client) {
+    let owner_bare = bare(owner);
+    let sub_bare = bare(subscriber);
+    subscriber
+        .send(
+            &Element::new("presence", NS_CLIENT)
+                .attr("to", owner_bare.clone())
+                .attr("type", "subscribe"),
+        )
+        .await
+        .unwrap();
+    owner
+        .wait_for(T, |p| {
+            p.name() == "presence" && p.get_attr("type") == Some("subscribe")
+        })
+        .await
+        .expect("subscription request");
+    owner
+        .send(
+            &Element::new("presence", NS_CLIENT)
+                .attr("to", sub_bare)
+                .attr("type", "subscribed"),
+        )
+        .await
+        .unwrap();
+    subscriber
+        .wait_for(T, |p| {
+            p.name() == "presence" && p.get_attr("type") == Some("subscribed")
+        })
+        .await
+        .expect("subscription approval");
+}
+
+/// Sends presence with XEP-0115 caps and answers every disco#info query for that caps node
+/// (the component's, and the server's own caps module's) until the component has asked.
+async fn online_with_caps(c: &mut Client, ver: &str, features: &[&str]) {
+    c.send(
+        &Element::new("presence", NS_CLIENT).child(
+            Element::new("c", CAPS)
+                .attr("hash", "sha-1")
+                .attr("node", "https://stratus.test/client")
+                .attr("ver", ver),
+        ),
+    )
+    .await
+    .unwrap();
+    // The component asks once per caps hash (it may know the hash already from another user).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while let Ok(q) = c
+        .wait_for(
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+            |s| {
+                s.name() == "iq"
+                    && s.get_attr("type") == Some("get")
+                    && s.get_child("query", DISCO_INFO).is_some()
+            },
+        )
+        .await
+    {
+        let mut query = Element::new("query", DISCO_INFO)
+            .attr_opt(
+                "node",
+                q.get_child("query", DISCO_INFO)
+                    .unwrap()
+                    .get_attr("node")
+                    .map(str::to_owned),
+            )
+            .child(
+                Element::new("identity", DISCO_INFO)
+                    .attr("category", "client")
+                    .attr("type", "pc"),
+            );
+        for f in features {
+            query.push_child(Element::new("feature", DISCO_INFO).attr("var", *f));
+        }
+        let from = q.get_attr("from").unwrap_or_default().to_owned();
+        let reply = Element::new("iq", NS_CLIENT)
+            .attr("type", "result")
+            .attr("id", q.get_attr("id").unwrap())
+            .attr("to", from.clone())
+            .child(query);
+        c.send(&reply).await.unwrap();
+        if from == "pubsub.localhost" {
+            break;
+        }
+    }
+}
+
+fn pep_event_from<'a>(m: &'a Element, owner: &str, node: &str) -> Option<&'a Element> {
+    if m.name() != "message" || m.get_attr("from") != Some(owner) {
+        return None;
+    }
+    m.get_child("event", EVENT)?
+        .get_child("items", EVENT)
+        .filter(|i| i.get_attr("node") == Some(node))
+}
+
+macro_rules! both_servers {
+    ($($name:ident),* $(,)?) => {
+        mod prosody { use super::*; $( #[tokio::test] async fn $name() { super::$name(Kind::Prosody).await } )* }
+        mod ejabberd { use super::*; $( #[tokio::test] async fn $name() { super::$name(Kind::Ejabberd).await } )* }
+    };
+}
+
+both_servers!(
+    bare_jid_disco_and_auto_create,
+    notify_filtering_access_and_last_item,
+    open_private_and_bookmarks_nodes,
+    forged_delegation_is_refused,
+);
+
+/// XEP-0163 sections 3 and 9: the account's disco#info shows pubsub/pep and publish-options;
+/// publishing to a node that does not exist creates it (auto-create).
+async fn bare_jid_disco_and_auto_create(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let me = bare(&alice);
+    let info = alice
+        .iq(iq("get", &me, Element::new("query", DISCO_INFO)))
+        .await
+        .unwrap();
+    assert_eq!(info.get_attr("type"), Some("result"), "{info}");
+    let q = info.get_child("query", DISCO_INFO).unwrap();
+    assert!(
+        q.children().any(|i| i.name() == "identity"
+            && i.get_attr("category") == Some("pubsub")
+            && i.get_attr("type") == Some("pep")),
+        "{info}"
+    );
+    assert!(q.children().any(|f| f.get_attr("var") == Some("http://jabber.org/protocol/pubsub#publish-options")), "{info}");
+    let r = publish_own(&mut alice, NODE, "current", "happy", &[]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let items = items_of(&mut alice, &me, NODE).await;
+    assert_eq!(item_ids(&items), ["current"], "{items}");
+    let mood = items
+        .get_child("pubsub", PS)
+        .unwrap()
+        .get_child("items", PS)
+        .unwrap()
+        .children()
+        .next()
+        .unwrap();
+    assert_eq!(
+        mood.get_child("mood", NODE).unwrap().text_content(),
+        "happy"
+    );
+    // PEP default max_items is 1: a second item replaces the first.
+    assert_eq!(
+        publish_own(&mut alice, NODE, "next", "calm", &[])
+            .await
+            .get_attr("type"),
+        Some("result")
+    );
+    assert_eq!(item_ids(&items_of(&mut alice, &me, NODE).await), ["next"]);
+}
+
+/// XEP-0163 section 4: a contact whose caps say NODE+notify gets the event from the owner's bare
+/// JID; one without it does not; presence access lets contacts read and strangers not
+/// (presence-subscription-required); a contact coming online gets the last item (4.3.2).
+async fn notify_filtering_access_and_last_item(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let mut bob = new_user(&p.server, "bob").await;
+    let mut carol = new_user(&p.server, "carol").await;
+    let mut dave = new_user(&p.server, "dave").await;
+    let alice_bare = bare(&alice);
+    for c in [&mut alice, &mut bob, &mut carol] {
+        // RFC 6121 2.1.6: asking for the roster makes a resource "interested", so the server
+        // delivers subscription requests and approvals to it.
+        let roster = Element::new("iq", NS_CLIENT)
+            .attr("type", "get")
+            .child(Element::new("query", "jabber:iq:roster"));
+        assert_eq!(c.iq(roster).await.unwrap().get_attr("type"), Some("result"));
+        c.send_presence().await.unwrap();
+    }
+    presence_subscribe(&mut bob, &mut alice).await;
+    presence_subscribe(&mut carol, &mut alice).await;
+    online_with_caps(&mut alice, "alice-ver", &[]).await;
+    let notify = format!("{NODE}+notify");
+    online_with_caps(&mut bob, "bob-ver", &[DISCO_INFO, &notify]).await;
+    online_with_caps(&mut carol, "carol-ver", &[DISCO_INFO]).await;
+
+    let r = publish_own(&mut alice, NODE, "m1", "excited", &[]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let ev = bob
+        .wait_for(T, |m| pep_event_from(m, &alice_bare, NODE).is_some())
+        .await
+        .expect("bob gets the event");
+    let item = ev
+        .get_child("event", EVENT)
+        .unwrap()
+        .get_child("items", EVENT)
+        .unwrap()
+        .get_child("item", EVENT)
+        .unwrap();
+    assert_eq!(item.get_attr("id"), Some("m1"));
+    assert!(
+        carol
+            .wait_for(Duration::from_millis(800), |m| pep_event_from(
+                m,
+                &alice_bare,
+                NODE
+            )
+            .is_some())
+            .await
+            .is_err(),
+        "carol has no +notify: no event"
+    );
+    // Presence access model (the PEP default): contacts read, strangers are refused.
+    assert_eq!(
+        item_ids(&items_of(&mut bob, &alice_bare, NODE).await),
+        ["m1"]
+    );
+    let refused = items_of(&mut dave, &alice_bare, NODE).await;
+    assert_eq!(refused.get_attr("type"), Some("error"), "{refused}");
+    assert_eq!(
+        error_condition(&refused).as_deref(),
+        Some("not-authorized"),
+        "{refused}"
+    );
+    assert_eq!(
+        app_error(&refused).as_deref(),
+        Some("presence-subscription-required")
+    );
+
+    // Last item on presence: bob comes back with a new session and gets alice's current mood.
+    let bob_user = bob.jid().node().unwrap().to_owned();
+    bob.close().await;
+    assert_eq!(
+        publish_own(&mut alice, NODE, "m2", "sleepy", &[])
+            .await
+            .get_attr("type"),
+        Some("result")
+    );
+    let mut bob2 = login(&p.server, &bob_user, "second").await;
+    online_with_caps(&mut bob2, "bob-ver", &[DISCO_INFO, &notify]).await;
+    let ev = bob2
+        .wait_for(T, |m| pep_event_from(m, &alice_bare, NODE).is_some())
+        .await
+        .expect("last item on login");
+    let item = ev
+        .get_child("event", EVENT)
+        .unwrap()
+        .get_child("items", EVENT)
+        .unwrap()
+        .get_child("item", EVENT)
+        .unwrap();
+    assert_eq!(item.get_attr("id"), Some("m2"));
+}
+
+/// OMEMO device list with access_model=open via publish-options (XEP-0384): strangers may read;
+/// XEP-0223 private storage (whitelist, persist): nobody else may; XEP-0402 bookmarks with
+/// max_items=max are accepted.
+async fn open_private_and_bookmarks_nodes(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let mut dave = new_user(&p.server, "dave").await;
+    let alice_bare = bare(&alice);
+    let devicelist = "eu.siacs.conversations.axolotl.devicelist";
+    let r = publish_own(
+        &mut alice,
+        devicelist,
+        "current",
+        "1234",
+        &[("pubsub#access_model", "open")],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    assert_eq!(
+        item_ids(&items_of(&mut dave, &alice_bare, devicelist).await),
+        ["current"]
+    );
+    // Once created open, a publish demanding another access model fails its precondition.
+    let r = publish_own(
+        &mut alice,
+        devicelist,
+        "current",
+        "1234",
+        &[("pubsub#access_model", "presence")],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("error"), "{r}");
+    assert_eq!(app_error(&r).as_deref(), Some("precondition-not-met"));
+
+    let private = "storage:bookmarks";
+    let opts = [
+        ("pubsub#persist_items", "true"),
+        ("pubsub#access_model", "whitelist"),
+    ];
+    assert_eq!(
+        publish_own(&mut alice, private, "current", "secret", &opts)
+            .await
+            .get_attr("type"),
+        Some("result")
+    );
+    let refused = items_of(&mut dave, &alice_bare, private).await;
+    assert_eq!(refused.get_attr("type"), Some("error"), "{refused}");
+    assert_eq!(
+        app_error(&refused).as_deref(),
+        Some("closed-node"),
+        "{refused}"
+    );
+    assert_eq!(
+        item_ids(&items_of(&mut alice, &alice_bare, private).await),
+        ["current"]
+    );
+
+    let bookmarks = "urn:xmpp:bookmarks:1";
+    let opts = [
+        ("pubsub#persist_items", "true"),
+        ("pubsub#max_items", "max"),
+        ("pubsub#send_last_published_item", "never"),
+        ("pubsub#access_model", "whitelist"),
+    ];
+    for room in ["a@conference.localhost", "b@conference.localhost"] {
+        let r = publish_own(&mut alice, bookmarks, room, "room", &opts).await;
+        assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    }
+    assert_eq!(
+        item_ids(&items_of(&mut alice, &alice_bare, bookmarks).await).len(),
+        2,
+        "max_items=max keeps both"
+    );
+}
+
+/// XEP-0355: only the server may forward IQs; a client's forged delegation wrapper is refused.
+async fn forged_delegation_is_refused(kind: Kind) {
+    let p = setup(kind);
+    let mut mallory = new_user(&p.server, "mallory").await;
+    let forged = Element::new("iq", NS_CLIENT)
+        .attr("type", "set")
+        .attr("to", "pubsub.localhost")
+        .child(
+            Element::new("delegation", "urn:xmpp:delegation:1").child(
+                Element::new("forwarded", "urn:xmpp:forward:0").child(
+                    Element::new("iq", NS_CLIENT)
+                        .attr("type", "set")
+                        .attr("id", "inner")
+                        .attr("from", "alice@localhost/res")
+                        .attr("to", "alice@localhost")
+                        .child(publish_el(NODE, "x", "forged", &[])),
+                ),
+            ),
+        );
+    let r = mallory.iq(forged).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("error"), "{r}");
+    assert_eq!(error_condition(&r).as_deref(), Some("forbidden"), "{r}");
+}
