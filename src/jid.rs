@@ -122,6 +122,19 @@ impl std::str::FromStr for Jid {
     }
 }
 
+impl serde::Serialize for Jid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Jid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Jid, D::Error> {
+        let s = String::deserialize(d)?;
+        Jid::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,18 +155,5 @@ mod tests {
         for bad in ["", "@localhost", "a@", "a@b/", "a b@c", "a@b c", "<x>@y"] {
             assert!(Jid::parse(bad).is_err(), "{bad}");
         }
-    }
-}
-
-impl serde::Serialize for Jid {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_string())
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Jid {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Jid, D::Error> {
-        let s = String::deserialize(d)?;
-        Jid::parse(&s).map_err(serde::de::Error::custom)
     }
 }

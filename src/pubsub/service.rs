@@ -465,10 +465,8 @@ impl PubSub {
             .await?;
         let cfg = &state.record.config;
         let persistent = cfg.persist_items;
-        if items.is_empty() {
-            if persistent || cfg.deliver_payloads {
-                return Err(PubSubError::ItemRequired);
-            }
+        if items.is_empty() && (persistent || cfg.deliver_payloads) {
+            return Err(PubSubError::ItemRequired);
         }
         let limit = cfg.max_payload_size.min(self.limits.max_payload_bytes);
         for (_, payload) in &items {
@@ -590,19 +588,18 @@ impl PubSub {
         let mut page = match selection {
             ItemSelection::Newest(n) => {
                 let n = n.unwrap_or(max).min(max);
-                if n == 1 {
-                    if let Some(Some(item)) = self
+                if n == 1
+                    && let Some(Some(item)) = self
                         .last_items
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .get(&Self::key(svc, node))
-                    {
-                        return Ok(ItemPage {
-                            items: vec![item.clone()],
-                            count: 1,
-                            first_index: None,
-                        });
-                    }
+                {
+                    return Ok(ItemPage {
+                        items: vec![item.clone()],
+                        count: 1,
+                        first_index: None,
+                    });
                 }
                 self.store.items(svc, node, ItemQuery::Newest(n)).await?
             }

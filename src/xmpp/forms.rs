@@ -41,7 +41,7 @@ pub fn form_type(fields: &Fields) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn field(var: &str, kind: &str, label: &str, values: &[String]) -> Element {
+fn field<S: AsRef<str>>(var: &str, kind: &str, label: &str, values: &[S]) -> Element {
     let mut f = Element::new("field", NS_DATA)
         .attr("var", var)
         .attr("type", kind);
@@ -49,7 +49,7 @@ fn field(var: &str, kind: &str, label: &str, values: &[String]) -> Element {
         f.set_attr("label", label);
     }
     for v in values {
-        f.push_child(Element::new("value", NS_DATA).text(v.clone()));
+        f.push_child(Element::new("value", NS_DATA).text(v.as_ref()));
     }
     f
 }
@@ -89,19 +89,19 @@ pub fn config_form(c: &NodeConfig, kind: &str) -> Element {
         "pubsub#title",
         "text-single",
         "A friendly name for the node",
-        &[c.title.clone()],
+        &[&c.title],
     ));
     x.push_child(field(
         "pubsub#description",
         "text-single",
         "A description of the node",
-        &[c.description.clone()],
+        &[&c.description],
     ));
     x.push_child(field(
         "pubsub#type",
         "text-single",
         "The type of node data, usually a namespace",
-        &[c.payload_type.clone()],
+        &[&c.payload_type],
     ));
     x.push_child(field(
         "pubsub#max_items",
@@ -352,13 +352,13 @@ pub fn meta_data_form(r: &NodeRecord, owners: &[String], subscribers: usize) -> 
             "pubsub#type",
             "text-single",
             "Payload type",
-            &[c.payload_type.clone()],
+            &[&c.payload_type],
         ))
         .child(field(
             "pubsub#creator",
             "jid-single",
             "Node creator",
-            &[r.creator.clone()],
+            &[&r.creator],
         ))
         .child(field(
             "pubsub#creation_date",
@@ -370,26 +370,26 @@ pub fn meta_data_form(r: &NodeRecord, owners: &[String], subscribers: usize) -> 
             "pubsub#title",
             "text-single",
             "A short name for the node",
-            &[c.title.clone()],
+            &[&c.title],
         ))
         .child(field(
             "pubsub#description",
             "text-single",
             "A description of the node",
-            &[c.description.clone()],
+            &[&c.description],
         ))
         .child(field("pubsub#owner", "jid-multi", "Node owners", owners))
         .child(field(
             "pubsub#access_model",
             "text-single",
             "Access model",
-            &[c.access_model.as_str().into()],
+            &[c.access_model.as_str()],
         ))
         .child(field(
             "pubsub#publish_model",
             "text-single",
             "Publish model",
-            &[c.publish_model.as_str().into()],
+            &[c.publish_model.as_str()],
         ))
         .child(field(
             "pubsub#max_items",
