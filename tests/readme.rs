@@ -1,0 +1,50 @@
+//! The README quotes the server configuration the PEP tests use: keep them the same text.
+
+use std::path::Path;
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+}
+
+fn assert_quoted(readme: &str, lines: &[String], what: &str) {
+    assert!(!lines.is_empty(), "no lines taken from {what}");
+    for line in lines {
+        assert!(readme.contains(line.as_str()), "README does not quote this line of {what}:\n{line}");
+    }
+}
+
+#[test]
+fn readme_quotes_the_ejabberd_pep_modules() {
+    let readme = read("README.md");
+    let lines: Vec<String> = read("scripts/templates/ejabberd-pep.yml")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(str::to_owned)
+        .collect();
+    assert_quoted(&readme, &lines, "scripts/templates/ejabberd-pep.yml");
+}
+
+#[test]
+fn readme_quotes_the_prosody_pep_settings() {
+    let readme = read("README.md");
+    let template = read("scripts/templates/prosody.cfg.lua");
+    // The settings inside `if pep then ... end` blocks, as an operator writes them.
+    let mut lines = Vec::new();
+    let mut inside = false;
+    for l in template.lines() {
+        let t = l.trim();
+        if t == "if pep then" {
+            inside = true;
+            continue;
+        }
+        if inside && t == "end" {
+            inside = false;
+            continue;
+        }
+        if inside && !t.starts_with("table.insert") {
+            lines.push(t.to_owned());
+        }
+    }
+    assert!(lines.iter().any(|l| l.contains("privileged_entities")));
+    assert_quoted(&readme, &lines, "scripts/templates/prosody.cfg.lua");
+}
