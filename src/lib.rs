@@ -13,6 +13,7 @@ pub mod client;
 pub mod component;
 pub mod config;
 pub mod jid;
+pub mod load;
 pub mod pep;
 pub mod pubsub;
 pub mod storage;
