@@ -9,6 +9,8 @@
 #
 # Everything lives in DIR (config, data, logs, pid); nothing touches the system instances.
 # --watch-pid stops the server when that process exits (used by tests that start servers).
+# --builtin-pubsub (ejabberd) adds mod_pubsub on pubsub-builtin.localhost (Prosody always has it)
+#   for side-by-side benchmarks.
 # --pep delegates the pubsub namespaces of localhost's users to pubsub.localhost (XEP-0355) and
 # grants it roster, message and presence privileges (XEP-0356), as the README's PEP snippets do.
 # Both servers get the component domains pubsub.localhost and ps01..ps16.localhost, secret "secret".
@@ -64,11 +66,12 @@ watch() { # DIR PID
 
 start() {
   local kind=$1 dir=$2 c2s=$3 comp=$4; shift 4
-  local dist="" watch_pid="" pep=0
+  local dist="" watch_pid="" pep=0 builtin=0
   if [ "$kind" = ejabberd ]; then dist=${1:?DIST_PORT required for ejabberd}; shift; fi
   while [ $# -gt 0 ]; do
     case $1 in
       --pep) pep=1; shift ;;
+      --builtin-pubsub) builtin=1; shift ;;
       --watch-pid) watch_pid=$2; shift 2 ;;
       *) die "unknown option $1" ;;
     esac
@@ -92,6 +95,7 @@ start() {
       for i in $(seq -w 1 16); do hosts+=$'\n'"      ps$i.localhost: {password: secret}"; done
       local pep_modules=""
       [ "$pep" = 1 ] && pep_modules=$(cat "$here/templates/ejabberd-pep.yml")
+      [ "$builtin" = 1 ] && pep_modules+=$'\n'"  mod_pubsub: {hosts: [pubsub-builtin.localhost], plugins: [flat], access_createnode: all}"
       sed -e "s/@C2S_PORT@/$c2s/" -e "s/@COMPONENT_PORT@/$comp/" "$here/templates/ejabberd.yml" \
         | awk -v h="$hosts" -v p="$pep_modules" '{ if ($0 == "@COMPONENT_HOSTS@") print h; else if ($0 == "@PEP_MODULES@") print p; else print }' > "$dir/ejabberd.yml"
       echo "ejd$c2s" > "$dir/node"; echo "$dist" > "$dir/dist_port"

@@ -49,4 +49,4 @@ end
 -- Built-in pubsub, for side-by-side comparisons (memory storage: its fastest).
 Component "pubsub-builtin.localhost" "pubsub"
     storage = "memory"
-    admins = { }
+    admins = { "load-p0@localhost" } -- the load tool's first publisher creates its node

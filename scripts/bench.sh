@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Side by side: the same load against stratus, against the server's built-in pubsub, and against
+# the server's raw routing (direct messages), through private Prosody and ejabberd instances.
+# Writes a markdown table to docs/benchmarks-latest.md (and JSON/HTML reports to bench-out/).
+#   scripts/bench.sh [N list] [W list] [items]     e.g. scripts/bench.sh "1 10 100 1000" "1 16" 200
+# Server pinned to CPU 0, stratus to CPU 0 too (it runs beside the server), load tool to CPU 1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+NS=${1:-"1 10 100 1000"}
+WS=${2:-"1 16"}
+M=${3:-200}
+
+"$root/scripts/xmpp-server.sh" install
+cargo build --release --locked --bin stratus --bin stratus-load
+out=$root/bench-out
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/stratus-bench.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  "$root/scripts/xmpp-server.sh" stop "$work/prosody" || true
+  "$root/scripts/xmpp-server.sh" stop "$work/ejabberd" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+table=$root/docs/benchmarks-latest.md
+mkdir -p "$root/docs"
+{
+  echo "# Side-by-side run $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(prosody --version 2>/dev/null | head -1 || echo prosody); ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null); stratus $(git rev-parse --short HEAD)."
+  echo "Command: scripts/bench.sh \"$NS\" \"$WS\" $M (one publisher, $M items of 100 bytes, subscribers on full JIDs)."
+  echo
+  echo "| server | service | W | N | ack p50 ms | ack p99 ms | event p50 ms | event p90 ms | event p99 ms | event max ms | publishes/s | notifications/s | lost |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+} > "$table"
+
+run() { # server c2s service-label service mode N W
+  local server=$1 c2s=$2 label=$3 service=$4 mode=$5 n=$6 w=$7
+  local name="$server-$label-N$n-W$w"
+  if taskset -c 1 target/release/stratus-load --quiet --server "127.0.0.1:$c2s" --service "$service" \
+      --node "bench-$label-$n-$w" --mode "$mode" -N "$n" -W "$w" -M "$M" --prefix "b$n" \
+      --json "$out/$name.json" --html "$out/$name.html" --drain 30 > "$out/$name.txt" 2>&1; then :; fi
+  python3 - "$out/$name.json" "$server" "$label" "$w" "$n" >> "$table" <<'PY'
+import json, sys
+try:
+    r = json.load(open(sys.argv[1]))
+except Exception:
+    print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {sys.argv[5]} | failed | | | | | | | | |"); sys.exit()
+a, e = r["ack"], r["e2e"]
+ack50 = f'{a["p50_ms"]:.2f}' if a["count"] else "-"
+ack99 = f'{a["p99_ms"]:.2f}' if a["count"] else "-"
+print(f'| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {sys.argv[5]} | {ack50} | {ack99} | {e["p50_ms"]:.2f} | {e["p90_ms"]:.2f} | {e["p99_ms"]:.2f} | {e["max_ms"]:.2f} | {r["publishes_per_s"]:.0f} | {r["notifications_per_s"]:.0f} | {r["lost"]} |')
+PY
+  echo "done $name" >&2
+}
+
+for server in prosody ejabberd; do
+  c2s=$(free_port) comp=$(free_port)
+  if [ $server = prosody ]; then
+    taskset -c 0 "$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$c2s" "$comp" --watch-pid $$
+  else
+    taskset -c 0 "$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$c2s" "$comp" "$(free_port)" --builtin-pubsub --watch-pid $$
+  fi
+  taskset -c 0 target/release/stratus --server "127.0.0.1:$comp" --domain pubsub.localhost --secret secret \
+    --data-dir "$work/store-$server" --log-level warn > "$out/stratus-$server.log" 2>&1 &
+  pids+=($!)
+  sleep 1
+  for w in $WS; do
+    for n in $NS; do
+      run $server "$c2s" stratus pubsub.localhost pubsub "$n" "$w"
+      run $server "$c2s" builtin pubsub-builtin.localhost pubsub "$n" "$w"
+      run $server "$c2s" raw - raw "$n" "$w"
+    done
+  done
+done
+echo "results: $table" >&2
