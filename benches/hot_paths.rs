@@ -28,14 +28,19 @@ fn parse(c: &mut Criterion) {
 }
 
 fn publish(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let ps = PubSub::new(store, Limits::default(), Arc::new(NoRoster));
     let owner = Jid::parse("alice@localhost/phone").unwrap();
     rt.block_on(async {
         for n in 0..16 {
-            ps.create(&ServiceId::Host, &owner, Some(&format!("n{n}")), None).await.unwrap();
+            ps.create(&ServiceId::Host, &owner, Some(&format!("n{n}")), None)
+                .await
+                .unwrap();
         }
     });
     let payload = "<entry xmlns='urn:bench'>".to_owned() + &"x".repeat(100) + "</entry>";
@@ -46,7 +51,13 @@ fn publish(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let node = format!("n{}", i % 16);
-            rt.block_on(ps.publish(&ServiceId::Host, &owner, &node, vec![(None, payload.clone())])).unwrap()
+            rt.block_on(ps.publish(
+                &ServiceId::Host,
+                &owner,
+                &node,
+                vec![(None, payload.clone())],
+            ))
+            .unwrap()
         })
     });
     g.finish();
@@ -54,19 +65,27 @@ fn publish(c: &mut Criterion) {
 
 fn fan_out(c: &mut Criterion) {
     let recipients: Vec<Recipient> = (0..100_000)
-        .map(|i| Recipient { jid: Jid::parse(&format!("user{i}@localhost/res")).unwrap(), subids: vec![format!("s{i}")] })
+        .map(|i| Recipient {
+            jid: Jid::parse(&format!("user{i}@localhost/res")).unwrap(),
+            subids: vec![format!("s{i}")],
+        })
         .collect();
     let item = Item {
         id: "ae890ac52d0df67ed7cfdf51b644e901".into(),
         publisher: "alice@localhost".into(),
-        payload: Arc::from("<entry xmlns='http://www.w3.org/2005/Atom'><title>Soliloquy</title><summary>To be, or not to be</summary></entry>"),
+        payload: Arc::from(
+            "<entry xmlns='http://www.w3.org/2005/Atom'><title>Soliloquy</title><summary>To be, or not to be</summary></entry>",
+        ),
         published_ms: 0,
     };
     let n = Notification {
         service: ServiceId::Host,
         node: "princely_musings".into(),
         recipients,
-        event: Event::Items { items: vec![item], payloads: true },
+        event: Event::Items {
+            items: vec![item],
+            payloads: true,
+        },
         kind: NotificationType::Headline,
     };
     let mut g = c.benchmark_group("fan-out");

@@ -31,7 +31,7 @@ mkdir -p "$root/docs"
 {
   echo "# Side-by-side run $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(prosody --version 2>/dev/null | head -1 || echo prosody); ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null); stratus $(git rev-parse --short HEAD)."
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null); ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null); stratus $(git rev-parse --short HEAD)."
   echo "Command: scripts/bench.sh \"$NS\" \"$WS\" $M (one publisher, $M items of 100 bytes, subscribers on full JIDs)."
   echo
   echo "| server | service | W | N | ack p50 ms | ack p99 ms | event p50 ms | event p90 ms | event p99 ms | event max ms | publishes/s | notifications/s | lost |"

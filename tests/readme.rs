@@ -9,7 +9,10 @@ fn read(rel: &str) -> String {
 fn assert_quoted(readme: &str, lines: &[String], what: &str) {
     assert!(!lines.is_empty(), "no lines taken from {what}");
     for line in lines {
-        assert!(readme.contains(line.as_str()), "README does not quote this line of {what}:\n{line}");
+        assert!(
+            readme.contains(line.as_str()),
+            "README does not quote this line of {what}:\n{line}"
+        );
     }
 }
 

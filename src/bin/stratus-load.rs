@@ -10,7 +10,11 @@ use clap::Parser;
 use stratus::load::{self, LoadConfig, Mode};
 
 #[derive(Parser)]
-#[command(name = "stratus-load", version, about = "Measure publish -> notification latency and throughput of any XMPP pubsub service")]
+#[command(
+    name = "stratus-load",
+    version,
+    about = "Measure publish -> notification latency and throughput of any XMPP pubsub service"
+)]
 struct Args {
     /// c2s host:port of the XMPP server.
     #[arg(long, default_value = "127.0.0.1:5222")]
@@ -86,7 +90,10 @@ fn main() -> ExitCode {
         password: a.password,
         drain: Duration::from_secs_f64(a.drain),
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("stratus-load: {e}");
@@ -117,7 +124,10 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if report.lost > 0 || report.publish_errors > 0 {
-        eprintln!("stratus-load: {} notifications lost, {} publish errors", report.lost, report.publish_errors);
+        eprintln!(
+            "stratus-load: {} notifications lost, {} publish errors",
+            report.lost, report.publish_errors
+        );
         return ExitCode::from(3);
     }
     ExitCode::SUCCESS

@@ -101,7 +101,11 @@ impl Stats {
     }
 
     fn sent_at(&self, id: &str) -> Option<Instant> {
-        self.sent.lock().unwrap_or_else(|e| e.into_inner()).get(id).copied()
+        self.sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .copied()
     }
 
     fn record_event(&self, id: &str, now: Instant) {
@@ -111,7 +115,11 @@ impl Stats {
         };
         self.received.fetch_add(1, Ordering::Relaxed);
         let micros = now.duration_since(at).as_micros().max(1) as u64;
-        let _ = self.e2e.lock().unwrap_or_else(|e| e.into_inner()).record(micros);
+        let _ = self
+            .e2e
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(micros);
         let second = now.duration_since(self.started).as_secs() as usize;
         let mut tl = self.timeline.lock().unwrap_or_else(|e| e.into_inner());
         while tl.len() <= second {
@@ -147,10 +155,15 @@ async fn connect_all(cfg: &LoadConfig, role: &str, n: usize) -> Result<Vec<Clien
         for &i in chunk {
             let cfg = cfg.clone();
             let name = format!("{}-{role}{i}", cfg.prefix);
-            tasks.push(tokio::spawn(async move { account(&cfg, &name, "load").await }));
+            tasks.push(tokio::spawn(
+                async move { account(&cfg, &name, "load").await },
+            ));
         }
         for t in tasks {
-            out.push(t.await.map_err(|e| ClientError::Protocol(e.to_string()))??);
+            out.push(
+                t.await
+                    .map_err(|e| ClientError::Protocol(e.to_string()))??,
+            );
         }
     }
     Ok(out)
@@ -169,15 +182,24 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
         let create = Element::new("iq", NS_CLIENT)
             .attr("type", "set")
             .attr("to", cfg.service.clone())
-            .child(Element::new("pubsub", NS_PUBSUB).child(Element::new("create", NS_PUBSUB).attr("node", cfg.node.clone())));
+            .child(
+                Element::new("pubsub", NS_PUBSUB)
+                    .child(Element::new("create", NS_PUBSUB).attr("node", cfg.node.clone())),
+            );
         // An existing node (conflict) is reused.
         let _ = publishers[0].iq(create).await?;
         for s in subscribers.iter_mut() {
             let jid = s.jid().to_string();
-            let sub = Element::new("iq", NS_CLIENT).attr("type", "set").attr("to", cfg.service.clone()).child(
-                Element::new("pubsub", NS_PUBSUB)
-                    .child(Element::new("subscribe", NS_PUBSUB).attr("node", cfg.node.clone()).attr("jid", jid)),
-            );
+            let sub = Element::new("iq", NS_CLIENT)
+                .attr("type", "set")
+                .attr("to", cfg.service.clone())
+                .child(
+                    Element::new("pubsub", NS_PUBSUB).child(
+                        Element::new("subscribe", NS_PUBSUB)
+                            .attr("node", cfg.node.clone())
+                            .attr("jid", jid),
+                    ),
+                );
             let r = s.iq(sub).await?;
             if r.get_attr("type") != Some("result") {
                 return Err(ClientError::Protocol(format!("subscribe refused: {r}")));
@@ -202,7 +224,12 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
                     Ok(m) => {
                         let now = Instant::now();
                         for id in event_ids(&m) {
-                            *stats.seen.lock().unwrap_or_else(|e| e.into_inner()).entry(id.clone()).or_insert(0) += 1;
+                            *stats
+                                .seen
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(id.clone())
+                                .or_insert(0) += 1;
                             stats.record_event(&id, now);
                         }
                     }
@@ -221,7 +248,9 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
         let cfg = cfg.clone();
         let stats = stats.clone();
         let targets = targets.clone();
-        pubs.push(tokio::spawn(async move { publish_loop(p, client, cfg, stats, targets, deadline).await }));
+        pubs.push(tokio::spawn(async move {
+            publish_loop(p, client, cfg, stats, targets, deadline).await
+        }));
     }
     let progress_task = progress.then(|| {
         let stats = stats.clone();
@@ -231,7 +260,11 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let done = stats.acked.load(Ordering::Relaxed);
                 let width = 30;
-                let filled = if total == 0 { 0 } else { (done * width / total.max(1)).min(width) } as usize;
+                let filled = if total == 0 {
+                    0
+                } else {
+                    (done * width / total.max(1)).min(width)
+                } as usize;
                 eprint!(
                     "\r[{}{}] {done}/{total} publishes, {} notifications",
                     "#".repeat(filled),
@@ -269,7 +302,13 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
         .map(|n| n.saturating_sub(cfg.subscribers as u32) as u64)
         .sum();
     stats.duplicates.store(dup, Ordering::Relaxed);
-    Ok(Report::build(&cfg, &stats, publish_elapsed, elapsed, expected))
+    Ok(Report::build(
+        &cfg,
+        &stats,
+        publish_elapsed,
+        elapsed,
+        expected,
+    ))
 }
 
 /// Item ids carried by an event notification or a raw load message.
@@ -277,10 +316,21 @@ fn event_ids(m: &Element) -> Vec<String> {
     if m.name() != "message" {
         return Vec::new();
     }
-    if let Some(items) = m.get_child("event", NS_EVENT).and_then(|e| e.get_child("items", NS_EVENT)) {
-        return items.children().filter(|i| i.name() == "item").filter_map(|i| i.get_attr("id").map(str::to_owned)).collect();
+    if let Some(items) = m
+        .get_child("event", NS_EVENT)
+        .and_then(|e| e.get_child("items", NS_EVENT))
+    {
+        return items
+            .children()
+            .filter(|i| i.name() == "item")
+            .filter_map(|i| i.get_attr("id").map(str::to_owned))
+            .collect();
     }
-    m.children().find(|c| c.is("load", NS_LOAD)).and_then(|l| l.get_attr("id")).map(|id| vec![id.to_owned()]).unwrap_or_default()
+    m.children()
+        .find(|c| c.is("load", NS_LOAD))
+        .and_then(|l| l.get_attr("id"))
+        .map(|id| vec![id.to_owned()])
+        .unwrap_or_default()
 }
 
 async fn publish_loop(
@@ -306,12 +356,21 @@ async fn publish_loop(
             loop {
                 match client.recv(Duration::from_millis(200)).await {
                     Ok(el) if el.name() == "iq" => {
-                        let Some(id) = el.get_attr("id") else { continue };
-                        let at = inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+                        let Some(id) = el.get_attr("id") else {
+                            continue;
+                        };
+                        let at = inflight
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(id);
                         if let Some(at) = at {
                             if el.get_attr("type") == Some("result") {
                                 stats.acked.fetch_add(1, Ordering::Relaxed);
-                                let _ = stats.ack.lock().unwrap_or_else(|e| e.into_inner()).record(at.elapsed().as_micros().max(1) as u64);
+                                let _ = stats
+                                    .ack
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .record(at.elapsed().as_micros().max(1) as u64);
                             } else {
                                 stats.errors.fetch_add(1, Ordering::Relaxed);
                             }
@@ -332,7 +391,9 @@ async fn publish_loop(
         })
     };
     let body = payload(cfg.payload);
-    let interval = cfg.rate.map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
+    let interval = cfg
+        .rate
+        .map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
     let mut next = Instant::now();
     for seq in 0..cfg.count {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -344,26 +405,41 @@ async fn publish_loop(
                 tokio::time::sleep_until(next.into()).await;
             }
             None => {
-                let Ok(permit) = window.acquire().await else { break };
+                let Ok(permit) = window.acquire().await else {
+                    break;
+                };
                 permit.forget();
             }
         }
         let id = format!("p{p}-{seq}");
         let now = Instant::now();
-        stats.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), now);
+        stats
+            .sent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), now);
         stats.published.fetch_add(1, Ordering::Relaxed);
         match cfg.mode {
             Mode::Pubsub => {
-                inflight.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), now);
+                inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), now);
                 let iq = Element::new("iq", NS_CLIENT)
                     .attr("type", "set")
                     .attr("id", id.clone())
                     .attr("to", cfg.service.clone())
-                    .child(Element::new("pubsub", NS_PUBSUB).child(
-                        Element::new("publish", NS_PUBSUB)
-                            .attr("node", cfg.node.clone())
-                            .child(Element::new("item", NS_PUBSUB).attr("id", id.clone()).child(body.clone())),
-                    ));
+                    .child(
+                        Element::new("pubsub", NS_PUBSUB).child(
+                            Element::new("publish", NS_PUBSUB)
+                                .attr("node", cfg.node.clone())
+                                .child(
+                                    Element::new("item", NS_PUBSUB)
+                                        .attr("id", id.clone())
+                                        .child(body.clone()),
+                                ),
+                        ),
+                    );
                 if outbox.send(&iq).await.is_err() {
                     break;
                 }
@@ -391,7 +467,12 @@ async fn publish_loop(
     }
     // Wait for the outstanding acknowledgements (bounded).
     let until = Instant::now() + Duration::from_secs(30);
-    while !inflight.lock().unwrap_or_else(|e| e.into_inner()).is_empty() && Instant::now() < until {
+    while !inflight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_empty()
+        && Instant::now() < until
+    {
         tokio::select! {
             _ = acked_all.notified() => {}
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}

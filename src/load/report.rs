@@ -59,7 +59,13 @@ pub struct Report {
 }
 
 impl Report {
-    pub(super) fn build(cfg: &LoadConfig, s: &Stats, publish_elapsed: Duration, elapsed: Duration, expected: u64) -> Report {
+    pub(super) fn build(
+        cfg: &LoadConfig,
+        s: &Stats,
+        publish_elapsed: Duration,
+        elapsed: Duration,
+        expected: u64,
+    ) -> Report {
         let e2e = s.e2e.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let ack = s.ack.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let received = s.received.load(Ordering::Relaxed);
@@ -71,12 +77,22 @@ impl Report {
             .iter()
             .enumerate()
             .filter(|(_, h)| h.len() > 0)
-            .map(|(sec, h)| (sec as u64, h.value_at_quantile(0.5) as f64 / 1000.0, h.value_at_quantile(0.99) as f64 / 1000.0, h.len()))
+            .map(|(sec, h)| {
+                (
+                    sec as u64,
+                    h.value_at_quantile(0.5) as f64 / 1000.0,
+                    h.value_at_quantile(0.99) as f64 / 1000.0,
+                    h.len(),
+                )
+            })
             .collect();
         let mut buckets = Vec::new();
         if e2e.len() > 0 {
             for v in e2e.iter_log(100, 1.5) {
-                buckets.push((v.value_iterated_to() as f64 / 1000.0, v.count_since_last_iteration()));
+                buckets.push((
+                    v.value_iterated_to() as f64 / 1000.0,
+                    v.count_since_last_iteration(),
+                ));
             }
         }
         let secs = publish_elapsed.as_secs_f64().max(1e-9);
@@ -118,8 +134,15 @@ impl Report {
             c.window,
             c.payload
         );
-        let _ = writeln!(t, "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "latency (ms)", "p50", "p90", "p99", "p99.9", "max", "count");
-        for (name, l) in [("publish -> IQ result", &self.ack), ("publish -> event", &self.e2e)] {
+        let _ = writeln!(
+            t,
+            "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "latency (ms)", "p50", "p90", "p99", "p99.9", "max", "count"
+        );
+        for (name, l) in [
+            ("publish -> IQ result", &self.ack),
+            ("publish -> event", &self.e2e),
+        ] {
             let _ = writeln!(
                 t,
                 "{name:<22} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9}",
@@ -129,7 +152,12 @@ impl Report {
         let _ = writeln!(
             t,
             "publishes {} (acked {}, errors {}) in {:.2} s: {:.0} publishes/s, {:.0} notifications/s",
-            self.published, self.acked, self.publish_errors, self.elapsed_s, self.publishes_per_s, self.notifications_per_s
+            self.published,
+            self.acked,
+            self.publish_errors,
+            self.elapsed_s,
+            self.publishes_per_s,
+            self.notifications_per_s
         );
         let _ = writeln!(
             t,
@@ -157,7 +185,9 @@ impl Report {
         let _ = write!(
             h,
             "<h2>raw data</h2><pre>{}</pre></body></html>",
-            crate::xml::element::escape_text(&serde_json::to_string_pretty(self).unwrap_or_default())
+            crate::xml::element::escape_text(
+                &serde_json::to_string_pretty(self).unwrap_or_default()
+            )
         );
         h
     }
@@ -168,7 +198,10 @@ fn bar_chart(buckets: &[(f64, u64)]) -> String {
     let max = buckets.iter().map(|b| b.1).max().unwrap_or(1).max(1) as f64;
     let n = buckets.len().max(1) as f64;
     let bw = (w - 60.0) / n;
-    let mut s = format!("<svg width='{w}' height='{}' xmlns='http://www.w3.org/2000/svg'>", hgt + 40.0);
+    let mut s = format!(
+        "<svg width='{w}' height='{}' xmlns='http://www.w3.org/2000/svg'>",
+        hgt + 40.0
+    );
     for (i, (upper, count)) in buckets.iter().enumerate() {
         let bh = (*count as f64 / max) * hgt;
         let x = 50.0 + i as f64 * bw;
@@ -179,10 +212,19 @@ fn bar_chart(buckets: &[(f64, u64)]) -> String {
             (bw - 1.0).max(1.0)
         );
         if i % (buckets.len() / 8).max(1) == 0 {
-            let _ = write!(s, "<text x='{x:.1}' y='{:.1}'>{upper:.1}</text>", hgt + 25.0);
+            let _ = write!(
+                s,
+                "<text x='{x:.1}' y='{:.1}'>{upper:.1}</text>",
+                hgt + 25.0
+            );
         }
     }
-    let _ = write!(s, "<text x='5' y='20'>{max}</text><text x='{:.1}' y='{:.1}'>ms</text></svg>", w - 30.0, hgt + 38.0);
+    let _ = write!(
+        s,
+        "<text x='5' y='20'>{max}</text><text x='{:.1}' y='{:.1}'>ms</text></svg>",
+        w - 30.0,
+        hgt + 38.0
+    );
     s
 }
 
@@ -190,7 +232,12 @@ fn line_chart(points: &[(u64, f64, f64, u64)]) -> String {
     let (w, hgt) = (800.0, 300.0);
     let max_t = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
     let max_v = points.iter().map(|p| p.2).fold(0.001, f64::max);
-    let xy = |t: u64, v: f64| (50.0 + t as f64 / max_t * (w - 70.0), 10.0 + hgt - v / max_v * hgt);
+    let xy = |t: u64, v: f64| {
+        (
+            50.0 + t as f64 / max_t * (w - 70.0),
+            10.0 + hgt - v / max_v * hgt,
+        )
+    };
     let line = |pick: &dyn Fn(&(u64, f64, f64, u64)) -> f64| {
         points
             .iter()

@@ -40,6 +40,89 @@ const ITEM_IDS: TableDefinition<Bytes, u64> = TableDefinition::new("item_ids");
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
+    /// Write requests for the writer thread (None once dropping).
+    writes: Option<tokio::sync::mpsc::Sender<WriteRequest>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+type WriteOutput = Box<dyn std::any::Any + Send>;
+type WriteJob = Box<dyn FnOnce(&redb::WriteTransaction) -> StoreResult<WriteOutput> + Send>;
+
+struct WriteRequest {
+    job: WriteJob,
+    reply: tokio::sync::oneshot::Sender<StoreResult<WriteOutput>>,
+}
+
+/// Most write requests committed together.
+const MAX_BATCH: usize = 512;
+
+/// The group-commit writer: takes every write request queued at the moment, applies them in one
+/// transaction and commits once (one fsync), then answers each. A request that fails (storage
+/// error, corrupt record) aborts the transaction and fails the whole batch: nothing of it is
+/// acknowledged, nothing of it is written.
+fn writer_thread(db: Arc<Database>, mut rx: tokio::sync::mpsc::Receiver<WriteRequest>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let tx = match db.begin_write() {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = err(e);
+                for r in batch {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        let mut done = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        let mut pending = batch.into_iter();
+        for r in pending.by_ref() {
+            match (r.job)(&tx) {
+                Ok(v) => done.push((r.reply, v)),
+                Err(e) => {
+                    let _ = r.reply.send(Err(e.clone()));
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let failure = match failure {
+            Some(e) => Some(e),
+            None => tx.commit().err().map(err),
+        };
+        match failure {
+            None => {
+                for (reply, v) in done {
+                    let _ = reply.send(Ok(v));
+                }
+            }
+            Some(e) => {
+                for (reply, _) in done {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for r in pending {
+                    let _ = r.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for EmbeddedStore {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after it committed what it has; joining releases the
+        // database file before a new instance may open it.
+        self.writes.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 fn err<E: std::fmt::Display>(e: E) -> StoreError {
@@ -150,23 +233,42 @@ impl EmbeddedStore {
             tx.open_table(ITEM_IDS).map_err(err)?;
         }
         tx.commit().map_err(err)?;
-        Ok(EmbeddedStore { db: Arc::new(db) })
+        let db = Arc::new(db);
+        let (writes, rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        let writer = {
+            let db = db.clone();
+            std::thread::Builder::new()
+                .name("stratus-store-writer".into())
+                .spawn(move || writer_thread(db, rx))
+                .map_err(|e| {
+                    StoreError::Unavailable(format!("cannot start the writer thread: {e}"))
+                })?
+        };
+        Ok(EmbeddedStore {
+            db,
+            writes: Some(writes),
+            writer: Some(writer),
+        })
     }
 
-    /// Runs a write transaction on the blocking pool; commits (fsync) before returning Ok.
+    /// Runs `f` in the writer's next transaction; Ok only once that transaction is committed
+    /// (fsync), possibly together with other writes (group commit).
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || {
-            let tx = db.begin_write().map_err(err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(err)?;
-            Ok(out)
-        })
-        .await
-        .map_err(err)?
+        let closed = || StoreError::Unavailable("the store is closing".into());
+        let writes = self.writes.as_ref().ok_or_else(closed)?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job: WriteJob = Box::new(move |tx| f(tx).map(|v| Box::new(v) as WriteOutput));
+        writes
+            .send(WriteRequest { job, reply })
+            .await
+            .map_err(|_| closed())?;
+        let out = answer.await.map_err(|_| closed())??;
+        out.downcast::<T>()
+            .map(|b| *b)
+            .map_err(|_| StoreError::Corrupt("write result of an unexpected type".into()))
     }
 
     async fn read<T: Send + 'static>(
