@@ -49,4 +49,5 @@ end
 -- Built-in pubsub, for side-by-side comparisons (memory storage: its fastest).
 Component "pubsub-builtin.localhost" "pubsub"
     storage = "memory"
-    admins = { "load-p0@localhost" } -- the load tool's first publisher creates its node
+    -- Only admins create nodes on Prosody's service: the load tool's publishers (scripts/bench.sh).
+    admins = { "load-p0@localhost"; "b1-p0@localhost"; "b10-p0@localhost"; "b100-p0@localhost"; "b1000-p0@localhost" }

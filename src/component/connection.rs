@@ -27,6 +27,11 @@ pub trait StanzaHandler: Send + Sync + 'static {
     fn connected(&self, _out: &Outbox) -> impl Future<Output = ()> + Send {
         async {}
     }
+
+    /// Completes when the work `handle` started in the background is done (graceful shutdown).
+    fn flush(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
 /// A misconfiguration retrying cannot fix; stratus exits with this message.
@@ -254,6 +259,10 @@ impl Component {
                 _ = shutdown.as_mut() => {
                     info!("shutting down: closing the stream to {}", self.config.component.server);
                     reader_task.abort();
+                    // Finish in-flight requests so their answers are queued before the close.
+                    if tokio::time::timeout(Duration::from_secs(10), handler.flush()).await.is_err() {
+                        warn!("requests still in flight after 10 s; closing anyway");
+                    }
                     let _ = stop_tx.send(WriterStop::Drain("</stream:stream>".into()));
                     break Ended::Shutdown;
                 }

@@ -64,6 +64,8 @@ pub struct LoadConfig {
 /// Shared measurement state.
 pub struct Stats {
     pub started: Instant,
+    /// Raw mode: a "publish" completes when every subscriber received it, releasing a permit.
+    raw_window: Option<(Arc<Semaphore>, u32)>,
     sent: Mutex<HashMap<String, Instant>>,
     seen: Mutex<HashMap<String, u32>>,
     pub ack: Mutex<Histogram<u64>>,
@@ -83,9 +85,10 @@ fn hist() -> Histogram<u64> {
 }
 
 impl Stats {
-    fn new() -> Stats {
+    fn new(raw_window: Option<(Arc<Semaphore>, u32)>) -> Stats {
         Stats {
             started: Instant::now(),
+            raw_window,
             sent: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
             ack: Mutex::new(hist()),
@@ -212,7 +215,14 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
         }
     }
     let targets: Vec<String> = subscribers.iter().map(|s| s.jid().to_string()).collect();
-    let stats = Arc::new(Stats::new());
+    // In raw mode the window is shared: a message batch leaves it once every subscriber got it.
+    let raw_window = (cfg.mode == Mode::Raw).then(|| {
+        (
+            Arc::new(Semaphore::new(cfg.window.max(1) * cfg.publishers)),
+            cfg.subscribers as u32,
+        )
+    });
+    let stats = Arc::new(Stats::new(raw_window));
     let stop = Arc::new(AtomicBool::new(false));
     let mut readers = Vec::new();
     for mut s in subscribers {
@@ -224,13 +234,18 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
                     Ok(m) => {
                         let now = Instant::now();
                         for id in event_ids(&m) {
-                            *stats
-                                .seen
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .entry(id.clone())
-                                .or_insert(0) += 1;
+                            let n = {
+                                let mut seen = stats.seen.lock().unwrap_or_else(|e| e.into_inner());
+                                let n = seen.entry(id.clone()).or_insert(0);
+                                *n += 1;
+                                *n
+                            };
                             stats.record_event(&id, now);
+                            if let Some((window, all)) = &stats.raw_window
+                                && n == *all
+                            {
+                                window.add_permits(1);
+                            }
                         }
                     }
                     Err(ClientError::Timeout(_)) if stop.load(Ordering::Relaxed) => break,
@@ -399,12 +414,18 @@ async fn publish_loop(
         if deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        match interval {
-            Some(iv) => {
+        match (interval, &stats.raw_window) {
+            (Some(iv), _) => {
                 next += iv;
                 tokio::time::sleep_until(next.into()).await;
             }
-            None => {
+            (None, Some((shared, _))) => {
+                let Ok(permit) = shared.acquire().await else {
+                    break;
+                };
+                permit.forget();
+            }
+            (None, None) => {
                 let Ok(permit) = window.acquire().await else {
                     break;
                 };
@@ -459,9 +480,6 @@ async fn publish_loop(
                     break;
                 }
                 stats.acked.fetch_add(1, Ordering::Relaxed);
-                if interval.is_none() {
-                    window.add_permits(1);
-                }
             }
         }
     }

@@ -4,7 +4,11 @@
 //! server's answers (rosters, caps), which arrive on the same stream.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{Notify, mpsc};
 
 use tracing::{debug, warn};
 
@@ -37,7 +41,15 @@ struct Inner {
     domain: Jid,
     pubsub: Arc<PubSub>,
     pep: Option<Arc<Pep>>,
+    /// Host-service IQs are processed by these workers, one queue per shard of node names:
+    /// requests on one node keep their order, requests on different nodes run concurrently (and
+    /// their writes share the store's group commits).
+    shards: OnceLock<Vec<mpsc::Sender<Element>>>,
+    inflight: AtomicUsize,
+    idle: Notify,
 }
+
+const SHARDS: usize = 32;
 
 impl Service {
     pub fn new(
@@ -50,12 +62,64 @@ impl Service {
                 domain: Jid::parse(domain)?,
                 pubsub,
                 pep,
+                shards: OnceLock::new(),
+                inflight: AtomicUsize::new(0),
+                idle: Notify::new(),
             }),
         })
     }
+
+    fn shards(&self, out: &Outbox) -> &Vec<mpsc::Sender<Element>> {
+        self.inner.shards.get_or_init(|| {
+            (0..SHARDS)
+                .map(|_| {
+                    let (tx, mut rx) = mpsc::channel::<Element>(1024);
+                    let inner = self.inner.clone();
+                    let out = out.clone();
+                    tokio::spawn(async move {
+                        while let Some(stanza) = rx.recv().await {
+                            inner.handle_iq(stanza, &out).await;
+                            inner.finished();
+                        }
+                    });
+                    tx
+                })
+                .collect()
+        })
+    }
+
+    /// Runs `work` in its own task, counted as in flight until it completes.
+    fn spawn_counted(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.inflight.fetch_add(1, Ordering::SeqCst);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            work.await;
+            inner.finished();
+        });
+    }
+}
+
+/// The shard of a request: its node (so one node's requests stay ordered), else its sender.
+fn shard_of(stanza: &Element) -> usize {
+    let node = stanza
+        .children()
+        .find(|c| c.name() == "pubsub")
+        .and_then(|ps| ps.children().find_map(|a| a.get_attr("node")));
+    let mut h = DefaultHasher::new();
+    match node {
+        Some(n) => n.hash(&mut h),
+        None => stanza.get_attr("from").unwrap_or_default().hash(&mut h),
+    }
+    (h.finish() as usize) % SHARDS
 }
 
 impl Inner {
+    fn finished(&self) {
+        if self.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
     async fn handle_iq(&self, stanza: Element, out: &Outbox) {
         let iq = match Iq::parse(stanza) {
             Ok(iq) => iq,
@@ -572,12 +636,9 @@ impl StanzaHandler for Service {
                     let from = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok());
                     match (&inner.pep, from) {
                         (Some(pep), Some(from)) if pep.is_server(&from) => {
-                            let me = self.clone();
-                            let out = out.clone();
-                            tokio::spawn(async move {
-                                if let Some(pep) = me.inner.pep.clone() {
-                                    me.inner.handle_delegated(&pep, stanza, &out).await;
-                                }
+                            let (inner, pep, out) = (inner.clone(), pep.clone(), out.clone());
+                            self.spawn_counted(async move {
+                                inner.handle_delegated(&pep, stanza, &out).await
                             });
                         }
                         _ => {
@@ -595,7 +656,11 @@ impl StanzaHandler for Service {
                     }
                     return;
                 }
-                inner.handle_iq(stanza, out).await
+                let shard = shard_of(&stanza);
+                inner.inflight.fetch_add(1, Ordering::SeqCst);
+                if self.shards(out)[shard].send(stanza).await.is_err() {
+                    inner.finished();
+                }
             }
             "message" => inner.handle_message(stanza, out).await,
             "presence" => {
@@ -610,16 +675,21 @@ impl StanzaHandler for Service {
                     // A new session is the moment to re-read the account's roster: subscriptions
                     // may have changed since it was cached.
                     pep.rosters.forget(&who.to_bare().to_string());
-                    let me = self.clone();
-                    let out = out.clone();
-                    tokio::spawn(async move {
-                        if let Some(pep) = me.inner.pep.clone() {
-                            me.inner.on_available(&pep, who, &out).await;
-                        }
-                    });
+                    let (inner, pep, out) = (inner.clone(), pep.clone(), out.clone());
+                    self.spawn_counted(async move { inner.on_available(&pep, who, &out).await });
                 }
             }
             other => debug!("ignoring {other}"),
+        }
+    }
+
+    async fn flush(&self) {
+        while self.inner.inflight.load(Ordering::SeqCst) > 0 {
+            let notified = self.inner.idle.notified();
+            if self.inner.inflight.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(50), notified).await;
         }
     }
 }
