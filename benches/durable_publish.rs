@@ -14,11 +14,17 @@ use stratus::pubsub::{Limits, PubSub};
 use stratus::storage::embedded::EmbeddedStore;
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let concurrency = args.first().copied().unwrap_or(256);
     let nodes = args.get(1).copied().unwrap_or(64);
     let total = args.get(2).copied().unwrap_or(40_000);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
     let ps = Arc::new(PubSub::new(store, Limits::default(), Arc::new(NoRoster)));

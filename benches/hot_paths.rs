@@ -87,6 +87,7 @@ fn fan_out(c: &mut Criterion) {
             payloads: true,
         },
         kind: NotificationType::Headline,
+        only_available: false,
     };
     let mut g = c.benchmark_group("fan-out");
     g.throughput(Throughput::Elements(100_000));

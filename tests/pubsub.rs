@@ -174,6 +174,9 @@ both_servers!(
     disco_nodes_and_meta_data,
     rsm_paging_over_items,
     subscription_options,
+    owner_manages_subscriptions,
+    node_configuration_fields,
+    publish_only_affiliation,
 );
 
 /// 7.1 publish, 6.1 subscribe, 7.1.2.1 event with payload, 6.1.7 last item on subscribe.
@@ -1241,4 +1244,232 @@ async fn subscription_options(kind: Kind) {
         .await
         .unwrap();
     assert_result(&r);
+}
+
+fn set_config(node: &str, svc: &str, fields: &[(&str, &str)]) -> Element {
+    iq(
+        "set",
+        svc,
+        pubsub_el(
+            OWNER,
+            Element::new("configure", OWNER)
+                .attr("node", node)
+                .child(config_form(fields)),
+        ),
+    )
+}
+
+/// 8.8.2 the owner modifies subscriptions: subscribing someone, then removing them; the
+/// subscriber is told (8.8.4) and events follow the new state.
+async fn owner_manages_subscriptions(kind: Kind) {
+    let e = env(kind);
+    let mut alice = new_user(e.server, "alice").await;
+    let mut bob = new_user(e.server, "bob").await;
+    create(&mut alice, &e.svc, "n").await;
+    let bob_jid = bob.jid().to_string();
+    let set = |state: &str| {
+        iq(
+            "set",
+            &e.svc,
+            pubsub_el(
+                OWNER,
+                Element::new("subscriptions", OWNER)
+                    .attr("node", "n")
+                    .child(
+                        Element::new("subscription", OWNER)
+                            .attr("jid", bob_jid.clone())
+                            .attr("subscription", state),
+                    ),
+            ),
+        )
+    };
+    let r = bob.iq(set("subscribed")).await.unwrap();
+    assert_error(&r, "forbidden", None);
+    assert_result(&alice.iq(set("subscribed")).await.unwrap());
+    let ev = event(&mut bob).await;
+    let s = ev
+        .get_child("event", EVENT)
+        .unwrap()
+        .get_child("subscription", EVENT)
+        .unwrap();
+    assert_eq!(s.get_attr("subscription"), Some("subscribed"), "{ev}");
+    assert_result(&publish(&mut alice, &e.svc, "n", Some("x"), "for bob").await);
+    let ev = event(&mut bob).await;
+    assert!(
+        ev.get_child("event", EVENT)
+            .unwrap()
+            .get_child("items", EVENT)
+            .is_some(),
+        "{ev}"
+    );
+    assert_result(&alice.iq(set("none")).await.unwrap());
+    let ev = event(&mut bob).await;
+    let s = ev
+        .get_child("event", EVENT)
+        .unwrap()
+        .get_child("subscription", EVENT)
+        .unwrap();
+    assert_eq!(s.get_attr("subscription"), Some("none"), "{ev}");
+    assert_result(&publish(&mut alice, &e.svc, "n", Some("y"), "not for bob").await);
+    no_event(&mut bob).await;
+}
+
+/// Node configuration fields at work (16.4.3): max_items trims, item_expire hides old items,
+/// notification_type chooses the message type, persist_items=0 keeps nothing, and several items
+/// may be published in one request.
+async fn node_configuration_fields(kind: Kind) {
+    let e = env(kind);
+    let mut alice = new_user(e.server, "alice").await;
+    let mut bob = new_user(e.server, "bob").await;
+    create(&mut alice, &e.svc, "n").await;
+    assert_result(
+        &alice
+            .iq(set_config(
+                "n",
+                &e.svc,
+                &[
+                    ("pubsub#max_items", "2"),
+                    ("pubsub#notification_type", "normal"),
+                ],
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_result(&subscribe(&mut bob, &e.svc, "n").await);
+    let two = alice
+        .iq(x(&format!(
+            "<iq type='set' to='{}'><pubsub xmlns='{PS}'><publish node='n'><item id='a'><e xmlns='urn:e'>1</e></item><item id='b'><e xmlns='urn:e'>2</e></item><item id='c'><e xmlns='urn:e'>3</e></item></publish></pubsub></iq>",
+            e.svc
+        )))
+        .await
+        .unwrap();
+    assert_result(&two);
+    let ids: Vec<_> = two
+        .get_child("pubsub", PS)
+        .unwrap()
+        .get_child("publish", PS)
+        .unwrap()
+        .children()
+        .map(|i| i.get_attr("id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    let ev = event(&mut bob).await;
+    // RFC 6121 5.2.2: no type means normal (ejabberd drops the explicit default).
+    assert!(
+        matches!(ev.get_attr("type"), None | Some("normal")),
+        "notification_type normal: {ev}"
+    );
+    assert_eq!(
+        ev.get_child("event", EVENT)
+            .unwrap()
+            .get_child("items", EVENT)
+            .unwrap()
+            .children()
+            .count(),
+        3
+    );
+    let all = alice
+        .iq(x(&format!(
+            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'/></pubsub></iq>",
+            e.svc
+        )))
+        .await
+        .unwrap();
+    let kept: Vec<_> = all
+        .get_child("pubsub", PS)
+        .unwrap()
+        .get_child("items", PS)
+        .unwrap()
+        .children()
+        .map(|i| i.get_attr("id").unwrap().to_owned())
+        .collect();
+    assert_eq!(kept, ["b", "c"], "max_items=2 keeps the two newest");
+
+    create(&mut alice, &e.svc, "expiring").await;
+    assert_result(
+        &alice
+            .iq(set_config(
+                "expiring",
+                &e.svc,
+                &[("pubsub#item_expire", "1")],
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_result(&publish(&mut alice, &e.svc, "expiring", Some("old"), "x").await);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = alice
+        .iq(x(&format!(
+            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='expiring'/></pubsub></iq>",
+            e.svc
+        )))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_child("pubsub", PS)
+            .unwrap()
+            .get_child("items", PS)
+            .unwrap()
+            .children()
+            .count(),
+        0,
+        "expired: {r}"
+    );
+
+    create(&mut alice, &e.svc, "transient").await;
+    assert_result(
+        &alice
+            .iq(set_config(
+                "transient",
+                &e.svc,
+                &[("pubsub#persist_items", "0")],
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_result(&subscribe(&mut bob, &e.svc, "transient").await);
+    assert_result(&publish(&mut alice, &e.svc, "transient", Some("t"), "live only").await);
+    let ev = event(&mut bob).await;
+    assert!(ev.to_string().contains("live only"), "{ev}");
+    let r = alice
+        .iq(x(&format!(
+            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='transient'/></pubsub></iq>",
+            e.svc
+        )))
+        .await
+        .unwrap();
+    assert_error(&r, "feature-not-implemented", Some("unsupported"));
+}
+
+/// The publish-only affiliation (4.1): may publish, may not retrieve items.
+async fn publish_only_affiliation(kind: Kind) {
+    let e = env(kind);
+    let mut alice = new_user(e.server, "alice").await;
+    let mut bob = new_user(e.server, "bob").await;
+    create(&mut alice, &e.svc, "n").await;
+    let r = alice
+        .iq(iq(
+            "set",
+            &e.svc,
+            pubsub_el(
+                OWNER,
+                Element::new("affiliations", OWNER).attr("node", "n").child(
+                    Element::new("affiliation", OWNER)
+                        .attr("jid", bob.jid().to_bare().to_string())
+                        .attr("affiliation", "publish-only"),
+                ),
+            ),
+        ))
+        .await
+        .unwrap();
+    assert_result(&r);
+    assert_result(&publish(&mut bob, &e.svc, "n", Some("b"), "by bob").await);
+    let r = bob
+        .iq(x(&format!(
+            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'/></pubsub></iq>",
+            e.svc
+        )))
+        .await
+        .unwrap();
+    assert_error(&r, "forbidden", None);
 }

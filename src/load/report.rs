@@ -76,7 +76,7 @@ impl Report {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .enumerate()
-            .filter(|(_, h)| h.len() > 0)
+            .filter(|(_, h)| !h.is_empty())
             .map(|(sec, h)| {
                 (
                     sec as u64,
@@ -87,7 +87,7 @@ impl Report {
             })
             .collect();
         let mut buckets = Vec::new();
-        if e2e.len() > 0 {
+        if !e2e.is_empty() {
             for v in e2e.iter_log(100, 1.5) {
                 buckets.push((
                     v.value_iterated_to() as f64 / 1000.0,
@@ -228,7 +228,10 @@ fn bar_chart(buckets: &[(f64, u64)]) -> String {
     s
 }
 
-fn line_chart(points: &[(u64, f64, f64, u64)]) -> String {
+/// (second, p50 ms, p99 ms, count) of one second of the run.
+type TimePoint = (u64, f64, f64, u64);
+
+fn line_chart(points: &[TimePoint]) -> String {
     let (w, hgt) = (800.0, 300.0);
     let max_t = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
     let max_v = points.iter().map(|p| p.2).fold(0.001, f64::max);
@@ -238,7 +241,7 @@ fn line_chart(points: &[(u64, f64, f64, u64)]) -> String {
             10.0 + hgt - v / max_v * hgt,
         )
     };
-    let line = |pick: &dyn Fn(&(u64, f64, f64, u64)) -> f64| {
+    let line = |pick: &dyn Fn(&TimePoint) -> f64| {
         points
             .iter()
             .map(|p| {

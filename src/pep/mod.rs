@@ -60,6 +60,24 @@ impl Pep {
         jid.node().is_some() && self.servers.iter().any(|s| s == jid.domain())
     }
 
+    /// True when the presence privilege lets us see this JID and it is not online (a bare JID:
+    /// no resource online; a full JID: that resource is not online).
+    pub fn known_offline(&self, jid: &Jid) -> bool {
+        if !self.is_local(jid)
+            || !self
+                .privileges
+                .get(jid.domain())
+                .is_some_and(|g| g.presence)
+        {
+            return false;
+        }
+        let online = self.presence.resources(&jid.to_bare().to_string());
+        match jid.resource() {
+            None => online.is_empty(),
+            Some(r) => !online.iter().any(|(j, _)| j.resource() == Some(r)),
+        }
+    }
+
     pub fn servers(&self) -> &[String] {
         &self.servers
     }

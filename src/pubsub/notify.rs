@@ -40,4 +40,6 @@ pub struct Notification {
     pub recipients: Vec<Recipient>,
     pub event: Event,
     pub kind: NotificationType,
+    /// pubsub#presence_based_delivery: only to recipients known to be online.
+    pub only_available: bool,
 }

@@ -1,7 +1,7 @@
 //! The pubsub service: every operation is check -> persist -> notify. No XML here.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use rand::RngExt;
@@ -103,6 +103,9 @@ impl NodeState {
     }
 }
 
+/// Nodes (and last items) kept in memory; PEP services of many users share this bound.
+const NODE_CACHE_CAPACITY: u64 = 100_000;
+
 /// Where to retrieve items from.
 #[derive(Debug, Clone)]
 pub enum ItemSelection {
@@ -123,8 +126,10 @@ pub struct PubSub {
     store: Arc<dyn Store>,
     limits: Limits,
     roster: Arc<dyn RosterSource>,
-    nodes: Mutex<HashMap<(ServiceId, String), Arc<NodeState>>>,
-    last_items: Mutex<HashMap<(ServiceId, String), Option<Item>>>,
+    /// Nodes with their affiliations and subscriptions (bounded: least recently used go first).
+    nodes: moka::sync::Cache<(ServiceId, String), Arc<NodeState>>,
+    /// The last item of each node, filled only after the store acknowledged the write.
+    last_items: moka::sync::Cache<(ServiceId, String), Option<Item>>,
 }
 
 fn token(len: usize) -> String {
@@ -140,8 +145,8 @@ impl PubSub {
             store,
             limits,
             roster,
-            nodes: Mutex::new(HashMap::new()),
-            last_items: Mutex::new(HashMap::new()),
+            nodes: moka::sync::Cache::new(NODE_CACHE_CAPACITY),
+            last_items: moka::sync::Cache::new(NODE_CACHE_CAPACITY),
         }
     }
 
@@ -172,16 +177,13 @@ impl PubSub {
 
     fn forget(&self, svc: &ServiceId, node: &str) {
         let k = Self::key(svc, node);
-        self.nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&k);
+        self.nodes.invalidate(&k);
     }
 
     /// The node with its affiliations and subscriptions, from the cache or the store.
     pub async fn node(&self, svc: &ServiceId, node: &str) -> PubSubResult<Arc<NodeState>> {
         let k = Self::key(svc, node);
-        if let Some(n) = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).get(&k) {
+        if let Some(n) = self.nodes.get(&k) {
             return Ok(n.clone());
         }
         let record = self
@@ -201,10 +203,7 @@ impl PubSub {
             affiliations,
             subscriptions,
         });
-        self.nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(k, state.clone());
+        self.nodes.insert(k, state.clone());
         Ok(state)
     }
 
@@ -353,10 +352,7 @@ impl PubSub {
             .await?;
         self.store.delete_node(svc, node).await?;
         self.forget(svc, node);
-        self.last_items
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&Self::key(svc, node));
+        self.last_items.invalidate(&Self::key(svc, node));
         let cfg = &state.record.config;
         let mut out = Vec::new();
         if cfg.notify_delete {
@@ -378,10 +374,7 @@ impl PubSub {
             return Err(PubSubError::Unsupported("persistent-items"));
         }
         self.store.purge_items(svc, node).await?;
-        self.last_items
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(Self::key(svc, node), None);
+        self.last_items.insert(Self::key(svc, node), None);
         let cfg = &state.record.config;
         let mut out = Vec::new();
         if cfg.notify_retract && cfg.deliver_notifications {
@@ -416,6 +409,7 @@ impl PubSub {
             recipients: state.recipients(),
             event,
             kind: cfg.notification_type,
+            only_available: cfg.presence_based_delivery,
         }
     }
 
@@ -501,8 +495,6 @@ impl PubSub {
         // Filled only after the store acknowledged the write.
         if let Some(last) = published.last() {
             self.last_items
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
                 .insert(Self::key(svc, node), Some(last.clone()));
         }
         let ids = published.iter().map(|i| i.id.clone()).collect();
@@ -557,11 +549,9 @@ impl PubSub {
             self.store.delete_item(svc, node, id).await?;
         }
         let k = Self::key(svc, node);
-        let mut last = self.last_items.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(last.get(&k), Some(Some(i)) if ids.contains(&i.id)) {
-            last.remove(&k);
+        if matches!(self.last_items.get(&k), Some(Some(i)) if ids.contains(&i.id)) {
+            self.last_items.invalidate(&k);
         }
-        drop(last);
         let cfg = &state.record.config;
         let mut out = Vec::new();
         if notify.unwrap_or(cfg.notify_retract) && cfg.deliver_notifications {
@@ -588,20 +578,14 @@ impl PubSub {
         let mut page = match selection {
             ItemSelection::Newest(n) => {
                 let n = n.unwrap_or(max).min(max);
-                if n == 1
-                    && let Some(Some(item)) = self
-                        .last_items
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&Self::key(svc, node))
-                {
-                    return Ok(ItemPage {
-                        items: vec![item.clone()],
+                match self.last_items.get(&Self::key(svc, node)) {
+                    Some(Some(item)) if n == 1 => ItemPage {
+                        items: vec![item],
                         count: 1,
                         first_index: None,
-                    });
+                    },
+                    _ => self.store.items(svc, node, ItemQuery::Newest(n)).await?,
                 }
-                self.store.items(svc, node, ItemQuery::Newest(n)).await?
             }
             ItemSelection::ById(ids) => {
                 let items = self.store.items_by_id(svc, node, &ids).await?;
@@ -633,13 +617,8 @@ impl PubSub {
     /// The last published item, from the cache or the store.
     pub async fn last_item(&self, svc: &ServiceId, node: &str) -> PubSubResult<Option<Item>> {
         let k = Self::key(svc, node);
-        if let Some(cached) = self
-            .last_items
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&k)
-        {
-            return Ok(cached.clone());
+        if let Some(cached) = self.last_items.get(&k) {
+            return Ok(cached);
         }
         let last = self
             .store
@@ -647,10 +626,7 @@ impl PubSub {
             .await?
             .items
             .pop();
-        self.last_items
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(k, last.clone());
+        self.last_items.insert(k, last.clone());
         Ok(last)
     }
 
@@ -714,6 +690,7 @@ impl PubSub {
                     subid: sub.subid.clone(),
                 },
                 kind: NotificationType::Normal,
+                only_available: false,
             });
         } else {
             if cfg.notify_sub && !owners.is_empty() {
@@ -727,6 +704,7 @@ impl PubSub {
                         subid: Some(sub.subid.clone()),
                     },
                     kind: cfg.notification_type,
+                    only_available: false,
                 });
             }
             if cfg.send_last_published_item != SendLastPublished::Never
@@ -745,6 +723,7 @@ impl PubSub {
                         payloads: cfg.deliver_payloads,
                     },
                     kind: cfg.notification_type,
+                    only_available: false,
                 });
             }
         }
@@ -814,6 +793,7 @@ impl PubSub {
                     subid: Some(sub.subid),
                 },
                 kind: cfg.notification_type,
+                only_available: false,
             });
         }
         Ok(out)
@@ -954,6 +934,7 @@ impl PubSub {
                     subid: existing.first().map(|s| s.subid.clone()),
                 },
                 kind: cfg.notification_type,
+                only_available: false,
             });
         }
         self.forget(svc, node);

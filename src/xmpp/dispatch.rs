@@ -153,6 +153,20 @@ impl Inner {
             if n.recipients.is_empty() {
                 continue;
             }
+            if n.only_available
+                && let Some(pep) = &self.pep
+            {
+                // pubsub#presence_based_delivery: drop recipients the presence privilege shows
+                // offline; for JIDs whose presence we cannot see, deliver.
+                let mut n = n.clone();
+                n.recipients.retain(|r| !pep.known_offline(&r.jid));
+                if !n.recipients.is_empty()
+                    && out.send_raw(notify::render(&n, &from)).await.is_err()
+                {
+                    return;
+                }
+                continue;
+            }
             if out.send_raw(notify::render(n, &from)).await.is_err() {
                 warn!("dropping notifications for node {}: shutting down", n.node);
             }
@@ -587,6 +601,7 @@ impl Inner {
                         payloads: state.record.config.deliver_payloads,
                     },
                     kind: state.record.config.notification_type,
+                    only_available: false,
                 };
                 let mut body = String::new();
                 notify::event_element(&n, "").write_to(&mut body, crate::client::NS_CLIENT);
