@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 use tracing::{info, warn};
 
+use crate::jid::Jid;
 use crate::xml::Element;
 use crate::xml::element::escape_attr_into;
 
@@ -94,4 +95,26 @@ pub fn wrap_message(out: &mut String, component: &str, server: &str, ns: &str, i
     out.push_str("'>");
     out.push_str(inner);
     out.push_str("</forwarded></privilege></message>");
+}
+
+/// A headline `<message/>` from a local account carrying `body` (already serialized, in the
+/// jabber:client namespace), wrapped for the message privilege and appended to `out`.
+pub fn wrap_headline(
+    out: &mut String,
+    component: &str,
+    granted: &Granted,
+    from: &Jid,
+    to: &Jid,
+    body: &str,
+) {
+    let mut inner = String::with_capacity(body.len() + 128);
+    inner.push_str("<message xmlns='jabber:client' from='");
+    escape_attr_into(&mut inner, &from.to_string());
+    inner.push_str("' to='");
+    escape_attr_into(&mut inner, &to.to_string());
+    inner.push_str("' type='headline'>");
+    inner.push_str(body);
+    inner.push_str("</message>");
+    // The server that hosts the sender grants the privilege and routes the message.
+    wrap_message(out, component, from.domain(), &granted.ns, &inner);
 }

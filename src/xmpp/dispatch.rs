@@ -17,7 +17,7 @@ use crate::jid::Jid;
 use crate::pep::Pep;
 use crate::pep::delegation::{self, PEP_FEATURES, delegated_disco_node, is_delegation_ns};
 use crate::pep::presence::PresenceChange;
-use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2, wrap_message};
+use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2, wrap_headline};
 use crate::pubsub::PubSub;
 use crate::pubsub::access::Action;
 use crate::pubsub::model::{AccessModel, SendLastPublished, ServiceId, SubscriptionState};
@@ -480,19 +480,9 @@ impl Inner {
             let mut body = String::with_capacity(256);
             notify::event_element(n, &owner_bare).write_to(&mut body, crate::client::NS_CLIENT);
             let mut batch = String::new();
+            let from = owner.to_bare();
             for r in recipients {
-                let inner = format!(
-                    "<message xmlns='jabber:client' from='{}' to='{}' type='headline'>{body}</message>",
-                    escape(&owner_bare),
-                    escape(&r.to_string())
-                );
-                wrap_message(
-                    &mut batch,
-                    &pep.component,
-                    owner.domain(),
-                    &granted.ns,
-                    &inner,
-                );
+                wrap_headline(&mut batch, &pep.component, &granted, &from, &r, &body);
             }
             if !batch.is_empty() && out.send_raw(batch).await.is_err() {
                 return;
@@ -605,30 +595,13 @@ impl Inner {
                 };
                 let mut body = String::new();
                 notify::event_element(&n, "").write_to(&mut body, crate::client::NS_CLIENT);
-                let inner = format!(
-                    "<message xmlns='jabber:client' from='{}' to='{}' type='headline'>{body}</message>",
-                    escape(&owner.to_string()),
-                    escape(&who.to_string())
-                );
-                wrap_message(
-                    &mut batch,
-                    &pep.component,
-                    who.domain(),
-                    &granted.ns,
-                    &inner,
-                );
+                wrap_headline(&mut batch, &pep.component, &granted, &owner, &who, &body);
             }
         }
         if !batch.is_empty() {
             let _ = out.send_raw(batch).await;
         }
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    crate::xml::element::escape_attr_into(&mut out, s);
-    out
 }
 
 impl StanzaHandler for Service {
