@@ -8,9 +8,15 @@ root=$(pwd)
 
 "$root/scripts/xmpp-server.sh" install
 command -v cargo >/dev/null || { echo "test.sh: cargo is required (rustup)" >&2; exit 1; }
+# A local server speaking S3 and DynamoDB for the aws backend's conformance suite.
+if ! python3 -c "import moto.server, flask" 2>/dev/null; then
+  echo "installing moto (local S3 + DynamoDB)" >&2
+  python3 -m pip install --quiet 'moto[server]'
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/stratus-test.XXXXXX")
 cleanup() {
+  [ -n "${moto_pid:-}" ] && kill "$moto_pid" 2>/dev/null || true
   "$root/scripts/xmpp-server.sh" stop "$work/prosody" || true
   "$root/scripts/xmpp-server.sh" stop "$work/ejabberd" || true
   rm -rf "$work"
@@ -21,6 +27,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 P_C2S=$(free_port) P_COMP=$(free_port) E_C2S=$(free_port) E_COMP=$(free_port) E_DIST=$(free_port)
 "$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$P_C2S" "$P_COMP" --watch-pid $$
 "$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$E_C2S" "$E_COMP" "$E_DIST" --watch-pid $$
+MOTO=$(free_port)
+python3 -m moto.server -H 127.0.0.1 -p "$MOTO" > "$work/moto.log" 2>&1 &
+moto_pid=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$MOTO") 2>/dev/null && break; sleep 0.1; done
+export STRATUS_TEST_AWS_ENDPOINT=http://127.0.0.1:$MOTO AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 export STRATUS_TEST_PROSODY_C2S=$P_C2S STRATUS_TEST_PROSODY_COMPONENT=$P_COMP
 export STRATUS_TEST_EJABBERD_C2S=$E_C2S STRATUS_TEST_EJABBERD_COMPONENT=$E_COMP
 

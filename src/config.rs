@@ -108,6 +108,8 @@ pub enum StorageBackend {
     Embedded,
     /// Everything in memory: lost on exit. For tests and demos.
     Memory,
+    /// Items in S3, nodes and subscriptions in DynamoDB (needs the `aws` build feature).
+    Aws,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -116,6 +118,33 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
+    pub aws: AwsConfig,
+}
+
+/// `[storage.aws]`: where the aws backend keeps things. Credentials come from the standard AWS
+/// chain (environment, profile, instance role).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsConfig {
+    pub bucket: String,
+    pub table: String,
+    pub region: String,
+    /// Endpoint override for S3- and DynamoDB-compatible servers (e.g. http://127.0.0.1:5000).
+    pub endpoint: Option<String>,
+    /// Path-style S3 addressing (most S3-compatible servers want it).
+    pub path_style: bool,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        AwsConfig {
+            bucket: "stratus".into(),
+            table: "stratus".into(),
+            region: "us-east-1".into(),
+            endpoint: None,
+            path_style: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,6 +176,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: StorageBackend::Embedded,
             data_dir: PathBuf::from("./data"),
+            aws: AwsConfig::default(),
         }
     }
 }

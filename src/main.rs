@@ -23,6 +23,23 @@ struct Cli {
     /// Validate the configuration, print the effective values (secret masked) and exit.
     #[arg(long)]
     check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Storage administration.
+    Storage {
+        #[command(subcommand)]
+        action: StorageAction,
+    },
+}
+
+#[derive(clap::Subcommand)]
+enum StorageAction {
+    /// Create what the configured backend needs (aws: the DynamoDB table and the S3 bucket).
+    Init,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +70,21 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Storage {
+        action: StorageAction::Init,
+    }) = cli.command
+    {
+        return match runtime.block_on(stratus::storage::init(&config.storage)) {
+            Ok(done) => {
+                println!("{done}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("stratus: storage init failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -70,7 +102,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config.component.domain,
         config.component.server
     );
-    let store = stratus::storage::open(&config.storage)?;
+    let store = stratus::storage::open(&config.storage).await?;
     match config.storage.backend {
         stratus::config::StorageBackend::Embedded => {
             info!("embedded store in {}", config.storage.data_dir.display())
@@ -78,6 +110,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         stratus::config::StorageBackend::Memory => {
             info!("memory store: nothing survives a restart")
         }
+        stratus::config::StorageBackend::Aws => info!(
+            "aws store: table {}, bucket {}",
+            config.storage.aws.table, config.storage.aws.bucket
+        ),
     }
     let component = Component::new(config.clone());
     let servers = config.pep_servers();

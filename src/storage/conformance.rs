@@ -328,13 +328,21 @@ pub async fn items_order_replace_trim_retract_purge(s: &dyn Store) {
     );
 }
 
+/// The bar for local backends: 10,000 items in one node, each returned exactly once, in order.
 pub async fn paging_returns_every_item_once(s: &dyn Store) {
+    paging_over(s, 10_000).await;
+}
+
+/// The same over 300 items, for backends behind a (slow, local) network server.
+pub async fn paging_returns_every_item_once_300(s: &dyn Store) {
+    paging_over(s, 300).await;
+}
+
+async fn paging_over(s: &dyn Store, total: u64) {
     let svc = ServiceId::Host;
     s.create_node(&svc, &record("big", "o@localhost"), &jid("o@localhost"))
         .await
         .unwrap();
-    // The bar: 10,000 items in one node, each returned exactly once, in stable order.
-    let total = 10_000;
     for i in 0..total {
         s.put_item(&svc, "big", &item(&format!("i{i:04}")), None)
             .await
@@ -382,11 +390,13 @@ pub async fn paging_returns_every_item_once(s: &dyn Store) {
 #[cfg(test)]
 macro_rules! store_conformance_tests {
     ($backend:ident, $make:expr) => {
+        store_conformance_tests!($backend, $make, paging_returns_every_item_once);
+    };
+    ($backend:ident, $make:expr, $paging:ident) => {
         mod $backend {
             use super::*;
             store_conformance_tests!(@case $make, create_load_delete_node, node_names_are_paged_in_order,
-                subscriptions_and_affiliations, items_order_replace_trim_retract_purge,
-                paging_returns_every_item_once);
+                subscriptions_and_affiliations, items_order_replace_trim_retract_purge, $paging);
         }
     };
     (@case $make:expr, $($case:ident),*) => {
@@ -416,6 +426,35 @@ mod tests {
             dir,
         )
     });
+
+    /// The aws backend against the local S3/DynamoDB server scripts/test.sh starts (moto): each
+    /// case gets its own table and bucket.
+    #[cfg(feature = "aws")]
+    async fn aws_store() -> (Box<dyn Store>, ()) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT").expect(
+            "STRATUS_TEST_AWS_ENDPOINT is not set: run the aws tests through scripts/test.sh, which starts a local S3/DynamoDB server",
+        );
+        let name = format!(
+            "t{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let cfg = crate::config::AwsConfig {
+            bucket: name.clone(),
+            table: name,
+            region: "us-east-1".into(),
+            endpoint: Some(endpoint),
+            path_style: true,
+        };
+        let store = crate::storage::aws::AwsStore::connect(&cfg).await.unwrap();
+        store.init().await.unwrap();
+        (Box::new(store) as Box<dyn Store>, ())
+    }
+
+    #[cfg(feature = "aws")]
+    store_conformance_tests!(aws, aws_store().await, paging_returns_every_item_once_300);
 
     #[tokio::test]
     async fn embedded_survives_reopen() {

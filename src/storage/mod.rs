@@ -8,6 +8,8 @@
 //! - Deleting something absent is Ok and reports `false`.
 //! - Reads cost O(result), not O(items in node).
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
@@ -140,11 +142,50 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the backend the configuration names.
-pub fn open(config: &crate::config::StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(config: &crate::config::StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
     match config.backend {
         crate::config::StorageBackend::Memory => Ok(Arc::new(memory::MemoryStore::default())),
         crate::config::StorageBackend::Embedded => {
             Ok(Arc::new(embedded::EmbeddedStore::open(&config.data_dir)?))
         }
+        #[cfg(feature = "aws")]
+        crate::config::StorageBackend::Aws => {
+            Ok(Arc::new(aws::AwsStore::connect(&config.aws).await?))
+        }
+        #[cfg(not(feature = "aws"))]
+        crate::config::StorageBackend::Aws => Err(not_built_with_aws()),
     }
+}
+
+/// `stratus storage init`: creates what the configured backend needs before first use.
+pub async fn init(config: &crate::config::StorageConfig) -> Result<String, StoreError> {
+    match config.backend {
+        crate::config::StorageBackend::Memory => Ok("the memory backend needs no setup".into()),
+        crate::config::StorageBackend::Embedded => {
+            embedded::EmbeddedStore::open(&config.data_dir)?;
+            Ok(format!(
+                "embedded store ready in {}",
+                config.data_dir.display()
+            ))
+        }
+        #[cfg(feature = "aws")]
+        crate::config::StorageBackend::Aws => {
+            aws::AwsStore::connect(&config.aws).await?.init().await?;
+            Ok(format!(
+                "DynamoDB table {} and S3 bucket {} ready",
+                config.aws.table, config.aws.bucket
+            ))
+        }
+        #[cfg(not(feature = "aws"))]
+        crate::config::StorageBackend::Aws => Err(not_built_with_aws()),
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+fn not_built_with_aws() -> StoreError {
+    StoreError::Unavailable(
+        "storage.backend = \"aws\" but this stratus was built without the `aws` feature: \
+         rebuild with `cargo build --release --features aws`"
+            .into(),
+    )
 }
