@@ -36,3 +36,5 @@ export STRATUS_TEST_PROSODY_C2S=$P_C2S STRATUS_TEST_PROSODY_COMPONENT=$P_COMP
 export STRATUS_TEST_EJABBERD_C2S=$E_C2S STRATUS_TEST_EJABBERD_COMPONENT=$E_COMP
 
 cargo test --locked --no-fail-fast "$@"
+# The XEP-0060 and durability tests again, with stratus storing into S3 + DynamoDB.
+STRATUS_TEST_STORAGE=aws cargo test --locked --no-fail-fast --test pubsub --test durability "$@"

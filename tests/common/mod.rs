@@ -236,6 +236,10 @@ impl Stratus {
     ) -> Stratus {
         let log = dir.path().join("stratus.log");
         let out = File::create(&log).unwrap();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if std::env::var("STRATUS_TEST_STORAGE").as_deref() == Ok("aws") && !extra.iter().any(|a| a == "--config") {
+            extra.extend(["--config".to_owned(), aws_config(data, dir.path())]);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
             .args([
                 "--server",
@@ -248,7 +252,7 @@ impl Stratus {
             .arg("--data-dir")
             .arg(data)
             .args(["--log-level", "trace"])
-            .args(extra)
+            .args(&extra)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -264,6 +268,10 @@ impl Stratus {
     }
 
     /// Starts stratus and waits until it completed the handshake.
+    ///
+    /// With STRATUS_TEST_STORAGE=aws (scripts/test.sh sets it for a second pass), every instance
+    /// stores into S3 + DynamoDB on the local test server, in a table and bucket of its own that
+    /// follow its data directory (so a restart on the same directory finds its data).
     pub fn start(server: &Server, domain: &str) -> Stratus {
         let mut s = Stratus::spawn(&server.component_addr(), domain, &[]);
         s.wait_log("connected to", 1, T);
@@ -408,4 +416,29 @@ pub fn log_has_no_panic(log: &str) {
 
 pub fn dir_exists(p: &Path) -> bool {
     p.is_dir()
+}
+
+/// Writes a config selecting the aws backend on the test server, with a table and bucket named
+/// after `data`, and creates them with `stratus storage init`. Returns the config path.
+fn aws_config(data: &Path, dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT").expect("STRATUS_TEST_AWS_ENDPOINT (set by scripts/test.sh)");
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data.hash(&mut h);
+    let name = format!("s{:016x}", h.finish());
+    let path = dir.join("aws.toml");
+    std::fs::write(
+        &path,
+        format!("[storage]\nbackend = \"aws\"\n[storage.aws]\nendpoint = \"{endpoint}\"\npath_style = true\nbucket = \"{name}\"\ntable = \"{name}\"\n"),
+    )
+    .unwrap();
+    let status = Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .args(["--secret", SECRET, "--config"])
+        .arg(&path)
+        .args(["storage", "init"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "stratus storage init failed");
+    path.to_string_lossy().into_owned()
 }
