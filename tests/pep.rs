@@ -220,7 +220,65 @@ both_servers!(
     notify_filtering_access_and_last_item,
     open_private_and_bookmarks_nodes,
     forged_delegation_is_refused,
+    host_node_presence_access_uses_the_owner_roster,
 );
+
+/// XEP-0060 4.5 presence access model on the host service: an owner's presence contact may
+/// subscribe, a stranger gets presence-subscription-required (the roster is read through the
+/// XEP-0356 roster privilege).
+async fn host_node_presence_access_uses_the_owner_roster(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let mut bob = new_user(&p.server, "bob").await;
+    let mut dave = new_user(&p.server, "dave").await;
+    for c in [&mut alice, &mut bob] {
+        let roster = Element::new("iq", NS_CLIENT)
+            .attr("type", "get")
+            .child(Element::new("query", "jabber:iq:roster"));
+        assert_eq!(c.iq(roster).await.unwrap().get_attr("type"), Some("result"));
+        c.send_presence().await.unwrap();
+    }
+    presence_subscribe(&mut bob, &mut alice).await;
+    let create = Element::new("pubsub", PS)
+        .child(Element::new("create", PS).attr("node", "friends-only"))
+        .child(
+            Element::new("configure", PS).child(
+                Element::new("x", DATA).attr("type", "submit").child(
+                    Element::new("field", DATA)
+                        .attr("var", "pubsub#access_model")
+                        .child(Element::new("value", DATA).text("presence")),
+                ),
+            ),
+        );
+    let r = alice
+        .iq(iq("set", "pubsub.localhost", create))
+        .await
+        .unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let subscribe = |c: &Client| {
+        iq(
+            "set",
+            "pubsub.localhost",
+            Element::new("pubsub", PS).child(
+                Element::new("subscribe", PS)
+                    .attr("node", "friends-only")
+                    .attr("jid", c.jid().to_string()),
+            ),
+        )
+    };
+    let ok = bob.iq(subscribe(&bob)).await.unwrap();
+    assert_eq!(ok.get_attr("type"), Some("result"), "{ok}");
+    let refused = dave.iq(subscribe(&dave)).await.unwrap();
+    assert_eq!(
+        error_condition(&refused).as_deref(),
+        Some("not-authorized"),
+        "{refused}"
+    );
+    assert_eq!(
+        app_error(&refused).as_deref(),
+        Some("presence-subscription-required")
+    );
+}
 
 /// XEP-0163 sections 3 and 9: the account's disco#info shows pubsub/pep and publish-options;
 /// publishing to a node that does not exist creates it (auto-create).

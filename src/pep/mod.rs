@@ -83,23 +83,28 @@ impl Pep {
     }
 }
 
-/// The roster of a PEP service's account decides the presence and roster access models.
+/// The roster of a PEP service's account (or of a host node's local owners) decides the presence
+/// and roster access models. Read fresh for every decision: a new contact is let in at once.
 #[async_trait]
 impl RosterSource for Pep {
-    async fn relation(&self, svc: &ServiceId, _owners: &[Jid], actor: &Jid) -> RosterRelation {
-        let ServiceId::Pep(owner) = svc else {
-            return RosterRelation::default();
+    async fn relation(&self, svc: &ServiceId, owners: &[Jid], actor: &Jid) -> RosterRelation {
+        let owners: Vec<Jid> = match svc {
+            ServiceId::Pep(owner) => Jid::parse(owner).into_iter().collect(),
+            ServiceId::Host => owners
+                .iter()
+                .filter(|o| self.is_local(o))
+                .cloned()
+                .collect(),
         };
-        let Ok(owner) = Jid::parse(owner) else {
-            return RosterRelation::default();
-        };
-        let roster = self.roster_of(&owner).await;
-        match roster.get(&actor.to_bare().to_string()) {
-            Some(item) => RosterRelation {
-                presence_subscribed: item.subscription_from(),
-                groups: item.groups.clone(),
-            },
-            None => RosterRelation::default(),
+        let actor = actor.to_bare().to_string();
+        let mut relation = RosterRelation::default();
+        for owner in owners {
+            let roster = self.roster_within(&owner, std::time::Duration::ZERO).await;
+            if let Some(item) = roster.get(&actor) {
+                relation.presence_subscribed |= item.subscription_from();
+                relation.groups.extend(item.groups.iter().cloned());
+            }
         }
+        relation
     }
 }

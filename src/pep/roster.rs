@@ -49,6 +49,10 @@ impl Rosters {
             .unwrap_or_else(|e| e.into_inner())
             .remove(owner);
     }
+
+    pub fn forget_all(&self) {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 pub fn parse_roster(result: &Element) -> Roster {
@@ -77,6 +81,11 @@ pub fn parse_roster(result: &Element) -> Roster {
 impl Pep {
     /// The account's roster (cached for [`ROSTER_TTL`]); empty without the roster privilege.
     pub async fn roster_of(&self, owner: &Jid) -> Arc<Roster> {
+        self.roster_within(owner, ROSTER_TTL).await
+    }
+
+    /// The account's roster, read again when the cached copy is older than `max_age`.
+    pub async fn roster_within(&self, owner: &Jid, max_age: Duration) -> Arc<Roster> {
         let key = owner.to_bare().to_string();
         if let Some((at, r)) = self
             .rosters
@@ -84,7 +93,7 @@ impl Pep {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            && at.elapsed() < ROSTER_TTL
+            && at.elapsed() < max_age
         {
             return r.clone();
         }

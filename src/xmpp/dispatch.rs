@@ -644,6 +644,26 @@ impl StanzaHandler for Service {
                     }
                     return;
                 }
+                // A roster push about an account (XEP-0356 roster permission): its cached roster
+                // is stale; acknowledge as a client would (RFC 6121 2.1.6).
+                if let Some(pep) = &inner.pep
+                    && kind == Some("set")
+                    && stanza
+                        .children()
+                        .any(|c| c.is("query", crate::pep::roster::NS_ROSTER))
+                    && let Some(from) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok())
+                    && (pep.is_server(&from) || pep.is_local(&from))
+                {
+                    if pep.is_server(&from) {
+                        pep.rosters.forget_all();
+                    } else {
+                        pep.rosters.forget(&from.to_bare().to_string());
+                    }
+                    if let Ok(iq) = Iq::parse(stanza) {
+                        let _ = out.send(&iq.result(None)).await;
+                    }
+                    return;
+                }
                 let shard = shard_of(&stanza);
                 inner.inflight.fetch_add(1, Ordering::SeqCst);
                 if self.shards(out)[shard].send(stanza).await.is_err() {

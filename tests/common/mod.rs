@@ -237,7 +237,9 @@ impl Stratus {
         let log = dir.path().join("stratus.log");
         let out = File::create(&log).unwrap();
         let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        if std::env::var("STRATUS_TEST_STORAGE").as_deref() == Ok("aws") && !extra.iter().any(|a| a == "--config") {
+        if std::env::var("STRATUS_TEST_STORAGE").as_deref() == Ok("aws")
+            && !extra.iter().any(|a| a == "--config")
+        {
             extra.extend(["--config".to_owned(), aws_config(data, dir.path())]);
         }
         let child = Command::new(env!("CARGO_BIN_EXE_stratus"))
@@ -422,7 +424,8 @@ pub fn dir_exists(p: &Path) -> bool {
 /// after `data`, and creates them with `stratus storage init`. Returns the config path.
 fn aws_config(data: &Path, dir: &Path) -> String {
     use std::hash::{Hash, Hasher};
-    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT").expect("STRATUS_TEST_AWS_ENDPOINT (set by scripts/test.sh)");
+    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT")
+        .expect("STRATUS_TEST_AWS_ENDPOINT (set by scripts/test.sh)");
     let mut h = std::collections::hash_map::DefaultHasher::new();
     data.hash(&mut h);
     let name = format!("s{:016x}", h.finish());
