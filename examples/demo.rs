@@ -58,10 +58,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Element::new("pubsub", PS).child(Element::new("create", PS).attr("node", "demo")),
         ))
         .await?;
-    println!(
-        "create node 'demo': {}",
-        create.get_attr("type").unwrap_or("?")
-    );
+    match create.get_attr("type") {
+        Some("result") => println!("created node 'demo'"),
+        _ if create.to_string().contains("conflict") => {
+            println!("node 'demo' exists (kept in the store from an earlier run)")
+        }
+        _ => println!("create node 'demo' failed: {create}"),
+    }
     let bob_jid = bob.jid().to_string();
     let sub = bob
         .iq(iq(
