@@ -318,24 +318,6 @@ impl AwsStore {
         Ok(())
     }
 
-    async fn get_object(&self, key: &str) -> StoreResult<String> {
-        let out = self
-            .s3
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let bytes = out
-            .body
-            .collect()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?
-            .into_bytes();
-        String::from_utf8(bytes.to_vec()).map_err(corrupt)
-    }
-
     async fn delete_object(&self, key: &str) -> StoreResult<()> {
         self.s3
             .delete_object()
@@ -349,41 +331,45 @@ impl AwsStore {
 
     /// Index entries to items: fetches each payload from S3 (concurrently).
     async fn hydrate(&self, index: Vec<Attrs>) -> StoreResult<Vec<Item>> {
-        let fetches = index.iter().map(|a| async move {
-            let obj = get_s(a, "obj")?;
-            let payload = if obj.is_empty() {
-                String::new()
-            } else {
-                self.get_object(obj).await?
-            };
-            Ok::<Item, StoreError>(Item {
+        // The payloads of a page are fetched concurrently; results keep the index order.
+        let mut fetches = tokio::task::JoinSet::new();
+        let mut items = Vec::with_capacity(index.len());
+        for (pos, a) in index.iter().enumerate() {
+            let obj = get_s(a, "obj")?.to_owned();
+            if !obj.is_empty() {
+                let (s3, bucket) = (self.s3.clone(), self.bucket.clone());
+                fetches.spawn(async move { (pos, fetch_object(&s3, &bucket, &obj).await) });
+            }
+            items.push(Item {
                 id: get_s(a, "id")?.to_owned(),
                 publisher: get_s(a, "pub")?.to_owned(),
-                payload: payload.into(),
+                payload: "".into(),
                 published_ms: get_n(a, "ts"),
-            })
-        });
-        let mut out = Vec::with_capacity(index.len());
-        for r in futures_join_all(fetches).await {
-            out.push(r?);
+            });
         }
-        Ok(out)
+        while let Some(done) = fetches.join_next().await {
+            let (pos, payload) = done.map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            items[pos].payload = payload?.into();
+        }
+        Ok(items)
     }
 }
 
-/// Runs futures concurrently, results in order (a small join_all without another dependency).
-async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for f in futs {
-        set.push(Box::pin(f));
-    }
-    let mut out = Vec::with_capacity(set.len());
-    for f in set {
-        out.push(f.await);
-    }
-    out
+async fn fetch_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> StoreResult<String> {
+    let out = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .map_err(unavailable)?;
+    let bytes = out
+        .body
+        .collect()
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?
+        .into_bytes();
+    String::from_utf8(bytes.to_vec()).map_err(corrupt)
 }
 
 #[async_trait]
