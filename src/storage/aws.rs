@@ -94,7 +94,18 @@ impl AwsStore {
         if let Some(ep) = &cfg.endpoint {
             loader = loader.endpoint_url(ep);
         }
-        let shared = loader.load().await;
+        // Throttling and 5xx are retried with backoff (the SDK's standard mode, 3 attempts), all
+        // within a deadline: a storage outage fails the request instead of hanging it.
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .operation_attempt_timeout(std::time::Duration::from_secs(3))
+            .operation_timeout(std::time::Duration::from_secs(10))
+            .build();
+        let shared = loader
+            .timeout_config(timeouts)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
+            .load()
+            .await;
         let s3_conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(cfg.path_style)
             .request_checksum_calculation(

@@ -423,9 +423,14 @@ pub fn dir_exists(p: &Path) -> bool {
 /// Writes a config selecting the aws backend on the test server, with a table and bucket named
 /// after `data`, and creates them with `stratus storage init`. Returns the config path.
 fn aws_config(data: &Path, dir: &Path) -> String {
-    use std::hash::{Hash, Hasher};
     let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT")
         .expect("STRATUS_TEST_AWS_ENDPOINT (set by scripts/test.sh)");
+    aws_config_at(data, dir, &endpoint)
+}
+
+/// [`aws_config`] with an explicit endpoint (e.g. a proxy in front of the test server).
+pub fn aws_config_at(data: &Path, dir: &Path, endpoint: &str) -> String {
+    use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     data.hash(&mut h);
     let name = format!("s{:016x}", h.finish());

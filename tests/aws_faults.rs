@@ -1,0 +1,176 @@
+//! Storage outage on the aws backend (issue 4): with S3/DynamoDB unreachable, a publish fails with
+//! a wait-type error (never a false acknowledgement) and the stream stays up; when storage comes
+//! back, publishing works again and every acknowledged item is there, no failed one.
+//! The outage is a TCP proxy in front of the local S3/DynamoDB server that starts refusing.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+use stratus::client::NS_CLIENT;
+use stratus::xml::Element;
+use tokio::net::{TcpListener, TcpStream};
+
+const PS: &str = "http://jabber.org/protocol/pubsub";
+
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    drop(inbound); // storage is "down": the connection closes at once
+                    continue;
+                }
+                let target = target.clone();
+                let h = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().unwrap().push(h);
+            }
+        });
+        Proxy { port, up, conns }
+    }
+
+    fn down(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+
+    fn up(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn publish(svc: &str, id: &str) -> Element {
+    iq(
+        "set",
+        svc,
+        Element::new("pubsub", PS).child(
+            Element::new("publish", PS).attr("node", "n").child(
+                Element::new("item", PS)
+                    .attr("id", id)
+                    .child(Element::new("e", "urn:test").text(id)),
+            ),
+        ),
+    )
+}
+
+// Multi-threaded: the proxy must keep running while the test blocks on processes and logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() {
+    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT")
+        .expect("STRATUS_TEST_AWS_ENDPOINT is not set: run through scripts/test.sh (it starts the local S3/DynamoDB server)");
+    let target = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let proxy = Proxy::start(target).await;
+    let server = shared(Kind::Prosody);
+    let lease = lease_domain(server);
+    let dir = tempfile::tempdir().unwrap();
+    let config = aws_config_at(
+        &dir.path().join("data"),
+        dir.path(),
+        &format!("http://127.0.0.1:{}", proxy.port),
+    );
+    let mut stratus = Stratus::spawn(
+        &server.component_addr(),
+        &lease.domain,
+        &["--config", &config],
+    );
+    stratus.wait_log("connected to", 1, T);
+    let svc = lease.domain.clone();
+    let mut alice = new_user(server, "alice").await;
+    let create = Element::new("pubsub", PS)
+        .child(Element::new("create", PS).attr("node", "n"))
+        .child(
+            Element::new("configure", PS).child(
+                Element::new("x", "jabber:x:data")
+                    .attr("type", "submit")
+                    .child(
+                        Element::new("field", "jabber:x:data")
+                            .attr("var", "pubsub#max_items")
+                            .child(Element::new("value", "jabber:x:data").text("max")),
+                    ),
+            ),
+        );
+    assert_eq!(
+        alice
+            .iq(iq("set", &svc, create))
+            .await
+            .unwrap()
+            .get_attr("type"),
+        Some("result")
+    );
+    for i in 0..5 {
+        let r = alice.iq(publish(&svc, &format!("a{i}"))).await.unwrap();
+        assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    }
+
+    proxy.down();
+    let failed = alice.iq(publish(&svc, "lost")).await.unwrap();
+    assert_eq!(
+        failed.get_attr("type"),
+        Some("error"),
+        "no acknowledgement while storage is down: {failed}"
+    );
+    let err = failed.get_child("error", NS_CLIENT).unwrap();
+    assert_eq!(
+        err.get_attr("type"),
+        Some("wait"),
+        "a retry-later error: {failed}"
+    );
+    // The component stays connected and answers what needs no storage.
+    let pong = alice
+        .iq(iq("get", &svc, Element::new("ping", "urn:xmpp:ping")))
+        .await
+        .unwrap();
+    assert_eq!(pong.get_attr("type"), Some("result"));
+
+    proxy.up();
+    let r = alice.iq(publish(&svc, "after")).await.unwrap();
+    assert_eq!(
+        r.get_attr("type"),
+        Some("result"),
+        "publishing works again: {r}"
+    );
+    let items = alice
+        .iq(iq(
+            "get",
+            &svc,
+            Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", "n")),
+        ))
+        .await
+        .unwrap();
+    let ids: Vec<String> = items
+        .get_child("pubsub", PS)
+        .unwrap()
+        .get_child("items", PS)
+        .unwrap()
+        .children()
+        .map(|i| i.get_attr("id").unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        ["a0", "a1", "a2", "a3", "a4", "after"],
+        "every acknowledged item, and no failed one"
+    );
+    log_has_no_panic(&stratus.log_text());
+}
