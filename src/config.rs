@@ -51,6 +51,10 @@ pub struct PubSubConfig {
     pub max_nodes_per_user: u64,
     /// Most items or nodes returned in one answer (RSM pages are capped to this).
     pub max_page: usize,
+    /// Milliseconds a cached node/subscriber list/last item is trusted before re-reading storage
+    /// (the staleness bound across instances sharing storage). Unset: 2000 with the aws backend,
+    /// no expiry with the single-instance backends.
+    pub cache_ttl_ms: Option<u64>,
 }
 
 impl Default for PubSubConfig {
@@ -61,17 +65,27 @@ impl Default for PubSubConfig {
             max_items_per_node: l.max_items_per_node,
             max_nodes_per_user: l.max_nodes_per_user,
             max_page: l.max_page,
+            cache_ttl_ms: None,
         }
     }
 }
 
 impl PubSubConfig {
-    pub fn limits(&self) -> crate::pubsub::Limits {
+    /// The limits, with the cache bound the backend calls for.
+    pub fn limits(&self, backend: StorageBackend) -> crate::pubsub::Limits {
+        let ttl_ms = match (self.cache_ttl_ms, backend) {
+            (Some(ms), _) => Some(ms),
+            (None, StorageBackend::Aws) => Some(2000),
+            (None, _) => None,
+        };
         crate::pubsub::Limits {
             max_payload_bytes: self.max_payload_bytes,
             max_items_per_node: self.max_items_per_node,
             max_nodes_per_user: self.max_nodes_per_user,
             max_page: self.max_page,
+            cache_ttl: ttl_ms
+                .filter(|ms| *ms > 0)
+                .map(std::time::Duration::from_millis),
         }
     }
 }

@@ -123,7 +123,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         servers,
         component.outbox(),
     ));
-    let pubsub = Arc::new(PubSub::new(store, config.pubsub.limits(), pep.clone()));
+    let pubsub = Arc::new(PubSub::new(
+        store,
+        config.pubsub.limits(config.storage.backend),
+        pep.clone(),
+    ));
     let service = Arc::new(Service::new(&config.component.domain, pubsub, Some(pep))?);
     component.run(service, shutdown_signal()).await?;
     info!("stopped");

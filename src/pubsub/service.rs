@@ -20,6 +20,10 @@ pub struct Limits {
     pub max_items_per_node: u64,
     pub max_nodes_per_user: u64,
     pub max_page: usize,
+    /// How long a cached node (configuration, affiliations, subscribers) and last item may be
+    /// served before being read again from the store: the staleness bound when several instances
+    /// share storage. None: cached until this instance changes it (one instance).
+    pub cache_ttl: Option<std::time::Duration>,
 }
 
 impl Default for Limits {
@@ -29,6 +33,7 @@ impl Default for Limits {
             max_items_per_node: 1000,
             max_nodes_per_user: 1000,
             max_page: 1000,
+            cache_ttl: None,
         }
     }
 }
@@ -106,6 +111,16 @@ impl NodeState {
 /// Nodes (and last items) kept in memory; PEP services of many users share this bound.
 const NODE_CACHE_CAPACITY: u64 = 100_000;
 
+fn cache<V: Clone + Send + Sync + 'static>(
+    ttl: Option<std::time::Duration>,
+) -> moka::sync::Cache<(ServiceId, String), V> {
+    let b = moka::sync::Cache::builder().max_capacity(NODE_CACHE_CAPACITY);
+    match ttl {
+        Some(t) => b.time_to_live(t).build(),
+        None => b.build(),
+    }
+}
+
 /// Where to retrieve items from.
 #[derive(Debug, Clone)]
 pub enum ItemSelection {
@@ -145,8 +160,8 @@ impl PubSub {
             store,
             limits,
             roster,
-            nodes: moka::sync::Cache::new(NODE_CACHE_CAPACITY),
-            last_items: moka::sync::Cache::new(NODE_CACHE_CAPACITY),
+            nodes: cache(limits.cache_ttl),
+            last_items: cache(limits.cache_ttl),
         }
     }
 
@@ -997,5 +1012,62 @@ impl PubSub {
         }
         self.forget(svc, node);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memory::MemoryStore;
+
+    fn jid(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    /// Two instances over one store (as two stratus processes over S3 + DynamoDB): a change made
+    /// through one is enforced by the other once the cache bound has passed.
+    #[tokio::test]
+    async fn second_instance_sees_changes_within_the_cache_bound() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let ttl = std::time::Duration::from_millis(200);
+        let limits = Limits {
+            cache_ttl: Some(ttl),
+            ..Limits::default()
+        };
+        let a = PubSub::new(store.clone(), limits, Arc::new(NoRoster));
+        let b = PubSub::new(store, limits, Arc::new(NoRoster));
+        let (owner, bob) = (jid("owner@localhost/x"), jid("bob@localhost/y"));
+        let svc = ServiceId::Host;
+        a.create(&svc, &owner, Some("n"), None).await.unwrap();
+        // Instance A caches the node (open access, no subscribers).
+        assert!(
+            a.items(&svc, &bob, "n", ItemSelection::Newest(None))
+                .await
+                .is_ok()
+        );
+        // Through B: bob subscribes, then the owner closes the node.
+        b.subscribe(&svc, &bob, "n", &bob, SubOptions::default())
+            .await
+            .unwrap();
+        let mut closed = b.get_config(&svc, &owner, "n").await.unwrap();
+        closed.access_model = AccessModel::Whitelist;
+        b.set_config(&svc, &owner, "n", closed).await.unwrap();
+        tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
+        // A enforces the new access model and notifies the new subscriber.
+        let carol = jid("carol@localhost/z");
+        assert_eq!(
+            a.items(&svc, &carol, "n", ItemSelection::Newest(None))
+                .await
+                .unwrap_err(),
+            PubSubError::ClosedNode
+        );
+        let (_, notes) = a
+            .publish(&svc, &owner, "n", vec![(None, "<e xmlns='urn:e'/>".into())])
+            .await
+            .unwrap();
+        assert!(
+            notes[0].recipients.iter().any(|r| r.jid == bob),
+            "{notes:?}"
+        );
     }
 }
