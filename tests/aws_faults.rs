@@ -98,19 +98,7 @@ async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() {
     stratus.wait_log("connected to", 1, T);
     let svc = lease.domain.clone();
     let mut alice = new_user(server, "alice").await;
-    let create = Element::new("pubsub", PS)
-        .child(Element::new("create", PS).attr("node", "n"))
-        .child(
-            Element::new("configure", PS).child(
-                Element::new("x", "jabber:x:data")
-                    .attr("type", "submit")
-                    .child(
-                        Element::new("field", "jabber:x:data")
-                            .attr("var", "pubsub#max_items")
-                            .child(Element::new("value", "jabber:x:data").text("max")),
-                    ),
-            ),
-        );
+    let create = create_keeping_all("n");
     assert_eq!(
         alice
             .iq(iq("set", &svc, create))

@@ -20,19 +20,7 @@ async fn survives_sigkill(kind: Kind) {
     stratus.wait_log("connected to", 1, T);
     let mut alice = new_user(server, "alice").await;
     let mut bob = new_user(server, "bob").await;
-    let create = Element::new("pubsub", PS)
-        .child(Element::new("create", PS).attr("node", "durable"))
-        .child(
-            Element::new("configure", PS).child(
-                Element::new("x", "jabber:x:data")
-                    .attr("type", "submit")
-                    .child(
-                        Element::new("field", "jabber:x:data")
-                            .attr("var", "pubsub#max_items")
-                            .child(Element::new("value", "jabber:x:data").text("max")),
-                    ),
-            ),
-        );
+    let create = create_keeping_all("durable");
     assert_eq!(
         alice
             .iq(iq("set", &svc, create))

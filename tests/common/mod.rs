@@ -450,3 +450,21 @@ pub fn aws_config_at(data: &Path, dir: &Path, endpoint: &str) -> String {
     assert!(status.success(), "stratus storage init failed");
     path.to_string_lossy().into_owned()
 }
+
+/// `<pubsub><create node=NODE/><configure>max_items=max</configure></pubsub>`: a node that keeps
+/// every item (up to the service limit), for tests that count what survived.
+pub fn create_keeping_all(node: &str) -> Element {
+    const PS: &str = "http://jabber.org/protocol/pubsub";
+    const DATA: &str = "jabber:x:data";
+    Element::new("pubsub", PS)
+        .child(Element::new("create", PS).attr("node", node))
+        .child(
+            Element::new("configure", PS).child(
+                Element::new("x", DATA).attr("type", "submit").child(
+                    Element::new("field", DATA)
+                        .attr("var", "pubsub#max_items")
+                        .child(Element::new("value", DATA).text("max")),
+                ),
+            ),
+        )
+}
