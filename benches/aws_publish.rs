@@ -29,9 +29,16 @@ fn summary(name: &str, h: &Histogram<u64>) {
 }
 
 fn main() {
-    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT").expect("set STRATUS_TEST_AWS_ENDPOINT to an S3 + DynamoDB endpoint");
-    let count: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(500);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT")
+        .expect("set STRATUS_TEST_AWS_ENDPOINT to an S3 + DynamoDB endpoint");
+    let count: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(500);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let name = format!("bench{}", std::process::id());
         let cfg = AwsConfig {
@@ -51,12 +58,22 @@ fn main() {
             .endpoint_url(&endpoint)
             .load()
             .await;
-        let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&shared).force_path_style(true).build());
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(true)
+                .build(),
+        );
         let ddb = aws_sdk_dynamodb::Client::new(&shared);
         let mut raw = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         for i in 0..count {
             let at = Instant::now();
-            s3.put_object().bucket(&name).key(format!("raw/{i}")).body(payload.clone().into_bytes().into()).send().await.unwrap();
+            s3.put_object()
+                .bucket(&name)
+                .key(format!("raw/{i}"))
+                .body(payload.clone().into_bytes().into())
+                .send()
+                .await
+                .unwrap();
             ddb.put_item()
                 .table_name(&name)
                 .item("pk", AttributeValue::S("raw".into()))
@@ -70,12 +87,23 @@ fn main() {
 
         let ps = PubSub::new(Arc::new(store), Limits::default(), Arc::new(NoRoster));
         let owner = Jid::parse("alice@localhost/bench").unwrap();
-        ps.create(&ServiceId::Host, &owner, Some("bench"), None).await.unwrap();
+        ps.create(&ServiceId::Host, &owner, Some("bench"), None)
+            .await
+            .unwrap();
         let mut publish = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
         for _ in 0..count {
             let at = Instant::now();
-            ps.publish(&ServiceId::Host, &owner, "bench", vec![(None, payload.clone())]).await.unwrap();
-            publish.record(at.elapsed().as_micros().max(1) as u64).unwrap();
+            ps.publish(
+                &ServiceId::Host,
+                &owner,
+                "bench",
+                vec![(None, payload.clone())],
+            )
+            .await
+            .unwrap();
+            publish
+                .record(at.elapsed().as_micros().max(1) as u64)
+                .unwrap();
         }
         println!("endpoint {endpoint}, {count} sequential operations each, 100-byte payloads");
         summary("raw S3 PutObject + DynamoDB PutItem", &raw);
