@@ -59,17 +59,7 @@ impl Proxy {
 }
 
 fn publish(svc: &str, id: &str) -> Element {
-    iq(
-        "set",
-        svc,
-        Element::new("pubsub", PS).child(
-            Element::new("publish", PS).attr("node", "n").child(
-                Element::new("item", PS)
-                    .attr("id", id)
-                    .child(Element::new("e", "urn:test").text(id)),
-            ),
-        ),
-    )
+    iq("set", svc, publish_item("n", id))
 }
 
 // Multi-threaded: the proxy must keep running while the test blocks on processes and logs.

@@ -9,7 +9,6 @@ use stratus::xml::Element;
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
-const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 
 async fn survives_sigkill(kind: Kind) {
     let server = shared(kind);
@@ -92,29 +91,15 @@ async fn survives_sigkill(kind: Kind) {
         .await
         .unwrap();
     assert!(subs.to_string().contains(&bob_jid), "{subs}");
-    let publish = Element::new("pubsub", PS).child(
-        Element::new("publish", PS).attr("node", "durable").child(
-            Element::new("item", PS)
-                .attr("id", "after")
-                .child(Element::new("n", "urn:test")),
-        ),
-    );
     assert_eq!(
         alice
-            .iq(iq("set", &svc, publish))
+            .iq(iq("set", &svc, publish_item("durable", "after")))
             .await
             .unwrap()
             .get_attr("type"),
         Some("result")
     );
-    let ev = bob
-        .wait_for(T, |m| {
-            m.get_child("event", EVENT)
-                .and_then(|e| e.get_child("items", EVENT))
-                .and_then(|i| i.get_child("item", EVENT))
-                .is_some_and(|i| i.get_attr("id") == Some("after"))
-        })
-        .await;
+    let ev = bob.wait_for(T, |m| event_item_id(m) == Some("after")).await;
     assert!(
         ev.is_ok(),
         "the subscriber still gets events after the restart"

@@ -12,7 +12,6 @@ use stratus::xml::Element;
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
-const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 const BOUND: Duration = Duration::from_millis(2600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,28 +78,16 @@ async fn two_instances_share_subscriptions_and_access_decisions() {
     tokio::time::sleep(BOUND).await;
     for i in 0..4 {
         let id = format!("i{i}");
-        let publish = Element::new("pubsub", PS).child(
-            Element::new("publish", PS).attr("node", "shared").child(
-                Element::new("item", PS)
-                    .attr("id", id.clone())
-                    .child(Element::new("e", "urn:e")),
-            ),
-        );
         assert_eq!(
             alice
-                .iq(iq("set", &svc, publish))
+                .iq(iq("set", &svc, publish_item("shared", &id)))
                 .await
                 .unwrap()
                 .get_attr("type"),
             Some("result")
         );
         let got = bob
-            .wait_for(T, |m| {
-                m.get_child("event", EVENT)
-                    .and_then(|e| e.get_child("items", EVENT))
-                    .and_then(|i| i.get_child("item", EVENT))
-                    .is_some_and(|it| it.get_attr("id") == Some(id.as_str()))
-            })
+            .wait_for(T, |m| event_item_id(m) == Some(id.as_str()))
             .await;
         assert!(
             got.is_ok(),

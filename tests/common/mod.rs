@@ -468,3 +468,24 @@ pub fn create_keeping_all(node: &str) -> Element {
             ),
         )
 }
+
+/// `<pubsub><publish node=NODE><item id=ID><e xmlns='urn:test'/></item></publish></pubsub>`.
+pub fn publish_item(node: &str, id: &str) -> Element {
+    const PS: &str = "http://jabber.org/protocol/pubsub";
+    Element::new("pubsub", PS).child(
+        Element::new("publish", PS).attr("node", node).child(
+            Element::new("item", PS)
+                .attr("id", id)
+                .child(Element::new("e", "urn:test")),
+        ),
+    )
+}
+
+/// The id of the first item of a pubsub event notification, if `m` is one.
+pub fn event_item_id(m: &Element) -> Option<&str> {
+    const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+    m.get_child("event", EVENT)?
+        .get_child("items", EVENT)?
+        .get_child("item", EVENT)?
+        .get_attr("id")
+}
