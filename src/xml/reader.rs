@@ -328,7 +328,14 @@ fn element_from_start(
                 };
                 XmlError::new(kind, format!("attribute {key}: {err}"))
             })?;
-        if let Some(c) = value.chars().find(|c| !is_xml_char(*c) || *c == '<') {
+        // A literal `<` is not well-formed in an attribute (XML 1.0 AttValue); an escaped one
+        // (`&lt;`) is, so the raw bytes are checked for it and the decoded value for characters.
+        let raw_lt = attr.value.contains('<');
+        if let Some(c) = value
+            .chars()
+            .find(|c| !is_xml_char(*c))
+            .or(raw_lt.then_some('<'))
+        {
             return Err(XmlError::new(
                 XmlErrorKind::NotWellFormed,
                 format!(
@@ -693,6 +700,7 @@ mod tests {
             "<message><body>&#7;</body></message>",
             "<p:message/>",
             "<message>\u{0}</message>",
+            "<message id='a<b'/>",
         ] {
             let input = format!("{HEADER}{bad}");
             let evs = events(input.as_bytes(), Limits::default()).await;
@@ -716,6 +724,11 @@ mod tests {
             el.to_xml(),
             "<entry xmlns='urn:example' a='&apos;'>hi <b>there</b>&amp;</entry>"
         );
+        // An escaped `<` in an attribute is well-formed (a node named `n<1>`), a literal one is not.
+        let el = parse_element("<a xmlns='u' node='n&lt;1&gt;'/>", Limits::default()).unwrap();
+        assert_eq!(el.get_attr("node"), Some("n<1>"));
+        assert_eq!(el.to_xml(), "<a xmlns='u' node='n&lt;1&gt;'/>");
+        assert!(parse_element("<a xmlns='u' node='n<1'/>", Limits::default()).is_err());
         assert!(parse_element("<a/><b/>", Limits::default()).is_err());
         assert!(parse_element("<a>", Limits::default()).is_err());
         assert!(parse_element("<a>&foo;</a>", Limits::default()).is_err());
