@@ -3,13 +3,16 @@
 # the server's raw routing (direct messages), through private Prosody and ejabberd instances.
 # Writes a markdown table to docs/benchmarks-latest.md (and JSON/HTML reports to bench-out/).
 #   scripts/bench.sh [N list] [W list] [items]     e.g. scripts/bench.sh "1 10 100 1000" "1 16" 200
-# Server pinned to CPU 0, stratus to CPU 0 too (it runs beside the server), load tool to CPU 1.
+#   SERVERS=ejabberd scripts/bench.sh "100" "16" 200     (one server only; default both)
+# Server pinned to CPU 0, load tool to CPU 1; stratus to CPU $STRATUS_CPU (default 1: the server
+# keeps CPU 0 to itself, as its built-in pubsub has it; STRATUS_CPU=0 makes them share it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 NS=${1:-"1 10 100 1000"}
 WS=${2:-"1 16"}
 M=${3:-200}
+STRATUS_CPU=${STRATUS_CPU:-1}
 
 "$root/scripts/xmpp-server.sh" install
 cargo build --release --locked --bin stratus --bin stratus-load
@@ -32,7 +35,8 @@ mkdir -p "$root/docs"
   echo "# Side-by-side run $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null); ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null); stratus $(git rev-parse --short HEAD)."
-  echo "Command: scripts/bench.sh \"$NS\" \"$WS\" $M (one publisher, $M items of 100 bytes, subscribers on full JIDs)."
+  echo "Command: STRATUS_CPU=$STRATUS_CPU scripts/bench.sh \"$NS\" \"$WS\" $M (one publisher, $M items of 100 bytes, subscribers on full JIDs)."
+  echo "Placement: server on CPU 0, load tool on CPU 1, stratus on CPU $STRATUS_CPU."
   echo
   echo "| server | service | W | N | ack p50 ms | ack p99 ms | event p50 ms | event p90 ms | event p99 ms | event max ms | publishes/s | notifications/s | lost |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
@@ -58,14 +62,14 @@ PY
   echo "done $name" >&2
 }
 
-for server in prosody ejabberd; do
+for server in ${SERVERS:-prosody ejabberd}; do
   c2s=$(free_port) comp=$(free_port)
   if [ $server = prosody ]; then
     taskset -c 0 "$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$c2s" "$comp" --watch-pid $$
   else
     taskset -c 0 "$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$c2s" "$comp" "$(free_port)" --builtin-pubsub --watch-pid $$
   fi
-  taskset -c 0 target/release/stratus --server "127.0.0.1:$comp" --domain pubsub.localhost --secret secret \
+  taskset -c "$STRATUS_CPU" target/release/stratus --server "127.0.0.1:$comp" --domain pubsub.localhost --secret secret \
     --data-dir "$work/store-$server" --log-level warn > "$out/stratus-$server.log" 2>&1 &
   pids+=($!)
   sleep 1

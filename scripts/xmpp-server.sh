@@ -13,7 +13,8 @@
 #   for side-by-side benchmarks.
 # --pep delegates the pubsub namespaces of localhost's users to pubsub.localhost (XEP-0355) and
 # grants it roster, message and presence privileges (XEP-0356), as the README's PEP snippets do.
-# Both servers get the component domains pubsub.localhost and ps01..ps16.localhost, secret "secret".
+# Both servers get the component domains pubsub.localhost and ps01..ps16.localhost, secret "secret";
+# ejabberd also nomulticast.localhost, which its mod_multicast refuses (XEP-0033 fallback tests).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -93,6 +94,7 @@ start() {
       mkdir -p "$dir/logs" "$dir/db"
       local hosts="      pubsub.localhost: {password: secret}"
       for i in $(seq -w 1 16); do hosts+=$'\n'"      ps$i.localhost: {password: secret}"; done
+      hosts+=$'\n'"      nomulticast.localhost: {password: secret}"
       local pep_modules=""
       [ "$pep" = 1 ] && pep_modules=$(cat "$here/templates/ejabberd-pep.yml")
       [ "$builtin" = 1 ] && pep_modules+=$'\n'"  mod_pubsub: {hosts: [pubsub-builtin.localhost], plugins: [flat], access_createnode: all}"

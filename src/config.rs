@@ -55,6 +55,9 @@ pub struct PubSubConfig {
     /// (the staleness bound across instances sharing storage). Unset: 2000 with the aws backend,
     /// no expiry with the single-instance backends.
     pub cache_ttl_ms: Option<u64>,
+    /// Send a notification for several subscribers of one server as one XEP-0033 stanza when
+    /// that server offers a multicast service (ejabberd's mod_multicast).
+    pub multicast: bool,
 }
 
 impl Default for PubSubConfig {
@@ -66,6 +69,7 @@ impl Default for PubSubConfig {
             max_nodes_per_user: l.max_nodes_per_user,
             max_page: l.max_page,
             cache_ttl_ms: None,
+            multicast: true,
         }
     }
 }

@@ -128,7 +128,12 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config.pubsub.limits(config.storage.backend),
         pep.clone(),
     ));
-    let service = Arc::new(Service::new(&config.component.domain, pubsub, Some(pep))?);
+    let service = Arc::new(Service::new(
+        &config.component.domain,
+        pubsub,
+        Some(pep),
+        config.pubsub.multicast,
+    )?);
     component.run(service, shutdown_signal()).await?;
     info!("stopped");
     Ok(())

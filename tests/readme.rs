@@ -51,3 +51,28 @@ fn readme_quotes_the_prosody_pep_settings() {
     assert!(lines.iter().any(|l| l.contains("privileged_entities")));
     assert_quoted(&readme, &lines, "scripts/templates/prosody.cfg.lua");
 }
+
+#[test]
+fn readme_quotes_the_ejabberd_multicast_module() {
+    let readme = read("README.md");
+    let template = read("scripts/templates/ejabberd.yml");
+    let lines: Vec<String> = template
+        .lines()
+        .filter(|l| {
+            l.starts_with("  mod_multicast:")
+                || l.starts_with("    limits:")
+                || l.starts_with("      remote:")
+        })
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "the template's mod_multicast block changed shape"
+    );
+    assert_quoted(
+        &readme,
+        &lines,
+        "scripts/templates/ejabberd.yml (mod_multicast)",
+    );
+}

@@ -3,7 +3,7 @@
 //! delegated PEP requests and presence work run in their own tasks because they may wait for the
 //! server's answers (rosters, caps), which arrive on the same stream.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,11 +21,12 @@ use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2, wrap_headline};
 use crate::pubsub::PubSub;
 use crate::pubsub::access::Action;
 use crate::pubsub::model::{AccessModel, SendLastPublished, ServiceId, SubscriptionState};
-use crate::pubsub::notify::{Event, Notification};
+use crate::pubsub::notify::{Event, Notification, Recipient};
 use crate::xml::Element;
 
 use super::errors::{StanzaError, from_pubsub};
 use super::forms::{self, FORM_SUB_AUTH, NS_DATA};
+use super::multicast::{self, Multicast};
 use super::pubsub::{NS_OWNER, NS_PUBSUB};
 use super::rsm::{self, NS_RSM};
 use super::stanza::{Iq, IqParseError, IqType};
@@ -41,6 +42,8 @@ struct Inner {
     domain: Jid,
     pubsub: Arc<PubSub>,
     pep: Option<Arc<Pep>>,
+    /// XEP-0033 multicast of host-service notifications, when enabled.
+    multicast: Option<Arc<Multicast>>,
     /// Host-service IQs are processed by these workers, one queue per shard of node names:
     /// requests on one node keep their order, requests on different nodes run concurrently (and
     /// their writes share the store's group commits).
@@ -52,16 +55,20 @@ struct Inner {
 const SHARDS: usize = 32;
 
 impl Service {
+    /// `multicast`: send notifications for several subscribers of one server as one XEP-0033
+    /// stanza when that server offers a multicast service.
     pub fn new(
         domain: &str,
         pubsub: Arc<PubSub>,
         pep: Option<Arc<Pep>>,
+        multicast: bool,
     ) -> Result<Service, crate::jid::JidError> {
         Ok(Service {
             inner: Arc::new(Inner {
                 domain: Jid::parse(domain)?,
                 pubsub,
                 pep,
+                multicast: multicast.then(|| Arc::new(Multicast::new(domain))),
                 shards: OnceLock::new(),
                 inflight: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -140,6 +147,27 @@ impl Inner {
             Ok((payload, notes)) => (iq.result(payload), notes),
             Err(err) => (iq.error(&err), Vec::new()),
         };
+        if let Some(mc) = self.multicast.clone().filter(|_| !notifications.is_empty()) {
+            // Notifications first; when some went to a multicast service, the answer waits until
+            // that service has fanned them out (an IQ it answers after them, in order): the
+            // publisher is paced by the server's delivery, as with a built-in service, instead
+            // of filling the service's queue.
+            let services = self.send_notifications(&notifications, out).await;
+            if !services.is_empty() {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    for service in services {
+                        mc.barrier(&out, &service).await;
+                    }
+                    let _ = out.send(&reply).await;
+                });
+                return;
+            }
+            if out.send(&reply).await.is_err() {
+                warn!("dropping the answer to iq {}: shutting down", iq.id);
+            }
+            return;
+        }
         if out.send(&reply).await.is_err() {
             warn!("dropping the answer to iq {}: shutting down", iq.id);
             return;
@@ -147,30 +175,95 @@ impl Inner {
         self.send_notifications(&notifications, out).await;
     }
 
-    async fn send_notifications(&self, notifications: &[Notification], out: &Outbox) {
+    /// Sends the notifications; returns the multicast services some of them went through.
+    async fn send_notifications(
+        &self,
+        notifications: &[Notification],
+        out: &Outbox,
+    ) -> Vec<String> {
         let from = self.domain.to_string();
+        let mut services: Vec<String> = Vec::new();
         for n in notifications {
+            let filtered;
+            let n = match &self.pep {
+                Some(pep) if n.only_available => {
+                    // pubsub#presence_based_delivery: drop recipients the presence privilege
+                    // shows offline; for JIDs whose presence we cannot see, deliver.
+                    let mut copy = n.clone();
+                    copy.recipients.retain(|r| !pep.known_offline(&r.jid));
+                    filtered = copy;
+                    &filtered
+                }
+                _ => n,
+            };
             if n.recipients.is_empty() {
                 continue;
             }
-            if n.only_available
-                && let Some(pep) = &self.pep
+            if out
+                .send_raw(self.render(n, &from, out, &mut services))
+                .await
+                .is_err()
             {
-                // pubsub#presence_based_delivery: drop recipients the presence privilege shows
-                // offline; for JIDs whose presence we cannot see, deliver.
-                let mut n = n.clone();
-                n.recipients.retain(|r| !pep.known_offline(&r.jid));
-                if !n.recipients.is_empty()
-                    && out.send_raw(notify::render(&n, &from)).await.is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            if out.send_raw(notify::render(n, &from)).await.is_err() {
                 warn!("dropping notifications for node {}: shutting down", n.node);
+                break;
             }
         }
+        services
+    }
+
+    /// The messages of one notification: through the recipients' multicast services where there
+    /// are several recipients on one server that offers one (XEP-0033), else one per recipient.
+    fn render(
+        &self,
+        n: &Notification,
+        from: &str,
+        out: &Outbox,
+        services: &mut Vec<String>,
+    ) -> String {
+        let body = notify::Body::of(n);
+        let Some(mc) = self.multicast.as_ref().filter(|_| n.recipients.len() > 1) else {
+            return notify::render_for(&body, from, n.recipients.iter());
+        };
+        let mut one_by_one: Vec<&Recipient> = Vec::new();
+        let mut by_domain: HashMap<&str, Vec<&Recipient>> = HashMap::new();
+        for r in &n.recipients {
+            if r.subids.len() > 1 {
+                // SHIM headers differ per recipient (XEP-0060 12.3): not one shared stanza.
+                one_by_one.push(r);
+            } else {
+                by_domain.entry(r.jid.domain()).or_default().push(r);
+            }
+        }
+        let mut xml = String::new();
+        for (domain, rs) in by_domain {
+            let service = if rs.len() > 1 {
+                mc.service_for(domain, out)
+            } else {
+                None
+            };
+            match service {
+                Some((service, limit)) => {
+                    if !services.contains(&service) {
+                        services.push(service.clone());
+                    }
+                    for chunk in rs.chunks(limit) {
+                        if chunk.len() == 1 {
+                            one_by_one.push(chunk[0]);
+                        } else {
+                            debug!(
+                                "notification of node {} to {} subscribers at {domain} through {service}",
+                                n.node,
+                                chunk.len()
+                            );
+                            xml.push_str(&notify::render_multicast(&body, from, &service, chunk));
+                        }
+                    }
+                }
+                None => one_by_one.extend(rs),
+            }
+        }
+        xml.push_str(&notify::render_for(&body, from, one_by_one.into_iter()));
+        xml
     }
 
     /// The payload of the result (and notifications), or the error, for an IQ get/set.
@@ -324,6 +417,7 @@ impl Inner {
     /// subscription approval form (XEP-0060 8.6.2).
     async fn handle_message(&self, stanza: Element, out: &Outbox) {
         if stanza.get_attr("type") == Some("error") {
+            self.multicast_bounced(&stanza, out).await;
             return;
         }
         let Some(actor) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
@@ -375,8 +469,29 @@ impl Inner {
             )
             .await
         {
-            Ok(notes) => self.send_notifications(&notes, out).await,
+            Ok(notes) => {
+                self.send_notifications(&notes, out).await;
+            }
             Err(e) => debug!("approval from {actor} for {node} refused: {e}"),
+        }
+    }
+
+    /// A multicast service refused one of our notifications (XEP-0033 section 8): resend it to
+    /// each address it was meant for, and stop using that service.
+    async fn multicast_bounced(&self, stanza: &Element, out: &Outbox) {
+        let (Some(mc), Some(service)) = (&self.multicast, stanza.get_attr("from")) else {
+            return;
+        };
+        let Some((resend, why)) =
+            multicast::resend_bounce(stanza, &self.domain.to_string(), |jid| {
+                mc.sent_through(service, jid)
+            })
+        else {
+            return;
+        };
+        mc.disable(service, &why);
+        if !resend.is_empty() {
+            let _ = out.send_raw(resend).await;
         }
     }
 
@@ -434,7 +549,9 @@ impl Inner {
                 self.send_pep_notifications(pep, &d.owner, &notes, out)
                     .await
             }
-            ServiceId::Host => self.send_notifications(&notes, out).await,
+            ServiceId::Host => {
+                self.send_notifications(&notes, out).await;
+            }
         }
     }
 
@@ -612,8 +729,15 @@ impl StanzaHandler for Service {
             "iq" => {
                 let kind = stanza.get_attr("type");
                 if matches!(kind, Some("result") | Some("error")) {
-                    if let Some(pep) = &inner.pep {
-                        let _ = pep.requests.complete(stanza);
+                    let stanza = match &inner.pep {
+                        Some(pep) => match pep.requests.complete(stanza) {
+                            Ok(()) => return,
+                            Err(stanza) => stanza,
+                        },
+                        None => stanza,
+                    };
+                    if let Some(mc) = &inner.multicast {
+                        let _ = mc.complete(stanza);
                     }
                     return;
                 }
@@ -688,6 +812,12 @@ impl StanzaHandler for Service {
                 }
             }
             other => debug!("ignoring {other}"),
+        }
+    }
+
+    async fn connected(&self, _out: &Outbox) {
+        if let Some(mc) = &self.inner.multicast {
+            mc.reset();
         }
     }
 

@@ -5,6 +5,7 @@ pub mod disco;
 pub mod dispatch;
 pub mod errors;
 pub mod forms;
+pub mod multicast;
 pub mod notify;
 pub mod pubsub;
 pub mod rsm;

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::component::NS_COMPONENT;
 use crate::pubsub::model::NotificationType;
-use crate::pubsub::notify::{Event, Notification};
+use crate::pubsub::notify::{Event, Notification, Recipient};
 use crate::xml::Element;
 use crate::xml::element::escape_attr_into;
 
@@ -69,21 +69,43 @@ pub fn event_element(n: &Notification, service_jid: &str) -> Element {
 
 /// Serialized messages, one per recipient, concatenated; `from` is the sending JID.
 pub fn render(n: &Notification, from: &str) -> String {
-    let mut body = String::with_capacity(256);
-    event_element(n, from).write_to(&mut body, NS_COMPONENT);
-    let kind = match (&n.event, n.kind) {
-        (Event::AuthorizationRequest { .. }, _) => "normal",
-        (_, NotificationType::Headline) => "headline",
-        (_, NotificationType::Normal) => "normal",
-    };
-    let mut out = String::with_capacity(n.recipients.len() * (body.len() + 96));
-    for r in &n.recipients {
+    let body = Body::of(n);
+    render_for(&body, from, n.recipients.iter())
+}
+
+/// A notification's serialized event and message type, shared by every envelope it is sent in.
+pub struct Body {
+    pub xml: String,
+    pub kind: &'static str,
+}
+
+impl Body {
+    pub fn of(n: &Notification) -> Body {
+        let mut xml = String::with_capacity(256);
+        event_element(n, "").write_to(&mut xml, NS_COMPONENT);
+        let kind = match (&n.event, n.kind) {
+            (Event::AuthorizationRequest { .. }, _) => "normal",
+            (_, NotificationType::Headline) => "headline",
+            (_, NotificationType::Normal) => "normal",
+        };
+        Body { xml, kind }
+    }
+}
+
+/// One message per recipient, concatenated.
+pub fn render_for<'a>(
+    body: &Body,
+    from: &str,
+    recipients: impl ExactSizeIterator<Item = &'a Recipient>,
+) -> String {
+    let mut out = String::with_capacity(recipients.len() * (body.xml.len() + 96));
+    for r in recipients {
         out.push_str("<message from='");
         escape_attr_into(&mut out, from);
         out.push_str("' to='");
         escape_attr_into(&mut out, &r.jid.to_string());
-        let _ = write!(out, "' type='{kind}'>");
-        out.push_str(&body);
+        let _ = write!(out, "' type='{}'>", body.kind);
+        out.push_str(&body.xml);
         if r.subids.len() > 1 {
             // XEP-0060 12.3: one notification, a SubID header per subscription.
             let _ = write!(out, "<headers xmlns='{NS_SHIM}'>");
@@ -97,4 +119,57 @@ pub fn render(n: &Notification, from: &str) -> String {
         out.push_str("</message>");
     }
     out
+}
+
+/// One message to a multicast service (XEP-0033 section 3) carrying the notification to every
+/// recipient as a `bcc` address, so that no subscriber learns who the others are (section 4.6.3).
+/// Its id tells the message type, should the service bounce it and stratus resend it one by one.
+pub fn render_multicast(
+    body: &Body,
+    from: &str,
+    service: &str,
+    recipients: &[&Recipient],
+) -> String {
+    let mut out = String::with_capacity(body.xml.len() + 128 + recipients.len() * 64);
+    out.push_str("<message from='");
+    escape_attr_into(&mut out, from);
+    out.push_str("' to='");
+    escape_attr_into(&mut out, service);
+    let _ = write!(
+        out,
+        "' type='{}' id='{}'>",
+        body.kind,
+        multicast_id(body.kind)
+    );
+    out.push_str(&body.xml);
+    let _ = write!(out, "<addresses xmlns='{NS_ADDRESS}'>");
+    for r in recipients {
+        out.push_str("<address type='bcc' jid='");
+        escape_attr_into(&mut out, &r.jid.to_string());
+        out.push_str("'/>");
+    }
+    out.push_str("</addresses></message>");
+    out
+}
+
+pub const NS_ADDRESS: &str = "http://jabber.org/protocol/address";
+
+const MULTICAST_ID_HEADLINE: &str = "stratus-mc-headline";
+const MULTICAST_ID_NORMAL: &str = "stratus-mc-normal";
+
+fn multicast_id(kind: &str) -> &'static str {
+    if kind == "normal" {
+        MULTICAST_ID_NORMAL
+    } else {
+        MULTICAST_ID_HEADLINE
+    }
+}
+
+/// The message type of a multicast notification, from the id of its bounce (None: not ours).
+pub fn multicast_kind(id: &str) -> Option<&'static str> {
+    match id {
+        MULTICAST_ID_HEADLINE => Some("headline"),
+        MULTICAST_ID_NORMAL => Some("normal"),
+        _ => None,
+    }
 }
