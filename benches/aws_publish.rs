@@ -85,6 +85,45 @@ fn main() {
             raw.record(at.elapsed().as_micros().max(1) as u64).unwrap();
         }
 
+        // The other requests a publish makes, alone: what each costs on this endpoint.
+        let mut tx = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        let mut query = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for i in 0..count {
+            let put = |sk: String| {
+                aws_sdk_dynamodb::types::TransactWriteItem::builder()
+                    .put(
+                        aws_sdk_dynamodb::types::Put::builder()
+                            .table_name(&name)
+                            .item("pk", AttributeValue::S("rawtx".into()))
+                            .item("sk", AttributeValue::S(sk))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            };
+            let at = Instant::now();
+            ddb.transact_write_items()
+                .transact_items(put(format!("a{i:020}")))
+                .transact_items(put(format!("b{i:020}")))
+                .send()
+                .await
+                .unwrap();
+            tx.record(at.elapsed().as_micros().max(1) as u64).unwrap();
+            let at = Instant::now();
+            ddb.query()
+                .table_name(&name)
+                .key_condition_expression("pk = :p AND begins_with(sk, :s)")
+                .expression_attribute_values(":p", AttributeValue::S("rawtx".into()))
+                .expression_attribute_values(":s", AttributeValue::S("a".into()))
+                .limit(1)
+                .send()
+                .await
+                .unwrap();
+            query
+                .record(at.elapsed().as_micros().max(1) as u64)
+                .unwrap();
+        }
+
         let ps = PubSub::new(Arc::new(store), Limits::default(), Arc::new(NoRoster));
         let owner = Jid::parse("alice@localhost/bench").unwrap();
         ps.create(&ServiceId::Host, &owner, Some("bench"), None)
@@ -107,6 +146,8 @@ fn main() {
         }
         println!("endpoint {endpoint}, {count} sequential operations each, 100-byte payloads");
         summary("raw S3 PutObject + DynamoDB PutItem", &raw);
+        summary("raw TransactWriteItems (2 puts)", &tx);
+        summary("raw Query (first of a prefix)", &query);
         summary("stratus publish (aws backend, max_items 10)", &publish);
     });
 }

@@ -14,6 +14,7 @@ use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult};
 use crate::config::AwsConfig;
 use crate::jid::Jid;
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
+use tracing::warn;
 
 type Attrs = HashMap<String, AttributeValue>;
 
@@ -23,6 +24,9 @@ pub struct AwsStore {
     table: String,
     bucket: String,
 }
+
+/// Items one publish trims at most (2 deletes each + 1 count update <= 100 transaction writes).
+const MAX_TRIM_PER_PUBLISH: usize = 49;
 
 fn unavailable<E: std::error::Error>(e: E) -> StoreError {
     StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
@@ -315,6 +319,60 @@ impl AwsStore {
 
     fn object_key(svc: &ServiceId, node: &str, seq: u64) -> String {
         format!("{}/{}/{seq:020}", part(&svc.key()), part(node))
+    }
+
+    /// A fresh payload key: random, so the upload need not wait for the sequence number.
+    fn new_object_key(svc: &ServiceId, node: &str) -> String {
+        format!(
+            "{}/{}/r{:032x}",
+            part(&svc.key()),
+            part(node),
+            rand::random::<u128>()
+        )
+    }
+
+    /// Deletes S3 objects nothing refers to any more, in the background (a failure leaves an
+    /// orphan object behind, never a dangling index entry).
+    fn delete_objects_later(&self, keys: Vec<String>) {
+        let keys: Vec<String> = keys.into_iter().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            return;
+        }
+        let (s3, bucket) = (self.s3.clone(), self.bucket.clone());
+        tokio::spawn(async move {
+            for k in keys {
+                if let Err(e) = s3.delete_object().bucket(&bucket).key(&k).send().await {
+                    warn!("could not delete the unreferenced object {k}: {e}");
+                }
+            }
+        });
+    }
+
+    /// Removes the `n` oldest items of a node; returns their ids and payload objects.
+    async fn trim(&self, pk: &str, n: usize) -> StoreResult<(Vec<String>, Vec<String>)> {
+        // One transaction holds at most 100 writes: two per item plus the count. Whatever is left
+        // is trimmed by the next publishes.
+        let oldest = self
+            .query_prefix(pk, "i|", true, Some(n.min(MAX_TRIM_PER_PUBLISH)))
+            .await?;
+        let mut tx = Vec::new();
+        let mut ids = Vec::new();
+        let mut objects = Vec::new();
+        for a in &oldest {
+            let id = get_s(a, "id")?.to_owned();
+            tx.push(self.delete(pk, get_s(a, "sk")?)?);
+            tx.push(self.delete(pk, &format!("id|{id}"))?);
+            let o = get_s(a, "obj")?;
+            if !o.is_empty() {
+                objects.push(o.to_owned());
+            }
+            ids.push(id);
+        }
+        if !tx.is_empty() {
+            tx.push(self.add(pk, "meta", "cnt", -(ids.len() as i64))?);
+            self.transact_or_fail(tx).await?;
+        }
+        Ok((ids, objects))
     }
 
     async fn put_object(&self, key: &str, body: &str) -> StoreResult<()> {
@@ -704,33 +762,46 @@ impl Store for AwsStore {
     ) -> StoreResult<Vec<String>> {
         let pk = node_pk(svc, node);
         let id_sk = format!("id|{}", item.id);
-        let old_seq = self.get(&pk, &id_sk).await?.map(|a| get_n(&a, "seq"));
-        // Reserve a sequence number (and count the item when it is new).
-        let meta = self
+        // The payload gets a key of its own, so that three independent requests run at once:
+        // look up the id, reserve a sequence number, and make the payload durable in S3.
+        let obj = if item.payload.is_empty() {
+            String::new()
+        } else {
+            Self::new_object_key(svc, node)
+        };
+        let reserve = self
             .ddb
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&pk, "meta")))
-            .update_expression("ADD seq :one, cnt :new")
+            .update_expression("ADD seq :one")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":new", n(u64::from(old_seq.is_none())))
-            .return_values(ReturnValue::UpdatedNew)
-            .send()
-            .await
-            .map_err(unavailable)?;
+            .return_values(ReturnValue::AllNew)
+            .send();
+        let upload = async {
+            if obj.is_empty() {
+                Ok(())
+            } else {
+                self.put_object(&obj, &item.payload).await
+            }
+        };
+        let (old, meta, uploaded) = tokio::join!(self.get(&pk, &id_sk), reserve, upload);
+        let prepared = match (old, meta.map_err(unavailable), uploaded) {
+            (Ok(old), Ok(meta), Ok(())) => Ok((old, meta)),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+        };
+        let (old, meta) = match prepared {
+            Ok(v) => v,
+            Err(e) => {
+                self.delete_objects_later(vec![obj]);
+                return Err(e);
+            }
+        };
         let attrs = meta.attributes.unwrap_or_default();
         let seq = get_n(&attrs, "seq").saturating_sub(1);
-        let count = get_n(&attrs, "cnt");
-        // The payload is durable in S3 before the index points at it.
-        let obj = if item.payload.is_empty() {
-            String::new()
-        } else {
-            Self::object_key(svc, node, seq)
-        };
-        if !obj.is_empty() {
-            self.put_object(&obj, &item.payload).await?;
-        }
+        let is_new = old.is_none();
+        let count = get_n(&attrs, "cnt") + u64::from(is_new);
         let mut tx = vec![
             self.put(HashMap::from([
                 ("pk".into(), s(&pk)),
@@ -744,40 +815,44 @@ impl Store for AwsStore {
                 ("pk".into(), s(&pk)),
                 ("sk".into(), s(&id_sk)),
                 ("seq".into(), n(seq)),
+                ("obj".into(), s(&obj)),
             ]))?,
         ];
         let mut stale_objects = Vec::new();
-        if let Some(old) = old_seq {
-            tx.push(self.delete(&pk, &seq_sk(old))?);
-            stale_objects.push(Self::object_key(svc, node, old));
+        match &old {
+            // Counted in the same transaction as the index entries: a crash cannot leave the
+            // count off by one.
+            None => tx.push(self.add(&pk, "meta", "cnt", 1)?),
+            Some(a) => {
+                let old_seq = get_n(a, "seq");
+                tx.push(self.delete(&pk, &seq_sk(old_seq))?);
+                // Entries written before payload keys were random name the object by sequence.
+                stale_objects.push(match a.get("obj").and_then(|v| v.as_s().ok()) {
+                    Some(o) => o.clone(),
+                    None => Self::object_key(svc, node, old_seq),
+                });
+            }
         }
-        self.transact_or_fail(tx).await?;
+        if let Err(e) = self.transact_or_fail(tx).await {
+            self.delete_objects_later(vec![obj]);
+            return Err(e);
+        }
         let mut evicted = Vec::new();
         if let Some(max) = max_items
             && count > max
         {
-            let oldest = self
-                .query_prefix(&pk, "i|", true, Some((count - max) as usize))
-                .await?;
-            let mut tx = Vec::new();
-            for a in &oldest {
-                let id = get_s(a, "id")?.to_owned();
-                tx.push(self.delete(&pk, get_s(a, "sk")?)?);
-                tx.push(self.delete(&pk, &format!("id|{id}"))?);
-                let o = get_s(a, "obj")?;
-                if !o.is_empty() {
-                    stale_objects.push(o.to_owned());
+            // The item is durable now: a failed trim is retried by the next publish rather than
+            // failing this one.
+            match self.trim(&pk, (count - max) as usize).await {
+                Ok((ids, objects)) => {
+                    evicted = ids;
+                    stale_objects.extend(objects);
                 }
-                evicted.push(id);
-            }
-            if !tx.is_empty() {
-                tx.push(self.add(&pk, "meta", "cnt", -(evicted.len() as i64))?);
-                self.transact_or_fail(tx).await?;
+                Err(e) => warn!("trimming node {node} failed, the next publish retries: {e}"),
             }
         }
-        for o in stale_objects {
-            self.delete_object(&o).await?;
-        }
+        // Nothing points at these any more: deleted off the publish path.
+        self.delete_objects_later(stale_objects);
         Ok(evicted)
     }
 
@@ -859,20 +934,22 @@ impl Store for AwsStore {
             return Ok(false);
         };
         let seq = get_n(&a, "seq");
-        let obj = self
-            .get(&pk, &seq_sk(seq))
-            .await?
-            .and_then(|r| get_s(&r, "obj").ok().map(str::to_owned))
-            .unwrap_or_default();
+        let obj = match a.get("obj").and_then(|v| v.as_s().ok()) {
+            Some(o) => o.clone(),
+            // Entries written before the id entry carried the payload key.
+            None => self
+                .get(&pk, &seq_sk(seq))
+                .await?
+                .and_then(|r| get_s(&r, "obj").ok().map(str::to_owned))
+                .unwrap_or_default(),
+        };
         self.transact_or_fail(vec![
             self.delete(&pk, &format!("id|{id}"))?,
             self.delete(&pk, &seq_sk(seq))?,
             self.add(&pk, "meta", "cnt", -1)?,
         ])
         .await?;
-        if !obj.is_empty() {
-            self.delete_object(&obj).await?;
-        }
+        self.delete_objects_later(vec![obj]);
         Ok(true)
     }
 
@@ -900,9 +977,7 @@ impl Store for AwsStore {
             .send()
             .await
             .map_err(unavailable)?;
-        for o in objects {
-            self.delete_object(&o).await?;
-        }
+        self.delete_objects_later(objects);
         Ok(())
     }
 }
