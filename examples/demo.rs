@@ -20,6 +20,7 @@ async fn user(addr: &str, name: &str) -> Result<Client, Box<dyn std::error::Erro
         username: name.into(),
         password: "demo-pass".into(),
         resource: "demo".into(),
+        ..ClientConfig::default()
     })
     .await?)
 }

@@ -17,12 +17,19 @@ if pep then
     table.insert(modules, "privilege")
     table.insert(modules, "delegation")
 end
+-- PROSODY_TLS=1: c2s requires STARTTLS (certificate in certs/, made by scripts/xmpp-server.sh).
+local tls = os.getenv("PROSODY_TLS") == "1"
+if tls then table.insert(modules, "tls") end
 modules_enabled = modules
-modules_disabled = { "s2s"; "tls"; "pep"; "carbons"; "mam"; "offline" }
+modules_disabled = tls and { "s2s"; "pep"; "carbons"; "mam"; "offline" }
+    or { "s2s"; "tls"; "pep"; "carbons"; "mam"; "offline" }
 authentication = "internal_hashed"
 storage = "internal"
 allow_registration = true
-c2s_require_encryption = false
+c2s_require_encryption = tls
+if tls then
+    ssl = { certificate = base .. "/certs/localhost.crt"; key = base .. "/certs/localhost.key" }
+end
 allow_unencrypted_plain_auth = true
 
 VirtualHost "localhost"

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use stratus::client::TlsMode;
 use stratus::load::{self, LoadConfig, Mode};
 
 #[derive(Parser)]
@@ -57,6 +58,12 @@ struct Args {
     prefix: String,
     #[arg(long, default_value = "load-pass")]
     password: String,
+    /// STARTTLS: auto (when the server requires it), always, or never.
+    #[arg(long, value_enum, default_value = "auto")]
+    starttls: TlsMode,
+    /// Accept any server certificate (private servers with self-signed certificates).
+    #[arg(long)]
+    tls_insecure: bool,
     /// Seconds to wait for late notifications after the last publish.
     #[arg(long, default_value_t = 10.0)]
     drain: f64,
@@ -88,6 +95,8 @@ fn main() -> ExitCode {
         mode: a.mode,
         prefix: a.prefix,
         password: a.password,
+        tls: a.starttls,
+        tls_insecure: a.tls_insecure,
         drain: Duration::from_secs_f64(a.drain),
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -1,13 +1,17 @@
-//! A small c2s client (RFC 6120): plaintext TCP, SASL SCRAM-SHA-1 or PLAIN, resource binding, and
-//! XEP-0077 in-band registration. Used by the integration tests and the load tool.
+//! A small c2s client (RFC 6120): TCP with STARTTLS when the server requires it (or always, or
+//! never), SASL SCRAM-SHA-1 or PLAIN, resource binding, and XEP-0077 in-band registration. Used by
+//! the integration tests and the load tool.
 
 pub mod sasl;
+pub mod tls;
+
+pub use tls::TlsMode;
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use rand::RngExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,10 +37,12 @@ pub enum ClientError {
     Protocol(String),
     #[error("timed out waiting for {0}")]
     Timeout(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Where and who to connect as.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientConfig {
     /// host:port of the server's c2s listener.
     pub addr: String,
@@ -45,6 +51,10 @@ pub struct ClientConfig {
     pub username: String,
     pub password: String,
     pub resource: String,
+    /// When to negotiate STARTTLS.
+    pub tls: TlsMode,
+    /// Accept any server certificate (private servers with self-signed certificates).
+    pub tls_insecure: bool,
 }
 
 /// A connected, authenticated and bound c2s session.
@@ -72,31 +82,144 @@ fn random_token() -> String {
         .collect()
 }
 
+fn stream_header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}' to='{domain}' version='1.0'>"
+    )
+}
+
+/// Reads from the socket until one of `markers` and the end of its tag arrived; returns the text.
+async fn read_until(tcp: &mut TcpStream, markers: &[&str]) -> Result<String, ClientError> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8_lossy(&buf);
+        if let Some(at) = markers.iter().filter_map(|m| text.find(m)).min()
+            && text[at..].contains('>')
+        {
+            return Ok(text.into_owned());
+        }
+        read_more(tcp, &mut buf, deadline, "the server's STARTTLS answer").await?;
+    }
+}
+
+/// Appends what the socket has to `buf` (before the stream reader exists): at most 64 KiB in all,
+/// until `deadline`.
+async fn read_more(
+    tcp: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+    waiting_for: &str,
+) -> Result<(), ClientError> {
+    if buf.len() > 64 << 10 {
+        return Err(ClientError::Protocol(format!(
+            "no {waiting_for} in the first 64 KiB"
+        )));
+    }
+    let mut chunk = [0u8; 4096];
+    let n = tokio::time::timeout_at(deadline, tcp.read(&mut chunk))
+        .await
+        .map_err(|_| ClientError::Timeout(waiting_for.into()))?
+        .map_err(|e| ClientError::Closed(e.to_string()))?;
+    if n == 0 {
+        return Err(ClientError::Closed(format!(
+            "the server closed the stream: {}",
+            String::from_utf8_lossy(buf)
+        )));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+/// Reads the server's stream header and first `<stream:features/>` from the bare socket; returns
+/// the bytes consumed (to replay into the stream reader) and the parsed features.
+async fn first_features(tcp: &mut TcpStream) -> Result<(Vec<u8>, Element), ClientError> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = String::from_utf8_lossy(&buf);
+        let end = ["</stream:features>", "<stream:features/>"]
+            .iter()
+            .filter_map(|m| text.find(m).map(|at| at + m.len()))
+            .min();
+        if let (Some(start), Some(end)) = (text.find("<stream:features"), end) {
+            let wrapped = format!(
+                "<w xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}'>{}</w>",
+                &text[start..end]
+            );
+            let features = crate::xml::parse_element(&wrapped, READER_LIMITS)
+                .ok()
+                .and_then(|w| w.children().next().cloned())
+                .ok_or_else(|| {
+                    ClientError::Protocol(format!("unreadable stream features: {text}"))
+                })?;
+            return Ok((buf, features));
+        }
+        read_more(tcp, &mut buf, deadline, "the server's stream features").await?;
+    }
+}
+
 /// A stream before resource binding: raw socket writes and the event channel.
 struct RawStream {
     events: mpsc::Receiver<Result<StreamEvent, XmlError>>,
-    write: tokio::net::tcp::OwnedWriteHalf,
+    write: Box<dyn AsyncWrite + Send + Unpin>,
     domain: String,
 }
 
+const READER_LIMITS: Limits = Limits {
+    max_stanza_bytes: 16 << 20,
+    max_depth: 64,
+};
+
 impl RawStream {
-    async fn open(addr: &str, domain: &str) -> Result<(RawStream, Element), ClientError> {
-        let tcp = TcpStream::connect(addr)
+    /// Connects, opens the stream and negotiates STARTTLS as `cfg` asks; returns the stream and
+    /// the features to authenticate with.
+    async fn open(cfg: &ClientConfig) -> Result<(RawStream, Element), ClientError> {
+        let (addr, domain) = (cfg.addr.as_str(), cfg.domain.as_str());
+        let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connect(addr.into(), e))?;
         let _ = tcp.set_nodelay(true);
-        let (read, write) = tcp.into_split();
-        let (events, _task) = spawn_stream_reader(
-            read,
-            Limits {
-                max_stanza_bytes: 16 << 20,
-                max_depth: 64,
-            },
-            1024,
-        );
+        tcp.write_all(stream_header(domain).as_bytes())
+            .await
+            .map_err(|e| ClientError::Closed(e.to_string()))?;
+        // The first features are read here, before the stream reader exists, because a TLS
+        // upgrade needs the bare socket back.
+        let (consumed, features) = first_features(&mut tcp).await?;
+        if !tls::decide(cfg.tls, &features).map_err(ClientError::Tls)? {
+            // Plaintext: the reader replays what was consumed, then reads the socket.
+            let (read, write) = tcp.into_split();
+            let replay = std::io::Cursor::new(consumed).chain(read);
+            let (events, _task) = spawn_stream_reader(replay, READER_LIMITS, 1024);
+            let mut s = RawStream {
+                events,
+                write: Box::new(write),
+                domain: domain.into(),
+            };
+            let features = s.header_and_features().await?;
+            return Ok((s, features));
+        }
+        // RFC 6120 5.4.2: <starttls/>, <proceed/>, the handshake, then a new stream.
+        tcp.write_all(format!("<starttls xmlns='{}'/>", tls::NS_TLS).as_bytes())
+            .await
+            .map_err(|e| ClientError::Closed(e.to_string()))?;
+        let answer = read_until(&mut tcp, &["<proceed", "<failure"]).await?;
+        if !answer.contains("<proceed") {
+            return Err(ClientError::Tls(format!(
+                "the server refused STARTTLS: {answer}"
+            )));
+        }
+        let connector = tls::connector(cfg.tls_insecure).map_err(ClientError::Tls)?;
+        let name = tls::server_name(domain).map_err(ClientError::Tls)?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| ClientError::Tls(format!("handshake with {addr}: {e}")))?;
+        let (read, write) = tokio::io::split(stream);
+        let (events, _task) = spawn_stream_reader(read, READER_LIMITS, 1024);
         let mut s = RawStream {
             events,
-            write,
+            write: Box::new(write),
             domain: domain.into(),
         };
         let features = s.restart().await?;
@@ -105,11 +228,13 @@ impl RawStream {
 
     /// Sends a stream header; returns the server's `<stream:features/>`.
     async fn restart(&mut self) -> Result<Element, ClientError> {
-        let header = format!(
-            "<?xml version='1.0'?><stream:stream xmlns='{NS_CLIENT}' xmlns:stream='{NS_STREAMS}' to='{}' version='1.0'>",
-            self.domain
-        );
+        let header = stream_header(&self.domain);
         self.write_raw(&header).await?;
+        self.header_and_features().await
+    }
+
+    /// Reads the server's stream header and its `<stream:features/>`.
+    async fn header_and_features(&mut self) -> Result<Element, ClientError> {
         match self.next().await? {
             StreamEvent::Open(_) => {}
             other => {
@@ -236,7 +361,20 @@ impl Client {
         username: &str,
         password: &str,
     ) -> Result<(), ClientError> {
-        let (mut s, _features) = RawStream::open(addr, domain).await?;
+        Client::register_with(&ClientConfig {
+            addr: addr.into(),
+            domain: domain.into(),
+            username: username.into(),
+            password: password.into(),
+            ..ClientConfig::default()
+        })
+        .await
+    }
+
+    /// [`Client::register`] with the connection settings (TLS) of `cfg`.
+    pub async fn register_with(cfg: &ClientConfig) -> Result<(), ClientError> {
+        let (username, password) = (cfg.username.as_str(), cfg.password.as_str());
+        let (mut s, _features) = RawStream::open(cfg).await?;
         let reply = s
             .iq_raw(
                 Element::new("iq", NS_CLIENT)
@@ -261,7 +399,7 @@ impl Client {
 
     /// Connects, authenticates and binds the resource.
     pub async fn connect(cfg: &ClientConfig) -> Result<Client, ClientError> {
-        let (mut s, features) = RawStream::open(&cfg.addr, &cfg.domain).await?;
+        let (mut s, features) = RawStream::open(cfg).await?;
         s.authenticate(&features, &cfg.username, &cfg.password)
             .await?;
         let features = s.restart().await?;

@@ -57,6 +57,10 @@ pub struct LoadConfig {
     /// Accounts are PREFIX-p0.. and PREFIX-s0..; registered (XEP-0077) when missing.
     pub prefix: String,
     pub password: String,
+    /// When the clients negotiate STARTTLS.
+    pub tls: crate::client::TlsMode,
+    /// Accept any server certificate (private servers with self-signed certificates).
+    pub tls_insecure: bool,
     /// How long to wait for stragglers after the last publish.
     pub drain: Duration,
 }
@@ -139,11 +143,13 @@ async fn account(cfg: &LoadConfig, name: &str, resource: &str) -> Result<Client,
         username: name.to_owned(),
         password: cfg.password.clone(),
         resource: resource.to_owned(),
+        tls: cfg.tls,
+        tls_insecure: cfg.tls_insecure,
     };
     match Client::connect(&cc).await {
         Ok(c) => Ok(c),
         Err(ClientError::Auth(_)) => {
-            Client::register(&cfg.server, &cfg.domain, name, &cfg.password).await?;
+            Client::register_with(&cc).await?;
             Client::connect(&cc).await
         }
         Err(e) => Err(e),

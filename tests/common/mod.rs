@@ -40,6 +40,7 @@ pub struct Server {
     pub dist: u16,
     pub dir: PathBuf,
     pub pep: bool,
+    pub tls: bool,
 }
 
 pub fn root() -> PathBuf {
@@ -67,22 +68,35 @@ impl Server {
         Server::start_private_with(kind, true)
     }
 
+    /// A private server whose c2s requires STARTTLS (self-signed certificate for localhost).
+    pub fn start_private_tls(kind: Kind) -> Server {
+        let mut s = Server::unstarted(kind, false);
+        s.tls = true;
+        s.start();
+        s
+    }
+
     fn start_private_with(kind: Kind, pep: bool) -> Server {
+        let s = Server::unstarted(kind, pep);
+        s.start();
+        s
+    }
+
+    fn unstarted(kind: Kind, pep: bool) -> Server {
         let dir = tempfile::Builder::new()
             .prefix(&format!("stratus-{}-", kind.name()))
             .tempdir()
             .unwrap()
             .keep();
-        let s = Server {
+        Server {
             kind,
             c2s: free_port(),
             component: free_port(),
             dist: free_port(),
             dir,
             pep,
-        };
-        s.start();
-        s
+            tls: false,
+        }
     }
 
     pub fn start(&self) {
@@ -97,6 +111,9 @@ impl Server {
         }
         if self.pep {
             cmd.arg("--pep");
+        }
+        if self.tls {
+            cmd.arg("--tls-required");
         }
         cmd.arg("--watch-pid").arg(std::process::id().to_string());
         let status = cmd.status().unwrap();
@@ -138,6 +155,7 @@ fn from_env(kind: Kind) -> Option<Server> {
         dist: 0,
         dir: PathBuf::new(),
         pep: false,
+        tls: false,
     })
 }
 
@@ -392,6 +410,7 @@ pub async fn login(server: &Server, username: &str, resource: &str) -> Client {
         username: username.into(),
         password: "pass".into(),
         resource: resource.into(),
+        ..ClientConfig::default()
     })
     .await
     .unwrap_or_else(|e| panic!("login {username} on {}: {e}", server.kind.name()))
