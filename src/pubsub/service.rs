@@ -169,6 +169,12 @@ impl PubSub {
         self.limits
     }
 
+    /// Whether publishes (to one node too) may run concurrently and keep their order: the store
+    /// applies writes in the order they were issued.
+    pub fn ordered_writes(&self) -> bool {
+        self.store.ordered_writes()
+    }
+
     /// The configuration new nodes get unless the creator says otherwise: XEP-0060 defaults on the
     /// host service, XEP-0163 defaults on a PEP service.
     pub fn default_config(&self, svc: &ServiceId) -> NodeConfig {

@@ -309,6 +309,10 @@ fn remove_prefix<V: redb::Value + 'static>(
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    fn ordered_writes(&self) -> bool {
+        true
+    }
+
     async fn create_node(
         &self,
         svc: &ServiceId,

@@ -104,6 +104,10 @@ pub(crate) fn page_of<'a>(
 
 #[async_trait]
 impl Store for MemoryStore {
+    fn ordered_writes(&self) -> bool {
+        true
+    }
+
     async fn create_node(
         &self,
         svc: &ServiceId,

@@ -121,6 +121,12 @@ pub trait Store: Send + Sync + 'static {
         jid: &Jid,
     ) -> StoreResult<Vec<(String, Subscription)>>;
 
+    /// True when writes issued concurrently are applied in the order they were first polled (a
+    /// single writer queue): then publishes to one node may run together and share a commit.
+    fn ordered_writes(&self) -> bool {
+        false
+    }
+
     /// Stores an item (replacing one with the same id), trims to `max_items`; returns the ids removed
     /// by trimming.
     async fn put_item(

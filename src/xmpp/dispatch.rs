@@ -80,15 +80,10 @@ impl Service {
         self.inner.shards.get_or_init(|| {
             (0..SHARDS)
                 .map(|_| {
-                    let (tx, mut rx) = mpsc::channel::<Element>(1024);
+                    let (tx, rx) = mpsc::channel::<Element>(1024);
                     let inner = self.inner.clone();
                     let out = out.clone();
-                    tokio::spawn(async move {
-                        while let Some(stanza) = rx.recv().await {
-                            inner.handle_iq(stanza, &out).await;
-                            inner.finished();
-                        }
-                    });
+                    tokio::spawn(async move { inner.run_shard(rx, out).await });
                     tx
                 })
                 .collect()
@@ -120,7 +115,70 @@ fn shard_of(stanza: &Element) -> usize {
     (h.finish() as usize) % SHARDS
 }
 
+/// Publishes taken together from a shard's queue at most (join_all polls up to 30 futures in
+/// order on every wake, which keeps their writes and answers in queue order).
+const MAX_RUN: usize = 30;
+
+/// A host-service publish request (`<iq type='set'><pubsub><publish/>`).
+fn is_publish(stanza: &Element) -> bool {
+    stanza.get_attr("type") == Some("set")
+        && stanza
+            .get_child("pubsub", NS_PUBSUB)
+            .is_some_and(|p| p.children().any(|c| c.name() == "publish"))
+}
+
 impl Inner {
+    /// Answers one shard's requests in order. Where the store applies writes in the order they
+    /// were issued, a run of queued publishes (one node's or several) runs together: their writes
+    /// are issued in queue order and share one commit, instead of one fsync after another.
+    async fn run_shard(&self, mut rx: mpsc::Receiver<Element>, out: Outbox) {
+        let pipelined = self.pubsub.ordered_writes();
+        while let Some(first) = rx.recv().await {
+            if !pipelined || !is_publish(&first) {
+                self.handle_iq(first, &out).await;
+                self.finished();
+                continue;
+            }
+            let mut run = vec![first];
+            let mut after = None;
+            while run.len() < MAX_RUN {
+                match rx.try_recv() {
+                    Ok(s) if is_publish(&s) => run.push(s),
+                    Ok(s) => {
+                        after = Some(s);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if run.len() > 1 {
+                // Each node loaded before the run starts, so every publish reaches its write
+                // on its first poll, in queue order.
+                let mut nodes: Vec<&str> = run
+                    .iter()
+                    .filter_map(|s| s.get_child("pubsub", NS_PUBSUB))
+                    .filter_map(|p| p.children().find_map(|c| c.get_attr("node")))
+                    .collect();
+                nodes.dedup();
+                for node in nodes {
+                    let _ = self.pubsub.node(&ServiceId::Host, node).await;
+                }
+            }
+            let count = run.len();
+            if count > 1 {
+                debug!("{count} queued publishes run together");
+            }
+            futures_util::future::join_all(run.into_iter().map(|s| self.handle_iq(s, &out))).await;
+            for _ in 0..count {
+                self.finished();
+            }
+            if let Some(s) = after {
+                self.handle_iq(s, &out).await;
+                self.finished();
+            }
+        }
+    }
+
     fn finished(&self) {
         if self.inflight.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle.notify_waiters();
