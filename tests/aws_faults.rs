@@ -137,14 +137,7 @@ async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() {
         ))
         .await
         .unwrap();
-    let ids: Vec<String> = items
-        .get_child("pubsub", PS)
-        .unwrap()
-        .get_child("items", PS)
-        .unwrap()
-        .children()
-        .map(|i| i.get_attr("id").unwrap().to_owned())
-        .collect();
+    let ids = item_ids(&items);
     assert_eq!(
         ids,
         ["a0", "a1", "a2", "a3", "a4", "after"],

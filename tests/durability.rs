@@ -71,14 +71,7 @@ async fn survives_sigkill(kind: Kind) {
         ))
         .await
         .unwrap();
-    let got: Vec<String> = items
-        .get_child("pubsub", PS)
-        .unwrap()
-        .get_child("items", PS)
-        .unwrap()
-        .children()
-        .map(|i| i.get_attr("id").unwrap().to_owned())
-        .collect();
+    let got = item_ids(&items);
     assert_eq!(got, acked, "every acknowledged item, in order");
     // The subscription survived: the owner sees it and bob gets the next event.
     let subs = alice

@@ -369,14 +369,7 @@ async fn retrieve_items_max_and_by_id(kind: Kind) {
         )))
         .await
         .unwrap();
-    let ids: Vec<_> = all
-        .get_child("pubsub", PS)
-        .unwrap()
-        .get_child("items", PS)
-        .unwrap()
-        .children()
-        .map(|i| i.get_attr("id").unwrap().to_owned())
-        .collect();
+    let ids = item_ids(&all);
     assert_eq!(ids, ["i1", "i2", "i3", "i4"]);
     let two = bob.iq(x(&format!("<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n' max_items='2'/></pubsub></iq>", e.svc))).await.unwrap();
     let items = two
@@ -403,14 +396,7 @@ async fn retrieve_items_max_and_by_id(kind: Kind) {
         .iq(x(&format!("<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'><item id='i2'/></items></pubsub></iq>", e.svc)))
         .await
         .unwrap();
-    let ids: Vec<_> = one
-        .get_child("pubsub", PS)
-        .unwrap()
-        .get_child("items", PS)
-        .unwrap()
-        .children()
-        .map(|i| i.get_attr("id").unwrap().to_owned())
-        .collect();
+    let ids = item_ids(&one);
     assert_eq!(ids, ["i2"]);
     let missing = bob
         .iq(x(&format!(
@@ -1376,14 +1362,7 @@ async fn node_configuration_fields(kind: Kind) {
         )))
         .await
         .unwrap();
-    let kept: Vec<_> = all
-        .get_child("pubsub", PS)
-        .unwrap()
-        .get_child("items", PS)
-        .unwrap()
-        .children()
-        .map(|i| i.get_attr("id").unwrap().to_owned())
-        .collect();
+    let kept = item_ids(&all);
     assert_eq!(kept, ["b", "c"], "max_items=2 keeps the two newest");
 
     create(&mut alice, &e.svc, "expiring").await;
@@ -1519,14 +1498,7 @@ async fn pipelined_publishes_keep_their_order(kind: Kind) {
         )))
         .await
         .unwrap();
-    let stored: Vec<String> = all
-        .get_child("pubsub", PS)
-        .unwrap()
-        .get_child("items", PS)
-        .unwrap()
-        .children()
-        .map(|i| i.get_attr("id").unwrap().to_owned())
-        .collect();
+    let stored = item_ids(&all);
     assert_eq!(stored, ids);
     // On the embedded store the queued publishes did run together (the aws pass runs them one
     // by one: its writes are not ordered by issue).

@@ -508,3 +508,15 @@ pub fn event_item_id(m: &Element) -> Option<&str> {
         .get_child("item", EVENT)?
         .get_attr("id")
 }
+
+/// The item ids of a `<pubsub><items/></pubsub>` result, in document order.
+pub fn item_ids(reply: &Element) -> Vec<String> {
+    const PS: &str = "http://jabber.org/protocol/pubsub";
+    reply
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("items", PS))
+        .unwrap_or_else(|| panic!("no items in {reply}"))
+        .children()
+        .map(|i| i.get_attr("id").unwrap_or_default().to_owned())
+        .collect()
+}
