@@ -8,7 +8,7 @@
 //! A service that refuses a notification bounces it (section 8); stratus then resends it to each
 //! address itself and stops using that service until the next connection.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct Multicast {
     /// Every recipient domain ever sent through a service, with that service: a bounce is only
     /// trusted from the service its addresses were sent to.
     used: Mutex<HashMap<String, String>>,
+    /// Services that left a barrier unanswered.
+    no_barrier: Mutex<HashSet<String>>,
 }
 
 impl Multicast {
@@ -61,6 +63,7 @@ impl Multicast {
             requests: Requests::default(),
             domains: Mutex::new(HashMap::new()),
             used: Mutex::new(HashMap::new()),
+            no_barrier: Mutex::new(HashSet::new()),
         }
     }
 
@@ -133,18 +136,35 @@ impl Multicast {
 
     /// Completes once `service` has handled everything sent to it so far: it answers an IQ
     /// (any answer, even an error) only after the stanzas queued before it. Bounded by a timeout.
+    /// A service that lets one go unanswered is not waited for again (its publishers are then
+    /// answered at once, as without multicast).
     pub async fn barrier(&self, out: &Outbox, service: &str) {
+        let unanswered = || self.no_barrier.lock().unwrap_or_else(|e| e.into_inner());
+        if unanswered().contains(service) {
+            return;
+        }
         let iq = Element::new("iq", NS_COMPONENT)
             .attr("type", "get")
             .attr("from", self.own_domain.clone())
             .attr("to", service.to_owned())
             .child(Element::new("ping", super::NS_PING));
-        let _ = self.requests.send(out, iq, BARRIER_TIMEOUT).await;
+        if self.requests.send(out, iq, BARRIER_TIMEOUT).await.is_none()
+            && unanswered().insert(service.to_owned())
+        {
+            warn!(
+                "multicast service {service} did not answer within {BARRIER_TIMEOUT:?}: publish \
+                 answers no longer wait for it"
+            );
+        }
     }
 
     /// Forgets what was discovered: a (re)connected server may have changed its services.
     pub fn reset(&self) {
         self.table().clear();
+        self.no_barrier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     async fn disco(&self, out: &Outbox, to: &str, ns: &str) -> Option<Element> {
@@ -401,5 +421,30 @@ mod tests {
             "<message xmlns='{NS_COMPONENT}' type='error' id='x'><addresses xmlns='{NS_ADDRESS}'/></message>"
         ));
         assert!(resend_bounce(&other, "pubsub.x", |_| true).is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_barrier_is_not_waited_for_again() {
+        let (out, queue) = Outbox::new(16, NS_COMPONENT);
+        let mc = Multicast::new("pubsub.x");
+        let started = std::time::Instant::now();
+        mc.barrier(&out, "multicast.x").await;
+        assert!(started.elapsed() >= BARRIER_TIMEOUT);
+        let sent = queue.lock().await.try_recv().unwrap();
+        assert!(
+            sent.contains("to='multicast.x'") && sent.contains("urn:xmpp:ping"),
+            "{sent}"
+        );
+        // The next publish is answered at once, without asking the silent service again.
+        let started = std::time::Instant::now();
+        mc.barrier(&out, "multicast.x").await;
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(queue.lock().await.try_recv().is_err());
+        // A new connection may be to a server that answers: it is asked again.
+        mc.reset();
+        let waiting = tokio::spawn(async move { mc.barrier(&out, "multicast.x").await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(queue.lock().await.try_recv().is_ok());
+        waiting.abort();
     }
 }
