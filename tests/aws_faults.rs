@@ -13,8 +13,6 @@ use stratus::client::NS_CLIENT;
 use stratus::xml::Element;
 use tokio::net::{TcpListener, TcpStream};
 
-const PS: &str = "http://jabber.org/protocol/pubsub";
-
 struct Proxy {
     port: u16,
     up: Arc<AtomicBool>,
@@ -129,14 +127,7 @@ async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() {
         Some("result"),
         "publishing works again: {r}"
     );
-    let items = alice
-        .iq(iq(
-            "get",
-            &svc,
-            Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", "n")),
-        ))
-        .await
-        .unwrap();
+    let items = get_items(&mut alice, &svc, "n").await;
     let ids = item_ids(&items);
     assert_eq!(
         ids,

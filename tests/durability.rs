@@ -63,14 +63,7 @@ async fn survives_sigkill(kind: Kind) {
 
     let mut again = Stratus::spawn_with_data(&server.component_addr(), &svc, data.path());
     again.wait_log("connected to", 1, std::time::Duration::from_secs(30));
-    let items = alice
-        .iq(iq(
-            "get",
-            &svc,
-            Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", "durable")),
-        ))
-        .await
-        .unwrap();
+    let items = get_items(&mut alice, &svc, "durable").await;
     let got = item_ids(&items);
     assert_eq!(got, acked, "every acknowledged item, in order");
     // The subscription survived: the owner sees it and bob gets the next event.

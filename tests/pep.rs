@@ -80,16 +80,6 @@ async fn publish_own(
     c.iq(iq).await.unwrap()
 }
 
-async fn items_of(c: &mut Client, owner: &str, node: &str) -> Element {
-    c.iq(iq(
-        "get",
-        owner,
-        Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", node)),
-    ))
-    .await
-    .unwrap()
-}
-
 fn item_ids(reply: &Element) -> Vec<String> {
     reply
         .get_child("pubsub", PS)
@@ -301,7 +291,7 @@ async fn bare_jid_disco_and_auto_create(kind: Kind) {
     assert!(q.children().any(|f| f.get_attr("var") == Some("http://jabber.org/protocol/pubsub#publish-options")), "{info}");
     let r = publish_own(&mut alice, NODE, "current", "happy", &[]).await;
     assert_eq!(r.get_attr("type"), Some("result"), "{r}");
-    let items = items_of(&mut alice, &me, NODE).await;
+    let items = get_items(&mut alice, &me, NODE).await;
     assert_eq!(item_ids(&items), ["current"], "{items}");
     let mood = items
         .get_child("pubsub", PS)
@@ -322,7 +312,7 @@ async fn bare_jid_disco_and_auto_create(kind: Kind) {
             .get_attr("type"),
         Some("result")
     );
-    assert_eq!(item_ids(&items_of(&mut alice, &me, NODE).await), ["next"]);
+    assert_eq!(item_ids(&get_items(&mut alice, &me, NODE).await), ["next"]);
 }
 
 /// XEP-0163 section 4: a contact whose caps say NODE+notify gets the event from the owner's bare
@@ -379,10 +369,10 @@ async fn notify_filtering_access_and_last_item(kind: Kind) {
     );
     // Presence access model (the PEP default): contacts read, strangers are refused.
     assert_eq!(
-        item_ids(&items_of(&mut bob, &alice_bare, NODE).await),
+        item_ids(&get_items(&mut bob, &alice_bare, NODE).await),
         ["m1"]
     );
-    let refused = items_of(&mut dave, &alice_bare, NODE).await;
+    let refused = get_items(&mut dave, &alice_bare, NODE).await;
     assert_eq!(refused.get_attr("type"), Some("error"), "{refused}");
     assert_eq!(
         error_condition(&refused).as_deref(),
@@ -438,7 +428,7 @@ async fn open_private_and_bookmarks_nodes(kind: Kind) {
     .await;
     assert_eq!(r.get_attr("type"), Some("result"), "{r}");
     assert_eq!(
-        item_ids(&items_of(&mut dave, &alice_bare, devicelist).await),
+        item_ids(&get_items(&mut dave, &alice_bare, devicelist).await),
         ["current"]
     );
     // Once created open, a publish demanding another access model fails its precondition.
@@ -464,7 +454,7 @@ async fn open_private_and_bookmarks_nodes(kind: Kind) {
             .get_attr("type"),
         Some("result")
     );
-    let refused = items_of(&mut dave, &alice_bare, private).await;
+    let refused = get_items(&mut dave, &alice_bare, private).await;
     assert_eq!(refused.get_attr("type"), Some("error"), "{refused}");
     assert_eq!(
         app_error(&refused).as_deref(),
@@ -472,7 +462,7 @@ async fn open_private_and_bookmarks_nodes(kind: Kind) {
         "{refused}"
     );
     assert_eq!(
-        item_ids(&items_of(&mut alice, &alice_bare, private).await),
+        item_ids(&get_items(&mut alice, &alice_bare, private).await),
         ["current"]
     );
 
@@ -488,7 +478,7 @@ async fn open_private_and_bookmarks_nodes(kind: Kind) {
         assert_eq!(r.get_attr("type"), Some("result"), "{r}");
     }
     assert_eq!(
-        item_ids(&items_of(&mut alice, &alice_bare, bookmarks).await).len(),
+        item_ids(&get_items(&mut alice, &alice_bare, bookmarks).await).len(),
         2,
         "max_items=max keeps both"
     );

@@ -362,13 +362,7 @@ async fn retrieve_items_max_and_by_id(kind: Kind) {
             .await,
         );
     }
-    let all = bob
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let all = get_items(&mut bob, &e.svc, "n").await;
     let ids = item_ids(&all);
     assert_eq!(ids, ["i1", "i2", "i3", "i4"]);
     let two = bob.iq(x(&format!("<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n' max_items='2'/></pubsub></iq>", e.svc))).await.unwrap();
@@ -398,13 +392,7 @@ async fn retrieve_items_max_and_by_id(kind: Kind) {
         .unwrap();
     let ids = item_ids(&one);
     assert_eq!(ids, ["i2"]);
-    let missing = bob
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='nope'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let missing = get_items(&mut bob, &e.svc, "nope").await;
     assert_error(&missing, "item-not-found", None);
 }
 
@@ -467,13 +455,7 @@ async fn retract_and_purge_notify(kind: Kind) {
             .is_some(),
         "{ev}"
     );
-    let all = bob
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let all = get_items(&mut bob, &e.svc, "n").await;
     assert_eq!(
         all.get_child("pubsub", PS)
             .unwrap()
@@ -825,13 +807,7 @@ async fn affiliations_and_whitelist(kind: Kind) {
         "not-allowed",
         Some("closed-node"),
     );
-    let items = dave
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let items = get_items(&mut dave, &e.svc, "n").await;
     assert_error(&items, "not-allowed", Some("closed-node"));
     let dave_bare = dave.jid().to_bare().to_string();
     assert_result(&alice.iq(set_aff(&dave_bare, "member")).await.unwrap());
@@ -874,13 +850,7 @@ async fn authorize_access_model(kind: Kind) {
         .get_child("subscription", PS)
         .unwrap();
     assert_eq!(s.get_attr("subscription"), Some("pending"), "{sub}");
-    let items = bob
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let items = get_items(&mut bob, &e.svc, "n").await;
     assert_error(&items, "not-authorized", Some("not-subscribed"));
     let again = subscribe(&mut bob, &e.svc, "n").await;
     assert_error(&again, "not-authorized", Some("pending-subscription"));
@@ -1355,13 +1325,7 @@ async fn node_configuration_fields(kind: Kind) {
             .count(),
         3
     );
-    let all = alice
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let all = get_items(&mut alice, &e.svc, "n").await;
     let kept = item_ids(&all);
     assert_eq!(kept, ["b", "c"], "max_items=2 keeps the two newest");
 
@@ -1378,13 +1342,7 @@ async fn node_configuration_fields(kind: Kind) {
     );
     assert_result(&publish(&mut alice, &e.svc, "expiring", Some("old"), "x").await);
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let r = alice
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='expiring'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let r = get_items(&mut alice, &e.svc, "expiring").await;
     assert_eq!(
         r.get_child("pubsub", PS)
             .unwrap()
@@ -1411,13 +1369,7 @@ async fn node_configuration_fields(kind: Kind) {
     assert_result(&publish(&mut alice, &e.svc, "transient", Some("t"), "live only").await);
     let ev = event(&mut bob).await;
     assert!(ev.to_string().contains("live only"), "{ev}");
-    let r = alice
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='transient'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let r = get_items(&mut alice, &e.svc, "transient").await;
     assert_error(&r, "feature-not-implemented", Some("unsupported"));
 }
 
@@ -1444,13 +1396,7 @@ async fn publish_only_affiliation(kind: Kind) {
         .unwrap();
     assert_result(&r);
     assert_result(&publish(&mut bob, &e.svc, "n", Some("b"), "by bob").await);
-    let r = bob
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='n'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let r = get_items(&mut bob, &e.svc, "n").await;
     assert_error(&r, "forbidden", None);
 }
 
@@ -1491,13 +1437,7 @@ async fn pipelined_publishes_keep_their_order(kind: Kind) {
         notified.push(event_item_id(&m).unwrap().to_owned());
     }
     assert_eq!(notified, ids);
-    let all = bob
-        .iq(x(&format!(
-            "<iq type='get' to='{}'><pubsub xmlns='{PS}'><items node='burst'/></pubsub></iq>",
-            e.svc
-        )))
-        .await
-        .unwrap();
+    let all = get_items(&mut bob, &e.svc, "burst").await;
     let stored = item_ids(&all);
     assert_eq!(stored, ids);
     // On the embedded store the queued publishes did run together (the aws pass runs them one

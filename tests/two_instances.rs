@@ -118,14 +118,7 @@ async fn two_instances_share_subscriptions_and_access_decisions() {
     );
     tokio::time::sleep(BOUND).await;
     for _ in 0..10 {
-        let r = dave
-            .iq(iq(
-                "get",
-                &svc,
-                Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", "shared")),
-            ))
-            .await
-            .unwrap();
+        let r = get_items(&mut dave, &svc, "shared").await;
         assert_eq!(error_condition(&r).as_deref(), Some("not-allowed"), "{r}");
     }
 }

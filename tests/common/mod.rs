@@ -509,6 +509,18 @@ pub fn event_item_id(m: &Element) -> Option<&str> {
         .get_attr("id")
 }
 
+/// XEP-0060 6.5.2: asks `svc` for the items of `node`; returns the answer (result or error).
+pub async fn get_items(c: &mut Client, svc: &str, node: &str) -> Element {
+    const PS: &str = "http://jabber.org/protocol/pubsub";
+    c.iq(iq(
+        "get",
+        svc,
+        Element::new("pubsub", PS).child(Element::new("items", PS).attr("node", node)),
+    ))
+    .await
+    .unwrap()
+}
+
 /// The item ids of a `<pubsub><items/></pubsub>` result, in document order.
 pub fn item_ids(reply: &Element) -> Vec<String> {
     const PS: &str = "http://jabber.org/protocol/pubsub";
