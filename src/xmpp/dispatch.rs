@@ -18,6 +18,7 @@ use crate::pep::Pep;
 use crate::pep::delegation::{self, PEP_FEATURES, delegated_disco_node, is_delegation_ns};
 use crate::pep::presence::PresenceChange;
 use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2, wrap_headline};
+use crate::pep::requests::Requests;
 use crate::pubsub::PubSub;
 use crate::pubsub::access::Action;
 use crate::pubsub::model::{AccessModel, SendLastPublished, ServiceId, SubscriptionState};
@@ -44,6 +45,8 @@ struct Inner {
     pep: Option<Arc<Pep>>,
     /// XEP-0033 multicast of host-service notifications, when enabled.
     multicast: Option<Arc<Multicast>>,
+    /// IQs the component sent and waits for (PEP's rosters and caps, multicast discovery).
+    requests: Arc<Requests>,
     /// Host-service IQs are processed by these workers, one queue per shard of node names:
     /// requests on one node keep their order, requests on different nodes run concurrently (and
     /// their writes share the store's group commits).
@@ -63,12 +66,14 @@ impl Service {
         pep: Option<Arc<Pep>>,
         multicast: bool,
     ) -> Result<Service, crate::jid::JidError> {
+        let requests = pep.as_ref().map(|p| p.requests.clone()).unwrap_or_default();
         Ok(Service {
             inner: Arc::new(Inner {
                 domain: Jid::parse(domain)?,
                 pubsub,
                 pep,
-                multicast: multicast.then(|| Arc::new(Multicast::new(domain))),
+                multicast: multicast.then(|| Arc::new(Multicast::new(domain, requests.clone()))),
+                requests,
                 shards: OnceLock::new(),
                 inflight: AtomicUsize::new(0),
                 idle: Notify::new(),
@@ -131,7 +136,7 @@ impl Inner {
     /// Answers one shard's requests in order. Where the store applies writes in the order they
     /// were issued, a run of queued publishes (one node's or several) runs together: their writes
     /// are issued in queue order and share one commit, instead of one fsync after another.
-    async fn run_shard(&self, mut rx: mpsc::Receiver<Element>, out: Outbox) {
+    async fn run_shard(self: Arc<Self>, mut rx: mpsc::Receiver<Element>, out: Outbox) {
         let pipelined = self.pubsub.ordered_writes();
         while let Some(first) = rx.recv().await {
             if !pipelined || !is_publish(&first) {
@@ -185,7 +190,7 @@ impl Inner {
         }
     }
 
-    async fn handle_iq(&self, stanza: Element, out: &Outbox) {
+    async fn handle_iq(self: &Arc<Self>, stanza: Element, out: &Outbox) {
         let iq = match Iq::parse(stanza) {
             Ok(iq) => iq,
             Err(IqParseError::Ignore(why)) => {
@@ -205,32 +210,39 @@ impl Inner {
             Ok((payload, notes)) => (iq.result(payload), notes),
             Err(err) => (iq.error(&err), Vec::new()),
         };
-        if let Some(mc) = self.multicast.clone().filter(|_| !notifications.is_empty()) {
-            // Notifications first; when some went to a multicast service, the answer waits until
-            // that service has fanned them out (an IQ it answers after them, in order): the
-            // publisher is paced by the server's delivery, as with a built-in service, instead
-            // of filling the service's queue.
-            let services = self.send_notifications(&notifications, out).await;
-            if !services.is_empty() {
-                let out = out.clone();
-                tokio::spawn(async move {
-                    for service in services {
-                        mc.barrier(&out, &service).await;
-                    }
-                    let _ = out.send(&reply).await;
-                });
-                return;
-            }
+        let Some(mc) = self.multicast.clone().filter(|_| !notifications.is_empty()) else {
             if out.send(&reply).await.is_err() {
                 warn!("dropping the answer to iq {}: shutting down", iq.id);
+                return;
             }
+            self.send_notifications(&notifications, out).await;
             return;
+        };
+        // Notifications first; when some went to a multicast service, the answer waits until
+        // that service has fanned them out (an IQ it answers after them, in order): the
+        // publisher is paced by the server's delivery, as with a built-in service, instead of
+        // filling the service's queue. The wait runs in its own task, counted as in flight so
+        // that a graceful shutdown still sends the answer.
+        let services = self.send_notifications(&notifications, out).await;
+        let barriers = !services.is_empty();
+        let (me, out, id) = (self.clone(), out.clone(), iq.id.clone());
+        let answer = async move {
+            for service in services {
+                mc.barrier(&out, &service).await;
+            }
+            if out.send(&reply).await.is_err() {
+                warn!("dropping the answer to iq {id}: shutting down");
+            }
+        };
+        if barriers {
+            me.inflight.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                answer.await;
+                me.finished();
+            });
+        } else {
+            answer.await;
         }
-        if out.send(&reply).await.is_err() {
-            warn!("dropping the answer to iq {}: shutting down", iq.id);
-            return;
-        }
-        self.send_notifications(&notifications, out).await;
     }
 
     /// Sends the notifications; returns the multicast services some of them went through.
@@ -787,16 +799,7 @@ impl StanzaHandler for Service {
             "iq" => {
                 let kind = stanza.get_attr("type");
                 if matches!(kind, Some("result") | Some("error")) {
-                    let stanza = match &inner.pep {
-                        Some(pep) => match pep.requests.complete(stanza) {
-                            Ok(()) => return,
-                            Err(stanza) => stanza,
-                        },
-                        None => stanza,
-                    };
-                    if let Some(mc) = &inner.multicast {
-                        let _ = mc.complete(stanza);
-                    }
+                    let _ = inner.requests.complete(stanza);
                     return;
                 }
                 let delegated = stanza

@@ -47,7 +47,7 @@ enum State {
 /// Which multicast service serves which recipient domain.
 pub struct Multicast {
     own_domain: String,
-    requests: Requests,
+    requests: Arc<Requests>,
     domains: Mutex<HashMap<String, State>>,
     /// Every recipient domain ever sent through a service, with that service: a bounce is only
     /// trusted from the service its addresses were sent to.
@@ -57,10 +57,11 @@ pub struct Multicast {
 }
 
 impl Multicast {
-    pub fn new(own_domain: &str) -> Multicast {
+    /// `requests`: the component's table of IQs waiting for answers (shared with PEP).
+    pub fn new(own_domain: &str, requests: Arc<Requests>) -> Multicast {
         Multicast {
             own_domain: own_domain.to_owned(),
-            requests: Requests::default(),
+            requests,
             domains: Mutex::new(HashMap::new()),
             used: Mutex::new(HashMap::new()),
             no_barrier: Mutex::new(HashSet::new()),
@@ -104,11 +105,6 @@ impl Multicast {
             me.table().insert(domain, state);
         });
         None
-    }
-
-    /// Hands the answer to one of our disco requests to its waiter.
-    pub fn complete(&self, stanza: Element) -> Result<(), Element> {
-        self.requests.complete(stanza)
     }
 
     /// True when notifications to `recipient` were ever sent through `service`.
@@ -426,7 +422,7 @@ mod tests {
     #[tokio::test]
     async fn an_unanswered_barrier_is_not_waited_for_again() {
         let (out, queue) = Outbox::new(16, NS_COMPONENT);
-        let mc = Multicast::new("pubsub.x");
+        let mc = Multicast::new("pubsub.x", Arc::default());
         let started = std::time::Instant::now();
         mc.barrier(&out, "multicast.x").await;
         assert!(started.elapsed() >= BARRIER_TIMEOUT);
