@@ -78,23 +78,10 @@ async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() {
         dir.path(),
         &format!("http://127.0.0.1:{}", proxy.port),
     );
-    let mut stratus = Stratus::spawn(
-        &server.component_addr(),
-        &lease.domain,
-        &["--config", &config],
-    );
-    stratus.wait_log("connected to", 1, T);
+    let stratus = Stratus::start_with(server, &lease.domain, &["--config", &config]);
     let svc = lease.domain.clone();
     let mut alice = new_user(server, "alice").await;
-    let create = create_keeping_all("n");
-    assert_eq!(
-        alice
-            .iq(iq("set", &svc, create))
-            .await
-            .unwrap()
-            .get_attr("type"),
-        Some("result")
-    );
+    create_keeping_all(&mut alice, &svc, "n").await;
     for i in 0..5 {
         let r = alice.iq(publish(&svc, &format!("a{i}"))).await.unwrap();
         assert_eq!(r.get_attr("type"), Some("result"), "{r}");

@@ -19,15 +19,7 @@ async fn survives_sigkill(kind: Kind) {
     stratus.wait_log("connected to", 1, T);
     let mut alice = new_user(server, "alice").await;
     let mut bob = new_user(server, "bob").await;
-    let create = create_keeping_all("durable");
-    assert_eq!(
-        alice
-            .iq(iq("set", &svc, create))
-            .await
-            .unwrap()
-            .get_attr("type"),
-        Some("result")
-    );
+    create_keeping_all(&mut alice, &svc, "durable").await;
     let bob_jid = bob.jid().to_string();
     let sub = bob
         .iq(iq(

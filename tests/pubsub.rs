@@ -1407,11 +1407,7 @@ async fn pipelined_publishes_keep_their_order(kind: Kind) {
     let e = env(kind);
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
-    let r = alice
-        .iq(iq("set", &e.svc, create_keeping_all("burst")))
-        .await
-        .unwrap();
-    assert_result(&r);
+    create_keeping_all(&mut alice, &e.svc, "burst").await;
     assert_result(&subscribe(&mut bob, &e.svc, "burst").await);
     let ids: Vec<String> = (0..40).map(|i| format!("b{i:02}")).collect();
     let mut sent = Vec::new();

@@ -23,18 +23,8 @@ async fn two_instances_share_subscriptions_and_access_decisions() {
     let dir = tempfile::tempdir().unwrap();
     // One config, so one table and one bucket, for both instances.
     let config = aws_config_at(&dir.path().join("data"), dir.path(), &endpoint);
-    let mut one = Stratus::spawn(
-        &server.component_addr(),
-        &lease.domain,
-        &["--config", &config],
-    );
-    one.wait_log("connected to", 1, T);
-    let mut two = Stratus::spawn(
-        &server.component_addr(),
-        &lease.domain,
-        &["--config", &config],
-    );
-    two.wait_log("connected to", 1, T);
+    let one = Stratus::start_with(server, &lease.domain, &["--config", &config]);
+    let two = Stratus::start_with(server, &lease.domain, &["--config", &config]);
     let svc = lease.domain.clone();
     let mut alice = new_user(server, "alice").await;
     let mut bob = new_user(server, "bob").await;

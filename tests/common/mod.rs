@@ -293,7 +293,12 @@ impl Stratus {
     /// stores into S3 + DynamoDB on the local test server, in a table and bucket of its own that
     /// follow its data directory (so a restart on the same directory finds its data).
     pub fn start(server: &Server, domain: &str) -> Stratus {
-        let mut s = Stratus::spawn(&server.component_addr(), domain, &[]);
+        Stratus::start_with(server, domain, &[])
+    }
+
+    /// [`Stratus::start`] with extra command-line arguments.
+    pub fn start_with(server: &Server, domain: &str, extra: &[&str]) -> Stratus {
+        let mut s = Stratus::spawn(&server.component_addr(), domain, extra);
         s.wait_log("connected to", 1, T);
         s
     }
@@ -470,12 +475,12 @@ pub fn aws_config_at(data: &Path, dir: &Path, endpoint: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// `<pubsub><create node=NODE/><configure>max_items=max</configure></pubsub>`: a node that keeps
-/// every item (up to the service limit), for tests that count what survived.
-pub fn create_keeping_all(node: &str) -> Element {
+/// Creates NODE on `svc` configured to keep every item (`pubsub#max_items = max`, up to the
+/// service limit), for tests that count what survived; asserts the creation succeeded.
+pub async fn create_keeping_all(c: &mut Client, svc: &str, node: &str) {
     const PS: &str = "http://jabber.org/protocol/pubsub";
     const DATA: &str = "jabber:x:data";
-    Element::new("pubsub", PS)
+    let create = Element::new("pubsub", PS)
         .child(Element::new("create", PS).attr("node", node))
         .child(
             Element::new("configure", PS).child(
@@ -485,7 +490,9 @@ pub fn create_keeping_all(node: &str) -> Element {
                         .child(Element::new("value", DATA).text("max")),
                 ),
             ),
-        )
+        );
+    let r = c.iq(iq("set", svc, create)).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "creating {node}: {r}");
 }
 
 /// `<pubsub><publish node=NODE><item id=ID><e xmlns='urn:test'/></item></publish></pubsub>`.
