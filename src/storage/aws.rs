@@ -321,6 +321,16 @@ impl AwsStore {
         format!("{}/{}/{seq:020}", part(&svc.key()), part(node))
     }
 
+    /// The payload key an item-id entry points at. Entries written before payload keys were
+    /// random do not carry it: their payload is named by sequence (deleting that key when the
+    /// item had no payload is harmless).
+    fn payload_key(id_entry: &Attrs, svc: &ServiceId, node: &str) -> String {
+        match id_entry.get("obj").and_then(|v| v.as_s().ok()) {
+            Some(o) => o.clone(),
+            None => Self::object_key(svc, node, get_n(id_entry, "seq")),
+        }
+    }
+
     /// A fresh payload key: random, so the upload need not wait for the sequence number.
     fn new_object_key(svc: &ServiceId, node: &str) -> String {
         format!(
@@ -787,11 +797,8 @@ impl Store for AwsStore {
             }
         };
         let (old, meta, uploaded) = tokio::join!(self.get(&pk, &id_sk), reserve, upload);
-        let prepared = match (old, meta.map_err(unavailable), uploaded) {
-            (Ok(old), Ok(meta), Ok(())) => Ok((old, meta)),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
-        };
-        let (old, meta) = match prepared {
+        let prepared = (|| Ok((old?, meta.map_err(unavailable)?, uploaded?)))();
+        let (old, meta, ()) = match prepared {
             Ok(v) => v,
             Err(e) => {
                 self.delete_objects_later(vec![obj]);
@@ -824,13 +831,8 @@ impl Store for AwsStore {
             // count off by one.
             None => tx.push(self.add(&pk, "meta", "cnt", 1)?),
             Some(a) => {
-                let old_seq = get_n(a, "seq");
-                tx.push(self.delete(&pk, &seq_sk(old_seq))?);
-                // Entries written before payload keys were random name the object by sequence.
-                stale_objects.push(match a.get("obj").and_then(|v| v.as_s().ok()) {
-                    Some(o) => o.clone(),
-                    None => Self::object_key(svc, node, old_seq),
-                });
+                tx.push(self.delete(&pk, &seq_sk(get_n(a, "seq")))?);
+                stale_objects.push(Self::payload_key(a, svc, node));
             }
         }
         if let Err(e) = self.transact_or_fail(tx).await {
@@ -934,15 +936,7 @@ impl Store for AwsStore {
             return Ok(false);
         };
         let seq = get_n(&a, "seq");
-        let obj = match a.get("obj").and_then(|v| v.as_s().ok()) {
-            Some(o) => o.clone(),
-            // Entries written before the id entry carried the payload key.
-            None => self
-                .get(&pk, &seq_sk(seq))
-                .await?
-                .and_then(|r| get_s(&r, "obj").ok().map(str::to_owned))
-                .unwrap_or_default(),
-        };
+        let obj = Self::payload_key(&a, svc, node);
         self.transact_or_fail(vec![
             self.delete(&pk, &format!("id|{id}"))?,
             self.delete(&pk, &seq_sk(seq))?,
