@@ -178,6 +178,7 @@ both_servers!(
     node_configuration_fields,
     publish_only_affiliation,
     pipelined_publishes_keep_their_order,
+    markup_characters_in_names,
 );
 
 /// 7.1 publish, 6.1 subscribe, 7.1.2.1 event with payload, 6.1.7 last item on subscribe.
@@ -1442,4 +1443,21 @@ async fn pipelined_publishes_keep_their_order(kind: Kind) {
         let log = e._stratus.log_text();
         assert!(log.contains("queued publishes run together"), "{log}");
     }
+}
+
+/// Node names and item ids are any string (XEP-0060 4.2, 12.13): ones with `<`, `>`, `&` and
+/// quotes travel escaped in attributes; the service must read them back (an escaped `<` in an
+/// attribute is well-formed XML) and answer on the same stream.
+async fn markup_characters_in_names(kind: Kind) {
+    let e = env(kind);
+    let mut alice = new_user(e.server, "alice").await;
+    let mut bob = new_user(e.server, "bob").await;
+    let node = "a<b>&'\"c";
+    create(&mut alice, &e.svc, node).await;
+    assert_result(&subscribe(&mut bob, &e.svc, node).await);
+    assert_result(&publish(&mut alice, &e.svc, node, Some("<i&d>"), "x").await);
+    let m = event(&mut bob).await;
+    assert_eq!(event_item_id(&m), Some("<i&d>"), "{m}");
+    let items = get_items(&mut bob, &e.svc, node).await;
+    assert_eq!(item_ids(&items), ["<i&d>"]);
 }
