@@ -178,6 +178,13 @@ async fn connect_all(cfg: &LoadConfig, role: &str, n: usize) -> Result<Vec<Clien
     Ok(out)
 }
 
+/// An IQ error whose condition is `conflict` (XEP-0060 8.1.2: the node exists).
+fn is_conflict(r: &Element) -> bool {
+    r.children()
+        .filter(|e| e.name() == "error")
+        .any(|e| e.children().any(|c| c.name() == "conflict"))
+}
+
 fn payload(size: usize) -> Element {
     Element::new("entry", NS_LOAD).text("x".repeat(size))
 }
@@ -195,8 +202,12 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
                 Element::new("pubsub", NS_PUBSUB)
                     .child(Element::new("create", NS_PUBSUB).attr("node", cfg.node.clone())),
             );
-        // An existing node (conflict) is reused.
-        let _ = publishers[0].iq(create).await?;
+        // An existing node (conflict) is reused; any other refusal ends the run here, with the
+        // service's own answer, rather than as a puzzling subscribe error.
+        let r = publishers[0].iq(create).await?;
+        if r.get_attr("type") != Some("result") && !is_conflict(&r) {
+            return Err(ClientError::Protocol(format!("node creation refused: {r}")));
+        }
         for s in subscribers.iter_mut() {
             let jid = s.jid().to_string();
             let sub = Element::new("iq", NS_CLIENT)
