@@ -2,7 +2,7 @@
 # Start and stop private Prosody and ejabberd instances for stratus tests and the demo.
 #
 #   scripts/xmpp-server.sh install
-#   scripts/xmpp-server.sh start prosody  DIR C2S_PORT COMPONENT_PORT [--pep] [--tls-required] [--watch-pid PID]
+#   scripts/xmpp-server.sh start prosody  DIR C2S_PORT COMPONENT_PORT [--pep] [--tls-required] [--multicast] [--watch-pid PID]
 #   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--pep] [--watch-pid PID]
 #   scripts/xmpp-server.sh stop DIR
 #   scripts/xmpp-server.sh register DIR USER PASSWORD     (user@localhost)
@@ -12,6 +12,8 @@
 # --builtin-pubsub (ejabberd) adds mod_pubsub on pubsub-builtin.localhost (Prosody always has it)
 #   for side-by-side benchmarks.
 # --tls-required (Prosody) makes c2s require STARTTLS, with a self-signed certificate for localhost.
+# --multicast (Prosody) loads contrib/prosody/mod_stratus_multicast.lua on localhost (XEP-0033 for
+#   the server's components, as the README shows); ejabberd always has its own mod_multicast.
 # --pep delegates the pubsub namespaces of localhost's users to pubsub.localhost (XEP-0355) and
 # grants it roster, message and presence privileges (XEP-0356), as the README's PEP snippets do.
 # Both servers get the component domains pubsub.localhost and ps01..ps16.localhost, secret "secret";
@@ -69,13 +71,14 @@ watch() { # DIR PID
 
 start() {
   local kind=$1 dir=$2 c2s=$3 comp=$4; shift 4
-  local dist="" watch_pid="" pep=0 builtin=0 tls=0
+  local dist="" watch_pid="" pep=0 builtin=0 tls=0 multicast=""
   if [ "$kind" = ejabberd ]; then dist=${1:?DIST_PORT required for ejabberd}; shift; fi
   while [ $# -gt 0 ]; do
     case $1 in
       --pep) pep=1; shift ;;
       --builtin-pubsub) builtin=1; shift ;;
       --tls-required) tls=1; shift ;;
+      --multicast) multicast=$(cd "$here/../contrib/prosody" && pwd); shift ;;
       --watch-pid) watch_pid=$2; shift 2 ;;
       *) die "unknown option $1" ;;
     esac
@@ -96,6 +99,7 @@ start() {
           -out "$dir/certs/localhost.crt" 2>/dev/null
       fi
       PROSODY_DIR=$dir PROSODY_C2S_PORT=$c2s PROSODY_COMPONENT_PORT=$comp PROSODY_PEP=$pep PROSODY_TLS=$tls \
+        PROSODY_MULTICAST=$multicast \
         setsid prosody --config "$dir/prosody.cfg.lua" -F </dev/null >"$dir/stdout.log" 2>&1 &
       echo $! > "$dir/server.pid"
       ;;

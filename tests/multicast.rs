@@ -1,13 +1,14 @@
 //! XEP-0033 multicast of notifications through real servers: ejabberd's mod_multicast fans out
-//! one stanza per publish; Prosody has no multicast service and gets one message per subscriber;
-//! a multicast service that refuses (ejabberd, for nomulticast.localhost) bounces the stanza and
-//! stratus delivers it itself. Every subscriber gets every item exactly once, and never learns
+//! one stanza per publish; Prosody has no multicast service and gets one message per subscriber,
+//! unless it loads the project's module (contrib/prosody/mod_stratus_multicast.lua), which makes
+//! the domain itself the service; a multicast service that refuses (ejabberd, for
+//! nomulticast.localhost) bounces the stanza and stratus delivers it itself. Every subscriber gets every item exactly once, and never learns
 //! who the other subscribers are (the addresses are `bcc`, XEP-0033 section 4.6.3).
 
 mod common;
 
 use common::*;
-use stratus::client::Client;
+use stratus::client::{Client, NS_CLIENT};
 use stratus::xml::Element;
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
@@ -78,12 +79,11 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 /// publishes one item before discovery finished (sent one by one), then `rest` after `ready`
 /// appeared in the log. Returns each subscriber's item ids, the ids published, and the log.
 async fn scenario(
-    kind: Kind,
+    server: &Server,
     domain: Option<&str>,
     ready: &str,
     rest: usize,
 ) -> (Vec<Vec<String>>, Vec<String>, String) {
-    let server = shared(kind);
     let lease = domain.is_none().then(|| lease_domain(server));
     let svc = domain.map_or_else(|| lease.as_ref().unwrap().domain.clone(), str::to_owned);
     let mut stratus = Stratus::start(server, &svc);
@@ -118,7 +118,7 @@ async fn scenario(
 #[tokio::test]
 async fn ejabberd_fans_out_through_mod_multicast() {
     let ready = "through its multicast service multicast.localhost";
-    let (got, ids, log) = scenario(Kind::Ejabberd, None, ready, 5).await;
+    let (got, ids, log) = scenario(shared(Kind::Ejabberd), None, ready, 5).await;
     for g in got {
         assert_eq!(g, ids);
     }
@@ -134,7 +134,7 @@ async fn ejabberd_fans_out_through_mod_multicast() {
 #[tokio::test]
 async fn prosody_without_multicast_gets_one_message_each() {
     let ready = "localhost has no multicast service";
-    let (got, ids, log) = scenario(Kind::Prosody, None, ready, 3).await;
+    let (got, ids, log) = scenario(shared(Kind::Prosody), None, ready, 3).await;
     for g in got {
         assert_eq!(g, ids);
     }
@@ -148,7 +148,13 @@ async fn prosody_without_multicast_gets_one_message_each() {
 #[tokio::test]
 async fn refused_multicast_is_delivered_one_by_one() {
     let ready = "through its multicast service multicast.localhost";
-    let (got, ids, log) = scenario(Kind::Ejabberd, Some("nomulticast.localhost"), ready, 6).await;
+    let (got, ids, log) = scenario(
+        shared(Kind::Ejabberd),
+        Some("nomulticast.localhost"),
+        ready,
+        6,
+    )
+    .await;
     for g in got {
         assert_eq!(sorted(g), sorted(ids.clone()));
     }
@@ -156,4 +162,175 @@ async fn refused_multicast_is_delivered_one_by_one() {
         log.contains("multicast service multicast.localhost refused a notification (forbidden)"),
         "{log}"
     );
+}
+
+/// With contrib/prosody/mod_stratus_multicast.lua, Prosody's domain is its own multicast service
+/// (XEP-0033 section 2.1, found on the domain's disco#info with its limit): the notifications
+/// after discovery go to it as one stanza each and every subscriber gets each item once, in
+/// order, without the address list (section 4.6.3).
+#[tokio::test]
+async fn prosody_with_the_module_fans_out_one_stanza_per_publish() {
+    let server = Server::start_private_multicast();
+    let ready = "through its multicast service localhost (XEP-0033, up to 99 addresses";
+    let (got, ids, log) = scenario(&server, None, ready, 5).await;
+    for g in got {
+        assert_eq!(g, ids);
+    }
+    let through = log
+        .lines()
+        .filter(|l| l.contains("to 3 subscribers at localhost through localhost"))
+        .count();
+    assert_eq!(through, 5, "{log}");
+    server.stop();
+}
+
+fn multicast(from: &str, id: &str, addresses: &[(&str, &str)], extra: &str) -> String {
+    let list: String = addresses
+        .iter()
+        .map(|(kind, jid)| format!("<address type='{kind}' jid='{jid}'{extra}/>"))
+        .collect();
+    format!(
+        "<message from='{from}' to='localhost' id='{id}' type='headline'><body>{id}</body>\
+         <addresses xmlns='{ADDRESS}'>{list}</addresses></message>"
+    )
+}
+
+/// Waits for the error answer to stanza `id`; returns its condition.
+async fn refusal(c: &mut RawComponent, id: &str) -> String {
+    loop {
+        let e = c.next().await;
+        if e.get_attr("id") == Some(id) {
+            assert_eq!(e.get_attr("type"), Some("error"), "{e}");
+            return error_condition(&e).unwrap_or_default();
+        }
+    }
+}
+
+async fn nothing_for(c: &mut Client, what: &str) {
+    let got = c
+        .wait_for(std::time::Duration::from_millis(700), |e| {
+            e.name() == "message" && e.get_child("body", NS_CLIENT).is_some()
+        })
+        .await;
+    assert!(got.is_err(), "{what}: {got:?}");
+}
+
+/// The module's rules, as XEP-0033 gives them: a stanza it cannot deliver in full is refused
+/// as a whole (section 5 step 5) with the conditions of section 8: `forbidden` for a sender
+/// that may not use the service (a user) and for addresses it does not serve (another domain),
+/// `not-acceptable` over the limit, `jid-malformed` for a bad address; nothing is delivered
+/// then. A delivered copy carries the to/cc addresses marked delivered='true' and no bcc
+/// (steps 6 to 8), and an address already marked delivered is not delivered again.
+#[tokio::test]
+async fn prosody_module_follows_xep_0033_rules() {
+    let server = Server::start_private_multicast();
+    let mut comp = RawComponent::connect(&server, "pubsub.localhost").await;
+    let mut a = new_user(&server, "mra").await;
+    let mut b = new_user(&server, "mrb").await;
+    let mut user = new_user(&server, "mru").await;
+    let (ja, jb) = (a.jid().to_string(), b.jid().to_string());
+
+    // Section 2.1: the domain advertises the feature and its limit (XEP-0128 form).
+    comp.send(
+        "<iq type='get' id='d1' from='pubsub.localhost' to='localhost'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    let info = loop {
+        let e = comp.next().await;
+        if e.get_attr("id") == Some("d1") {
+            break e;
+        }
+    };
+    let limit = stratus::xmpp::multicast::multicast_limit(info.children().next().unwrap());
+    assert_eq!(limit, Some(99), "{info}");
+
+    // Another domain among the addresses: refused whole, a at localhost gets nothing either.
+    comp.send(&multicast(
+        "pubsub.localhost",
+        "m1",
+        &[("bcc", &ja), ("bcc", "someone@example.net")],
+        "",
+    ))
+    .await;
+    assert_eq!(refusal(&mut comp, "m1").await, "forbidden");
+    // Over the limit.
+    let many: Vec<String> = (0..100).map(|i| format!("u{i}@localhost")).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|j| ("bcc", j.as_str())).collect();
+    comp.send(&multicast("pubsub.localhost", "m2", &many, ""))
+        .await;
+    assert_eq!(refusal(&mut comp, "m2").await, "not-acceptable");
+    // A malformed address.
+    comp.send(&multicast(
+        "pubsub.localhost",
+        "m3",
+        &[("bcc", &ja), ("bcc", "a b@localhost")],
+        "",
+    ))
+    .await;
+    assert_eq!(refusal(&mut comp, "m3").await, "jid-malformed");
+    // A user is not a trusted sender.
+    let from_user = Element::new("message", NS_CLIENT)
+        .attr("to", "localhost")
+        .attr("id", "m4")
+        .child(Element::new("body", NS_CLIENT).text("m4"))
+        .child(
+            Element::new("addresses", ADDRESS).child(
+                Element::new("address", ADDRESS)
+                    .attr("type", "bcc")
+                    .attr("jid", jb.clone()),
+            ),
+        );
+    user.send(&from_user).await.unwrap();
+    let e = user
+        .wait_for(T, |e| e.get_attr("id") == Some("m4"))
+        .await
+        .unwrap();
+    assert_eq!(error_condition(&e).as_deref(), Some("forbidden"), "{e}");
+    // Already delivered: nobody gets it.
+    comp.send(&multicast(
+        "pubsub.localhost",
+        "m5",
+        &[("to", &ja), ("cc", &jb)],
+        " delivered='true'",
+    ))
+    .await;
+    nothing_for(&mut a, "refused or already delivered stanzas reached a").await;
+    nothing_for(&mut b, "refused or already delivered stanzas reached b").await;
+
+    // Delivered: a is 'to', b is 'bcc'; both see a's address marked delivered, never b's.
+    comp.send(&multicast(
+        "pubsub.localhost",
+        "m6",
+        &[("to", &ja), ("bcc", &jb)],
+        "",
+    ))
+    .await;
+    for (c, me) in [(&mut a, &ja), (&mut b, &jb)] {
+        let m = c
+            .wait_for(T, |e| e.get_attr("id") == Some("m6"))
+            .await
+            .unwrap();
+        assert_eq!(m.get_attr("to"), Some(me.as_str()), "{m}");
+        assert_eq!(m.get_attr("from"), Some("pubsub.localhost"), "{m}");
+        let list: Vec<(Option<&str>, Option<&str>, Option<&str>)> = m
+            .get_child("addresses", ADDRESS)
+            .expect("the to address is kept")
+            .children()
+            .map(|x| {
+                (
+                    x.get_attr("type"),
+                    x.get_attr("jid"),
+                    x.get_attr("delivered"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            list,
+            vec![(Some("to"), Some(ja.as_str()), Some("true"))],
+            "{m}"
+        );
+        nothing_for(c, "a second copy").await;
+    }
+    server.stop();
 }

@@ -20,6 +20,12 @@ end
 -- PROSODY_TLS=1: c2s requires STARTTLS (certificate in certs/, made by scripts/xmpp-server.sh).
 local tls = os.getenv("PROSODY_TLS") == "1"
 if tls then table.insert(modules, "tls") end
+-- PROSODY_MULTICAST=DIR: XEP-0033 for the components, from DIR/mod_stratus_multicast.lua.
+local multicast = os.getenv("PROSODY_MULTICAST") or ""
+if multicast ~= "" then
+    plugin_paths = { multicast }
+    table.insert(modules, "stratus_multicast")
+end
 modules_enabled = modules
 modules_disabled = tls and { "s2s"; "pep"; "carbons"; "mam"; "offline" }
     or { "s2s"; "tls"; "pep"; "carbons"; "mam"; "offline" }

@@ -41,6 +41,8 @@ pub struct Server {
     pub dir: PathBuf,
     pub pep: bool,
     pub tls: bool,
+    /// Prosody loads contrib/prosody/mod_stratus_multicast.lua (XEP-0033 for components).
+    pub multicast: bool,
 }
 
 pub fn root() -> PathBuf {
@@ -76,6 +78,14 @@ impl Server {
         s
     }
 
+    /// A private Prosody with the project's XEP-0033 module (README, "Prosody: multicast").
+    pub fn start_private_multicast() -> Server {
+        let mut s = Server::unstarted(Kind::Prosody, false);
+        s.multicast = true;
+        s.start();
+        s
+    }
+
     fn start_private_with(kind: Kind, pep: bool) -> Server {
         let s = Server::unstarted(kind, pep);
         s.start();
@@ -96,6 +106,7 @@ impl Server {
             dir,
             pep,
             tls: false,
+            multicast: false,
         }
     }
 
@@ -114,6 +125,9 @@ impl Server {
         }
         if self.tls {
             cmd.arg("--tls-required");
+        }
+        if self.multicast {
+            cmd.arg("--multicast");
         }
         cmd.arg("--watch-pid").arg(std::process::id().to_string());
         let status = cmd.status().unwrap();
@@ -156,6 +170,7 @@ fn from_env(kind: Kind) -> Option<Server> {
         dir: PathBuf::new(),
         pep: false,
         tls: false,
+        multicast: false,
     })
 }
 
@@ -430,7 +445,8 @@ pub fn iq(kind: &str, to: &str, payload: Element) -> Element {
 }
 
 pub fn error_condition(reply: &Element) -> Option<String> {
-    let err = reply.get_child("error", NS_CLIENT)?;
+    // The error element is in the stream's namespace (jabber:client, or jabber:component:accept).
+    let err = reply.children().find(|c| c.name() == "error")?;
     err.children()
         .find(|c| c.ns() == "urn:ietf:params:xml:ns:xmpp-stanzas" && c.name() != "text")
         .map(|c| c.name().to_owned())
@@ -538,4 +554,65 @@ pub fn item_ids(reply: &Element) -> Vec<String> {
         .children()
         .map(|i| i.get_attr("id").unwrap_or_default().to_owned())
         .collect()
+}
+
+/// A bare XEP-0114 component connection, for talking to the server directly (as stratus would,
+/// but sending exactly the stanzas a test chooses).
+pub struct RawComponent {
+    events: tokio::sync::mpsc::Receiver<Result<stratus::xml::StreamEvent, stratus::xml::XmlError>>,
+    write: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RawComponent {
+    pub async fn connect(server: &Server, domain: &str) -> RawComponent {
+        use stratus::xml::StreamEvent;
+        use tokio::io::AsyncWriteExt;
+        let tcp = tokio::net::TcpStream::connect(server.component_addr())
+            .await
+            .unwrap();
+        let (read, mut write) = tcp.into_split();
+        let (events, _) =
+            stratus::xml::spawn_stream_reader(read, stratus::xml::Limits::default(), 64);
+        write
+            .write_all(
+                format!(
+                    "<stream:stream xmlns='jabber:component:accept' \
+                     xmlns:stream='http://etherx.jabber.org/streams' to='{domain}'>"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut c = RawComponent { events, write };
+        let id = match c.next_event().await {
+            StreamEvent::Open(h) => h.get_attr("id").unwrap().to_owned(),
+            other => panic!("expected a stream header, got {other:?}"),
+        };
+        let digest = stratus::component::handshake_digest(&id, SECRET);
+        c.send(&format!("<handshake>{digest}</handshake>")).await;
+        let h = c.next().await;
+        assert_eq!(h.name(), "handshake", "{h}");
+        c
+    }
+
+    async fn next_event(&mut self) -> stratus::xml::StreamEvent {
+        tokio::time::timeout(T, self.events.recv())
+            .await
+            .expect("nothing from the server")
+            .expect("stream ended")
+            .expect("bad XML from the server")
+    }
+
+    /// The next top-level element the server sends.
+    pub async fn next(&mut self) -> Element {
+        match self.next_event().await {
+            stratus::xml::StreamEvent::Stanza(e) => e,
+            other => panic!("expected a stanza, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, xml: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.write.write_all(xml.as_bytes()).await.unwrap();
+    }
 }

@@ -1,0 +1,128 @@
+-- mod_stratus_multicast: XEP-0033 (Extended Stanza Addressing) multicast for Prosody 0.12+,
+-- for trusted senders such as the stratus pubsub component.
+--
+-- Prosody has no XEP-0033 service of its own, so an external pubsub component must send one
+-- notification stanza per subscriber, and Prosody parses each of them. With this module loaded on
+-- a VirtualHost, the component sends one stanza with a list of `bcc` addresses to the host and
+-- Prosody copies it to each local recipient: one parse per notification instead of one per
+-- subscriber. Each copy goes through Prosody's normal routing (blocking, carbons, stream
+-- management, CSI and offline rules all apply to it as to any other message).
+--
+--   plugin_paths = { "/path/to/stratus/contrib/prosody" }
+--   VirtualHost "example.org"
+--       modules_enabled = { "stratus_multicast" }
+--       -- multicast_senders = { "pubsub.example.org" }  -- default: this server's components
+--       -- multicast_limit = 99           -- addresses per stanza (XEP-0033 §8: under 100)
+--       -- multicast_read_size = 65536    -- bytes per read on a sender's component stream
+--
+-- Only components may use it (those in `multicast_senders` when set), checked against the stream
+-- the stanza arrived on; anyone else gets `forbidden`. Only this host's users are delivered to: a
+-- stanza naming anyone else is refused as a whole (§5 step 5), so it never relays to other
+-- servers.
+
+local st = require "util.stanza";
+local jid_prep = require "util.jid".prep;
+local jid_host = require "util.jid".host;
+local dataform = require "util.dataforms".new;
+
+local xmlns_address = "http://jabber.org/protocol/address";
+local stanza_mt = st.stanza_mt;
+
+-- XEP-0033 §8: a configurable limit, "more than 20 and less than 100".
+local limit = module:get_option_number("multicast_limit", 99);
+local senders = module:get_option_set("multicast_senders", nil);
+local read_size = module:get_option_number("multicast_read_size", 65536);
+
+module:add_feature(xmlns_address);
+-- The limit, as a XEP-0128 extended disco#info form (the form ejabberd's mod_multicast uses).
+module:add_extension(dataform {
+	{ name = "FORM_TYPE", type = "hidden", value = xmlns_address };
+	{ name = "message", type = "text-single" };
+}:form({ message = tostring(limit) }, "result"));
+
+local function trusted(origin, from)
+	-- A component's stanzas carry its own domain: Prosody's mod_component refuses others.
+	if origin.type ~= "component" or jid_host(from) ~= origin.host then return false; end
+	if senders then return senders:contains(origin.host); end
+	return true;
+end
+
+-- One copy per recipient. The copies share the child elements of the template: building a
+-- message is Prosody's main cost per recipient after serialization, and nothing on Prosody's
+-- delivery path changes a routed message's children in place (what needs changes, such as
+-- stream management's delay stamps, clones first). Each copy gets its own attribute table and
+-- its own child lists, so adding or removing children on one copy does not affect the others.
+local function copy_for(template, to)
+	local attr = {};
+	for k, v in pairs(template.attr) do attr[k] = v; end
+	attr.to = to;
+	local copy = { name = template.name, attr = attr, tags = {} };
+	local tags = copy.tags;
+	for i = 1, #template do
+		local child = template[i];
+		copy[i] = child;
+		if child.name then tags[#tags + 1] = child; end
+	end
+	return setmetatable(copy, stanza_mt);
+end
+
+-- XEP-0033 §8 names the conditions; the whole stanza is refused, nothing is delivered (§5 step 5).
+local function refuse(origin, stanza, kind, condition, text)
+	origin.send(st.error_reply(stanza, kind, condition, text));
+	return true;
+end
+
+module:hook("message/host", function (event)
+	local origin, stanza = event.origin, event.stanza;
+	local addresses = stanza:get_child("addresses", xmlns_address);
+	if not addresses or stanza.attr.type == "error" then return; end
+	if not trusted(origin, stanza.attr.from or "") then
+		return refuse(origin, stanza, "auth", "forbidden", "Multicast is only for this server's trusted components");
+	end
+
+	-- Prosody reads a stream 4 KiB at a time by default (network_default_read_size), less than one
+	-- multicast stanza for 100 recipients: every subscriber's connection would then be flushed
+	-- once per notification. Reading a trusted component's stream in larger chunks lets one loop
+	-- iteration fan out several notifications and write them to each connection together.
+	if not origin.multicast_read_size and origin.conn and origin.conn.set_mode then
+		origin.multicast_read_size = read_size;
+		origin.conn:set_mode(read_size);
+	end
+
+	local recipients, count = {}, 0;
+	local keep = st.stanza("addresses", { xmlns = xmlns_address });
+	for address in addresses:childtags("address", xmlns_address) do
+		count = count + 1;
+		if count > limit then
+			return refuse(origin, stanza, "modify", "not-acceptable", "More than " .. limit .. " addresses");
+		end
+		local kind, delivered = address.attr.type, address.attr.delivered == "true";
+		if (kind == "to" or kind == "cc" or kind == "bcc") and not delivered then
+			if address.attr.uri or address.attr.node then
+				return refuse(origin, stanza, "modify", "jid-malformed", "Only 'jid' addresses are supported");
+			end
+			local to = jid_prep(address.attr.jid);
+			if not to then
+				return refuse(origin, stanza, "modify", "jid-malformed", "Invalid address");
+			end
+			if jid_host(to) ~= module.host then
+				return refuse(origin, stanza, "cancel", "forbidden", "Only addresses at " .. module.host .. " are delivered");
+			end
+			recipients[#recipients + 1] = to;
+		end
+		-- §5 steps 6 and 7: every address is marked delivered, bcc addresses are removed.
+		if kind ~= "bcc" then
+			local copy = st.clone(address);
+			if kind == "to" or kind == "cc" then copy.attr.delivered = "true"; end
+			keep:add_child(copy);
+		end
+	end
+
+	local template = st.clone(stanza);
+	template:remove_children("addresses", xmlns_address);
+	if #keep.tags > 0 then template:add_child(keep); end
+	for i = 1, #recipients do
+		module:send(copy_for(template, recipients[i]), origin);
+	end
+	return true;
+end, 10);
