@@ -4,6 +4,8 @@
 # Writes a markdown table to docs/benchmarks-latest.md (and JSON/HTML reports to bench-out/).
 #   scripts/bench.sh [N list] [W list] [items]     e.g. scripts/bench.sh "1 10 100 1000" "1 16" 200
 #   SERVERS=ejabberd scripts/bench.sh "100" "16" 200     (one server only; default both)
+# Prosody loads contrib/prosody/mod_stratus_multicast.lua (XEP-0033); "stratus-unicast" is a second
+# stratus with multicast off, as on a Prosody without it.
 # Server pinned to CPU 0, load tool to CPU 1; stratus to CPU $STRATUS_CPU (default 1: the server
 # keeps CPU 0 to itself, as its built-in pubsub has it; STRATUS_CPU=0 makes them share it).
 set -euo pipefail
@@ -65,17 +67,26 @@ PY
 for server in ${SERVERS:-prosody ejabberd}; do
   c2s=$(free_port) comp=$(free_port)
   if [ $server = prosody ]; then
-    taskset -c 0 "$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$c2s" "$comp" --watch-pid $$
+    taskset -c 0 "$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$c2s" "$comp" --multicast --watch-pid $$
   else
     taskset -c 0 "$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$c2s" "$comp" "$(free_port)" --builtin-pubsub --watch-pid $$
   fi
   taskset -c "$STRATUS_CPU" target/release/stratus --server "127.0.0.1:$comp" --domain pubsub.localhost --secret secret \
     --data-dir "$work/store-$server" --log-level warn > "$out/stratus-$server.log" 2>&1 &
   pids+=($!)
+  if [ $server = prosody ]; then
+    # The same without XEP-0033 (one stanza per subscriber), as on a Prosody without the module.
+    printf '[pubsub]\nmulticast = false\n' > "$work/unicast.toml"
+    taskset -c "$STRATUS_CPU" target/release/stratus --config "$work/unicast.toml" --server "127.0.0.1:$comp" \
+      --domain ps01.localhost --secret secret --data-dir "$work/store-unicast" --log-level warn \
+      > "$out/stratus-unicast-$server.log" 2>&1 &
+    pids+=($!)
+  fi
   sleep 1
   for w in $WS; do
     for n in $NS; do
       run $server "$c2s" stratus pubsub.localhost pubsub "$n" "$w"
+      if [ $server = prosody ]; then run $server "$c2s" stratus-unicast ps01.localhost pubsub "$n" "$w"; fi
       run $server "$c2s" builtin pubsub-builtin.localhost pubsub "$n" "$w"
       run $server "$c2s" raw - raw "$n" "$w"
     done

@@ -76,3 +76,28 @@ fn readme_quotes_the_ejabberd_multicast_module() {
         "scripts/templates/ejabberd.yml (mod_multicast)",
     );
 }
+
+#[test]
+fn readme_loads_the_prosody_multicast_module_as_the_tests_do() {
+    let readme = read("README.md");
+    let template = read("scripts/templates/prosody.cfg.lua");
+    // The module the test template loads exists where the README says, under the name it uses.
+    let module = "stratus_multicast";
+    assert!(
+        template.contains(&format!("table.insert(modules, \"{module}\")")),
+        "the test template no longer loads {module}"
+    );
+    assert!(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("contrib/prosody/mod_{module}.lua"))
+            .is_file()
+    );
+    assert_quoted(
+        &readme,
+        &[
+            "plugin_paths = { \"/path/to/stratus/contrib/prosody\" }".to_owned(),
+            format!("    modules_enabled = {{ \"{module}\" }}"),
+        ],
+        "the Prosody multicast snippet",
+    );
+}

@@ -27,6 +27,8 @@ local dataform = require "util.dataforms".new;
 
 local xmlns_address = "http://jabber.org/protocol/address";
 local stanza_mt = st.stanza_mt;
+local full_sessions = prosody.full_sessions;
+local xml_escape = require "util.stanza".xml_escape;
 
 -- XEP-0033 §8: a configurable limit, "more than 20 and less than 100".
 local limit = module:get_option_number("multicast_limit", 99);
@@ -47,6 +49,18 @@ local function trusted(origin, from)
 	return true;
 end
 
+-- Prosody's c2s send formats every stanza's top tag for a debug log line, even when debug
+-- logging is off: a clone and a serialization of the message per recipient. The copies carry
+-- this method instead, which gives the same text from the attributes alone.
+local function top_tag(self)
+	local parts = { "<", self.name };
+	for k, v in pairs(self.attr) do
+		parts[#parts + 1] = " " .. k .. "='" .. xml_escape(v) .. "'";
+	end
+	parts[#parts + 1] = ">";
+	return table.concat(parts);
+end
+
 -- One copy per recipient. The copies share the child elements of the template: building a
 -- message is Prosody's main cost per recipient after serialization, and nothing on Prosody's
 -- delivery path changes a routed message's children in place (what needs changes, such as
@@ -56,7 +70,7 @@ local function copy_for(template, to)
 	local attr = {};
 	for k, v in pairs(template.attr) do attr[k] = v; end
 	attr.to = to;
-	local copy = { name = template.name, attr = attr, tags = {} };
+	local copy = { name = template.name, attr = attr, tags = {}, top_tag = top_tag };
 	local tags = copy.tags;
 	for i = 1, #template do
 		local child = template[i];
@@ -101,7 +115,9 @@ module:hook("message/host", function (event)
 			if address.attr.uri or address.attr.node then
 				return refuse(origin, stanza, "modify", "jid-malformed", "Only 'jid' addresses are supported");
 			end
-			local to = jid_prep(address.attr.jid);
+			-- A connected resource's JID is already in canonical form: no need to prepare it.
+			local to = address.attr.jid;
+			if not full_sessions[to] then to = jid_prep(to); end
 			if not to then
 				return refuse(origin, stanza, "modify", "jid-malformed", "Invalid address");
 			end
