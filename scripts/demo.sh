@@ -17,7 +17,7 @@ mkdir -p "$data"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 C2S=$(free_port) COMP=$(free_port)
 "$root/scripts/xmpp-server.sh" stop "$data/prosody" 2>/dev/null || true
-"$root/scripts/xmpp-server.sh" start prosody "$data/prosody" "$C2S" "$COMP" --watch-pid $$
+"$root/scripts/xmpp-server.sh" start prosody "$data/prosody" "$C2S" "$COMP" --multicast --watch-pid $$
 
 target/debug/stratus --server "127.0.0.1:$COMP" --domain pubsub.localhost --secret secret \
   --data-dir "$data/store" &

@@ -876,9 +876,10 @@ impl StanzaHandler for Service {
         }
     }
 
-    async fn connected(&self, _out: &Outbox) {
+    async fn connected(&self, out: &Outbox) {
         if let Some(mc) = &self.inner.multicast {
             mc.reset();
+            mc.discover_parent(out);
         }
     }
 

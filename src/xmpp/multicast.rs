@@ -107,6 +107,18 @@ impl Multicast {
         None
     }
 
+    /// Starts discovery for the domain our own domain is a subdomain of (`example.org` for
+    /// `pubsub.example.org`): the server that routes us, where most subscribers usually are.
+    /// Done on connecting, so the first publishes after a start do not go one by one while
+    /// discovery runs.
+    pub fn discover_parent(self: &Arc<Self>, out: &Outbox) {
+        if let Some((_, parent)) = self.own_domain.split_once('.')
+            && !parent.is_empty()
+        {
+            self.service_for(parent, out);
+        }
+    }
+
     /// True when notifications to `recipient` were ever sent through `service`.
     pub fn sent_through(&self, service: &str, recipient: &Jid) -> bool {
         self.used
@@ -417,6 +429,29 @@ mod tests {
             "<message xmlns='{NS_COMPONENT}' type='error' id='x'><addresses xmlns='{NS_ADDRESS}'/></message>"
         ));
         assert!(resend_bounce(&other, "pubsub.x", |_| true).is_none());
+    }
+
+    /// On connecting, discovery starts for the server's own domain (XEP-0033 section 2.1:
+    /// disco#info to the domain first), without waiting for a first notification.
+    #[tokio::test]
+    async fn discovery_of_the_parent_domain_starts_on_connect() {
+        let (out, queue) = Outbox::new(16, NS_COMPONENT);
+        let mc = Arc::new(Multicast::new("pubsub.example.org", Arc::default()));
+        mc.discover_parent(&out);
+        let sent = tokio::time::timeout(Duration::from_secs(1), queue.lock().await.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            sent.contains("to='example.org'") && sent.contains(NS_DISCO_INFO),
+            "{sent}"
+        );
+        // While it runs, the domain is not asked again, and a one-label domain has no parent.
+        mc.discover_parent(&out);
+        let single = Arc::new(Multicast::new("localhost", Arc::default()));
+        single.discover_parent(&out);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(queue.lock().await.try_recv().is_err());
     }
 
     #[tokio::test]
