@@ -49,35 +49,77 @@ local function trusted(origin, from)
 	return true;
 end
 
--- Prosody's c2s send formats every stanza's top tag for a debug log line, even when debug
--- logging is off: a clone and a serialization of the message per recipient. The copies carry
--- this method instead, which gives the same text from the attributes alone.
-local function top_tag(self)
+-- A top-level element's start tag as Prosody's serializer writes it (without the closing '>'),
+-- or nil when an attribute is namespaced (those take Prosody's own path).
+local function start_tag(self)
 	local parts = { "<", self.name };
 	for k, v in pairs(self.attr) do
+		if k:find("\1", 1, true) then return nil; end
 		parts[#parts + 1] = " " .. k .. "='" .. xml_escape(v) .. "'";
 	end
-	parts[#parts + 1] = ">";
 	return table.concat(parts);
 end
 
--- One copy per recipient. The copies share the child elements of the template: building a
--- message is Prosody's main cost per recipient after serialization, and nothing on Prosody's
--- delivery path changes a routed message's children in place (what needs changes, such as
--- stream management's delay stamps, clones first). Each copy gets its own attribute table and
--- its own child lists, so adding or removing children on one copy does not affect the others.
-local function copy_for(template, to)
-	local attr = {};
-	for k, v in pairs(template.attr) do attr[k] = v; end
-	attr.to = to;
-	local copy = { name = template.name, attr = attr, tags = {}, top_tag = top_tag };
-	local tags = copy.tags;
-	for i = 1, #template do
-		local child = template[i];
-		copy[i] = child;
-		if child.name then tags[#tags + 1] = child; end
+-- Prosody's c2s send formats every stanza's top tag for a debug log line, even when debug
+-- logging is off: a clone and a serialization of the message per recipient. Copies answer it
+-- from their attributes alone.
+local copy_methods = setmetatable({
+	top_tag = function (self)
+		local open = start_tag(self);
+		if open then return open .. ">"; end
+		return stanza_mt.top_tag(self);
+	end;
+}, { __index = stanza_mt });
+
+-- The copies of one multicast stanza, one per recipient. Building and serializing the message
+-- is most of Prosody's cost per recipient, so the copies share the template's child elements
+-- and their serialization, done once:
+-- - nothing on Prosody's delivery path changes a routed message's children in place (what needs
+--   changes, such as stream management's delay stamps, clones first);
+-- - each copy has its own attribute table and child lists, so attributes, or children added or
+--   removed on one copy, affect neither the others nor what it serializes to: a copy whose
+--   children are no longer the template's is serialized by Prosody's own code;
+-- - a copy is a stanza to everyone else: getmetatable() gives util.stanza's metatable, so
+--   st.is_stanza(), st.clone() and stream management's checks treat it as one.
+local function copier(template)
+	local n = #template;
+	local children;
+	if n > 0 and template.attr.xmlns == nil then
+		local parts = {};
+		for i = 1, n do
+			local child = template[i];
+			parts[i] = child.name and tostring(child) or xml_escape(child);
+		end
+		children = table.concat(parts);
 	end
-	return setmetatable(copy, stanza_mt);
+	local copy_mt = {
+		__metatable = stanza_mt;
+		__index = copy_methods;
+		__tostring = function (t)
+			if children and #t == n and t.attr.xmlns == nil then
+				local same = true;
+				for i = 1, n do
+					if rawget(t, i) ~= template[i] then same = false; break; end
+				end
+				local open = same and start_tag(t);
+				if open then return open .. ">" .. children .. "</" .. t.name .. ">"; end
+			end
+			return stanza_mt.__tostring(t);
+		end;
+	};
+	return function (to)
+		local attr = {};
+		for k, v in pairs(template.attr) do attr[k] = v; end
+		attr.to = to;
+		local copy = { name = template.name, attr = attr, tags = {} };
+		local tags = copy.tags;
+		for i = 1, n do
+			local child = template[i];
+			copy[i] = child;
+			if child.name then tags[#tags + 1] = child; end
+		end
+		return setmetatable(copy, copy_mt);
+	end
 end
 
 -- XEP-0033 §8 names the conditions; the whole stanza is refused, nothing is delivered (§5 step 5).
@@ -137,8 +179,9 @@ module:hook("message/host", function (event)
 	local template = st.clone(stanza);
 	template:remove_children("addresses", xmlns_address);
 	if #keep.tags > 0 then template:add_child(keep); end
+	local copy_for = copier(template);
 	for i = 1, #recipients do
-		module:send(copy_for(template, recipients[i]), origin);
+		module:send(copy_for(recipients[i]), origin);
 	end
 	return true;
 end, 10);
