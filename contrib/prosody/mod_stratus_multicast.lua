@@ -49,28 +49,6 @@ local function trusted(origin, from)
 	return true;
 end
 
--- A top-level element's start tag as Prosody's serializer writes it (without the closing '>'),
--- or nil when an attribute is namespaced (those take Prosody's own path).
-local function start_tag(self)
-	local parts = { "<", self.name };
-	for k, v in pairs(self.attr) do
-		if k:find("\1", 1, true) then return nil; end
-		parts[#parts + 1] = " " .. k .. "='" .. xml_escape(v) .. "'";
-	end
-	return table.concat(parts);
-end
-
--- Prosody's c2s send formats every stanza's top tag for a debug log line, even when debug
--- logging is off: a clone and a serialization of the message per recipient. Copies answer it
--- from their attributes alone.
-local copy_methods = setmetatable({
-	top_tag = function (self)
-		local open = start_tag(self);
-		if open then return open .. ">"; end
-		return stanza_mt.top_tag(self);
-	end;
-}, { __index = stanza_mt });
-
 -- The copies of one multicast stanza, one per recipient. Building and serializing the message
 -- is most of Prosody's cost per recipient, so the copies share the template's child elements
 -- and their serialization, done once:
@@ -83,8 +61,31 @@ local copy_methods = setmetatable({
 --   st.is_stanza(), st.clone() and stream management's checks treat it as one.
 local function copier(template)
 	local n = #template;
+	-- The start tag every copy has until something changes its attributes: the template's
+	-- attributes, then the copy's own 'to' (same XML as Prosody writes; attribute order has no
+	-- meaning). None when an attribute is namespaced: Prosody writes those.
+	local template_attr, n_attr, prefix = template.attr, 0, { "<", template.name };
+	for k, v in pairs(template_attr) do
+		n_attr = n_attr + 1;
+		if k:find("\1", 1, true) then prefix = nil; break; end
+		if k ~= "to" then prefix[#prefix + 1] = " " .. k .. "='" .. xml_escape(v) .. "'"; end
+	end
+	if template_attr.to == nil then n_attr = n_attr + 1; end
+	prefix = prefix and table.concat(prefix);
+	local function start_tag(t)
+		if not prefix then return nil; end
+		local count = 0;
+		for k, v in pairs(t.attr) do
+			count = count + 1;
+			if k ~= "to" and template_attr[k] ~= v then return nil; end
+		end
+		if count ~= n_attr then return nil; end
+		return prefix .. " to='" .. xml_escape(t.attr.to) .. "'";
+	end
+	-- The children's XML, once (a copy's children are written in its namespace, which is
+	-- the template's: none, as for every routed stanza).
 	local children;
-	if n > 0 and template.attr.xmlns == nil then
+	if n > 0 and template_attr.xmlns == nil then
 		local parts = {};
 		for i = 1, n do
 			local child = template[i];
@@ -94,9 +95,17 @@ local function copier(template)
 	end
 	local copy_mt = {
 		__metatable = stanza_mt;
-		__index = copy_methods;
+		-- Prosody's c2s send formats every stanza's top tag for a debug log line, even with
+		-- debug logging off: a clone and a serialization per recipient, unless answered here.
+		__index = setmetatable({
+			top_tag = function (t)
+				local open = start_tag(t);
+				if open then return open .. ">"; end
+				return stanza_mt.top_tag(t);
+			end;
+		}, { __index = stanza_mt });
 		__tostring = function (t)
-			if children and #t == n and t.attr.xmlns == nil then
+			if children and #t == n then
 				local same = true;
 				for i = 1, n do
 					if rawget(t, i) ~= template[i] then same = false; break; end
@@ -109,7 +118,7 @@ local function copier(template)
 	};
 	return function (to)
 		local attr = {};
-		for k, v in pairs(template.attr) do attr[k] = v; end
+		for k, v in pairs(template_attr) do attr[k] = v; end
 		attr.to = to;
 		local copy = { name = template.name, attr = attr, tags = {} };
 		local tags = copy.tags;
@@ -176,8 +185,15 @@ module:hook("message/host", function (event)
 		end
 	end
 
-	local template = st.clone(stanza);
-	template:remove_children("addresses", xmlns_address);
+	-- The message without the address list (taken over, not copied: the stanza is ours).
+	local template = st.clone(stanza, true);
+	for i = 1, #stanza do
+		local child = stanza[i];
+		if child ~= addresses then
+			template[#template + 1] = child;
+			if child.name then template.tags[#template.tags + 1] = child; end
+		end
+	end
 	if #keep.tags > 0 then template:add_child(keep); end
 	local copy_for = copier(template);
 	for i = 1, #recipients do
