@@ -26,9 +26,11 @@ use super::{NS_DISCO_INFO, NS_DISCO_ITEMS};
 /// Addresses per stanza when the service does not advertise its limit: what ejabberd accepts from
 /// senders outside its own hosts (components included) by default.
 pub const DEFAULT_LIMIT: usize = 20;
-/// Addresses per stanza at most, whatever the service allows (keeps stanzas well under the
-/// servers' stanza size limits).
-pub const MAX_LIMIT: usize = 500;
+/// Addresses per stanza at most, whatever the service allows: XEP-0033 section 8 puts a
+/// service's limit under 100, and ejabberd fanned 1,000 subscribers out faster from stanzas of
+/// 100 addresses than of 500 (33-37k against 30-31k notifications/s); it also keeps stanzas far
+/// under the servers' size limits.
+pub const MAX_LIMIT: usize = 100;
 /// Components of a server asked whether they are its multicast service.
 const MAX_PROBES: usize = 24;
 const DISCO_TIMEOUT: Duration = Duration::from_secs(5);
