@@ -28,7 +28,7 @@ local dataform = require "util.dataforms".new;
 local xmlns_address = "http://jabber.org/protocol/address";
 local stanza_mt = st.stanza_mt;
 local full_sessions = prosody.full_sessions;
-local xml_escape = require "util.stanza".xml_escape;
+local xml_escape = st.xml_escape;
 
 -- XEP-0033 §8: a configurable limit, "more than 20 and less than 100".
 local limit = module:get_option_number("multicast_limit", 99);
@@ -154,7 +154,7 @@ module:hook("message/host", function (event)
 		origin.conn:set_mode(read_size);
 	end
 
-	local recipients, count = {}, 0;
+	local recipients, seen, count = {}, {}, 0;
 	local keep = st.stanza("addresses", { xmlns = xmlns_address });
 	for address in addresses:childtags("address", xmlns_address) do
 		count = count + 1;
@@ -175,7 +175,11 @@ module:hook("message/host", function (event)
 			if jid_host(to) ~= module.host then
 				return refuse(origin, stanza, "cancel", "forbidden", "Only addresses at " .. module.host .. " are delivered");
 			end
-			recipients[#recipients + 1] = to;
+			-- An address listed twice gets one copy.
+			if not seen[to] then
+				seen[to] = true;
+				recipients[#recipients + 1] = to;
+			end
 		end
 		-- §5 steps 6 and 7: every address is marked delivered, bcc addresses are removed.
 		if kind ~= "bcc" then
