@@ -199,13 +199,9 @@ fn multicast(from: &str, id: &str, addresses: &[(&str, &str)], extra: &str) -> S
 
 /// Waits for the error answer to stanza `id`; returns its condition.
 async fn refusal(c: &mut RawComponent, id: &str) -> String {
-    loop {
-        let e = c.next().await;
-        if e.get_attr("id") == Some(id) {
-            assert_eq!(e.get_attr("type"), Some("error"), "{e}");
-            return error_condition(&e).unwrap_or_default();
-        }
-    }
+    let e = c.reply(id).await;
+    assert_eq!(e.get_attr("type"), Some("error"), "{e}");
+    error_condition(&e).unwrap_or_default()
 }
 
 async fn nothing_for(c: &mut Client, what: &str) {
@@ -238,12 +234,7 @@ async fn prosody_module_follows_xep_0033_rules() {
          <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
     )
     .await;
-    let info = loop {
-        let e = comp.next().await;
-        if e.get_attr("id") == Some("d1") {
-            break e;
-        }
-    };
+    let info = comp.reply("d1").await;
     let limit = stratus::xmpp::multicast::multicast_limit(info.children().next().unwrap());
     assert_eq!(limit, Some(99), "{info}");
 

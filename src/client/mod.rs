@@ -172,6 +172,20 @@ const READER_LIMITS: Limits = Limits {
 };
 
 impl RawStream {
+    /// A stream over a connection's two halves: a reader task parses `read`.
+    fn over(
+        read: impl tokio::io::AsyncRead + Send + Unpin + 'static,
+        write: impl AsyncWrite + Send + Unpin + 'static,
+        domain: &str,
+    ) -> RawStream {
+        let (events, _task) = spawn_stream_reader(read, READER_LIMITS, 1024);
+        RawStream {
+            events,
+            write: Box::new(write),
+            domain: domain.into(),
+        }
+    }
+
     /// Connects, opens the stream and negotiates STARTTLS as `cfg` asks; returns the stream and
     /// the features to authenticate with.
     async fn open(cfg: &ClientConfig) -> Result<(RawStream, Element), ClientError> {
@@ -190,12 +204,7 @@ impl RawStream {
             // Plaintext: the reader replays what was consumed, then reads the socket.
             let (read, write) = tcp.into_split();
             let replay = std::io::Cursor::new(consumed).chain(read);
-            let (events, _task) = spawn_stream_reader(replay, READER_LIMITS, 1024);
-            let mut s = RawStream {
-                events,
-                write: Box::new(write),
-                domain: domain.into(),
-            };
+            let mut s = RawStream::over(replay, write, domain);
             let features = s.header_and_features().await?;
             return Ok((s, features));
         }
@@ -216,12 +225,7 @@ impl RawStream {
             .await
             .map_err(|e| ClientError::Tls(format!("handshake with {addr}: {e}")))?;
         let (read, write) = tokio::io::split(stream);
-        let (events, _task) = spawn_stream_reader(read, READER_LIMITS, 1024);
-        let mut s = RawStream {
-            events,
-            write: Box::new(write),
-            domain: domain.into(),
-        };
+        let mut s = RawStream::over(read, write, domain);
         let features = s.restart().await?;
         Ok((s, features))
     }

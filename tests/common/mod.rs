@@ -611,6 +611,17 @@ impl RawComponent {
         }
     }
 
+    /// The next element the server sends with this id (an IQ answer, an error bounce),
+    /// passing over the others.
+    pub async fn reply(&mut self, id: &str) -> Element {
+        loop {
+            let e = self.next().await;
+            if e.get_attr("id") == Some(id) {
+                return e;
+            }
+        }
+    }
+
     pub async fn send(&mut self, xml: &str) {
         use tokio::io::AsyncWriteExt;
         self.write.write_all(xml.as_bytes()).await.unwrap();
