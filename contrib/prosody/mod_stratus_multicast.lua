@@ -149,10 +149,7 @@ module:hook("message/host", function (event)
 	-- multicast stanza for 100 recipients: every subscriber's connection would then be flushed
 	-- once per notification. Reading a trusted component's stream in larger chunks lets one loop
 	-- iteration fan out several notifications and write them to each connection together.
-	if not origin.multicast_read_size and origin.conn and origin.conn.set_mode then
-		origin.multicast_read_size = read_size;
-		origin.conn:set_mode(read_size);
-	end
+	if origin.conn and origin.conn.set_mode then origin.conn:set_mode(read_size); end
 
 	local recipients, seen, count = {}, {}, 0;
 	local keep = st.stanza("addresses", { xmlns = xmlns_address });
