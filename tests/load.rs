@@ -8,14 +8,25 @@ use std::process::{Command, Output};
 use common::*;
 
 async fn load(server: &Server, service: &str, node: &str, prefix: &str) -> Output {
+    load_with(server, service, node, prefix, &[]).await
+}
+
+async fn load_with(
+    server: &Server,
+    service: &str,
+    node: &str,
+    prefix: &str,
+    extra: &[String],
+) -> Output {
     let (addr, service, node) = (server.c2s_addr(), service.to_owned(), node.to_owned());
-    let prefix = prefix.to_owned();
+    let (prefix, extra) = (prefix.to_owned(), extra.to_vec());
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_stratus-load"))
             .args(["--server", &addr, "--domain", "localhost"])
             .args(["--service", &service, "--node", &node])
             .args(["-N", "1", "-W", "1", "-M", "2", "--quiet", "--drain", "5"])
             .args(["--prefix", &prefix])
+            .args(extra)
             .output()
             .unwrap()
     })
@@ -30,13 +41,46 @@ fn stderr(o: &Output) -> String {
 async fn create_refusals_end_the_run(kind: Kind) {
     let server = shared(kind);
     let lease = lease_domain(server);
-    let _stratus = Stratus::start(server, &lease.domain);
+    let stratus = Stratus::start(server, &lease.domain);
     // Created by the first run, reused (conflict) by the second: same accounts, same owner.
+    // The second also reports stratus's CPU time per notification (--cpu-pid).
     let (node, prefix) = (unique("reuse"), unique("ld"));
-    for _ in 0..2 {
-        let o = load(server, &lease.domain, &node, &prefix).await;
+    let cpu = [
+        "--cpu-pid".to_owned(),
+        format!("stratus={}", stratus.child.id()),
+    ];
+    let mut out = String::new();
+    for extra in [&[][..], &cpu[..]] {
+        let o = load_with(server, &lease.domain, &node, &prefix, extra).await;
         assert!(o.status.success(), "{}", stderr(&o));
+        out = String::from_utf8_lossy(&o.stdout).into_owned();
     }
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("CPU of stratus (pid {}): ", stratus.child.id())))
+        .unwrap_or_else(|| panic!("no CPU line in {out}"));
+    let per_notification: f64 = line
+        .rsplit(", ")
+        .next()
+        .and_then(|s| s.split(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(per_notification > 0.0, "{line}");
+    // A process that is not there ends the run before any login, naming it.
+    let o = load_with(
+        server,
+        &lease.domain,
+        &node,
+        &prefix,
+        &["--cpu-pid".to_owned(), "gone=999999999".to_owned()],
+    )
+    .await;
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("cannot read the CPU time of gone (pid 999999999)"),
+        "{}",
+        stderr(&o)
+    );
     // No such service: the server's error answers the creation.
     let o = load(server, "nosuch.localhost", "n", &prefix).await;
     assert!(!o.status.success());

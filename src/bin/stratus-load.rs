@@ -76,6 +76,23 @@ struct Args {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// NAME=PID of a local process (the XMPP server, the pubsub component) whose CPU time from
+    /// the first publish to the last notification is reported, per notification. Repeatable.
+    #[arg(long = "cpu-pid", value_name = "NAME=PID", value_parser = parse_cpu_pid)]
+    cpu_pids: Vec<(String, u32)>,
+}
+
+fn parse_cpu_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=PID, got {s:?}"))?;
+    let pid = pid
+        .parse()
+        .map_err(|_| format!("{pid:?} is not a process id"))?;
+    if name.is_empty() {
+        return Err(format!("expected NAME=PID, got {s:?}"));
+    }
+    Ok((name.to_owned(), pid))
 }
 
 fn main() -> ExitCode {
@@ -98,6 +115,7 @@ fn main() -> ExitCode {
         tls: a.starttls,
         tls_insecure: a.tls_insecure,
         drain: Duration::from_secs_f64(a.drain),
+        cpu_pids: a.cpu_pids,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

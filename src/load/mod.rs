@@ -63,6 +63,47 @@ pub struct LoadConfig {
     pub tls_insecure: bool,
     /// How long to wait for stragglers after the last publish.
     pub drain: Duration,
+    /// Local processes (name, pid) whose CPU time the run reports, per notification: the
+    /// server's and the pubsub component's cost of the load, beside its speed.
+    pub cpu_pids: Vec<(String, u32)>,
+}
+
+/// On-CPU time of a local process so far, all its threads (Linux: /proc/PID/task/*/schedstat).
+/// Threads that ended are not counted: fine for a server's long-lived scheduler threads.
+pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
+    let mut ns: u64 = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let on_cpu = text
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok());
+        let Some(on_cpu) = on_cpu else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("unexpected {}: {text:?}", path.display()),
+            ));
+        };
+        ns += on_cpu;
+    }
+    Ok(Duration::from_nanos(ns))
+}
+
+/// CPU time of the watched processes now; a process that cannot be read is an error naming it.
+fn cpu_snapshot(pids: &[(String, u32)]) -> Result<Vec<Duration>, ClientError> {
+    pids.iter()
+        .map(|(name, pid)| {
+            process_cpu(*pid).map_err(|e| {
+                ClientError::Protocol(format!(
+                    "cannot read the CPU time of {name} (pid {pid}): {e}"
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Shared measurement state.
@@ -191,6 +232,8 @@ fn payload(size: usize) -> Element {
 
 /// Runs the whole load: connect, set up the node and subscriptions, publish, drain, report.
 pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError> {
+    // A wrong pid is said before the clients log in.
+    cpu_snapshot(&cfg.cpu_pids)?;
     let publishers = connect_all(&cfg, "p", cfg.publishers).await?;
     let mut subscribers = connect_all(&cfg, "s", cfg.subscribers).await?;
     let mut publishers = publishers;
@@ -273,6 +316,7 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
             s.close().await;
         }));
     }
+    let cpu_before = cpu_snapshot(&cfg.cpu_pids)?;
     let started = Instant::now();
     let deadline = cfg.duration.map(|d| started + d);
     let mut pubs = Vec::new();
@@ -317,6 +361,7 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = started.elapsed();
+    let cpu_after = cpu_snapshot(&cfg.cpu_pids)?;
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         let _ = r.await;
@@ -340,6 +385,11 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
         publish_elapsed,
         elapsed,
         expected,
+        cpu_before
+            .iter()
+            .zip(&cpu_after)
+            .map(|(b, a)| a.saturating_sub(*b))
+            .collect(),
     ))
 }
 
@@ -515,4 +565,44 @@ async fn publish_loop(
     }
     drop(inflight);
     let _ = reader.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_cpu_counts_every_thread() {
+        let me = std::process::id();
+        let before = process_cpu(me).unwrap();
+        // Busy for 200 ms in another thread (still alive when measured): counted although not
+        // the main thread.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let busy = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_millis(200);
+            let mut x = 0u64;
+            while Instant::now() < until {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            let _ = rx.recv();
+        });
+        std::thread::sleep(Duration::from_millis(250));
+        let after = process_cpu(me).unwrap();
+        tx.send(()).unwrap();
+        busy.join().unwrap();
+        assert!(
+            after.saturating_sub(before) >= Duration::from_millis(150),
+            "{before:?} -> {after:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_process_is_named() {
+        let err = cpu_snapshot(&[("server".to_owned(), 999_999_999)]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot read the CPU time of server (pid 999999999)"),
+            "{err}"
+        );
+    }
 }

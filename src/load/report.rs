@@ -56,6 +56,18 @@ pub struct Report {
     pub timeline: Vec<(u64, f64, f64, u64)>,
     /// (upper bound ms, count) buckets of the e2e latency histogram.
     pub buckets: Vec<(f64, u64)>,
+    /// CPU time of the watched processes (`--cpu-pid`) from the first publish to the last
+    /// notification.
+    pub cpu: Vec<CpuUse>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuUse {
+    pub name: String,
+    pub pid: u32,
+    pub cpu_s: f64,
+    /// Microseconds of CPU per notification received (0 when none was).
+    pub us_per_notification: f64,
 }
 
 impl Report {
@@ -65,6 +77,7 @@ impl Report {
         publish_elapsed: Duration,
         elapsed: Duration,
         expected: u64,
+        cpu: Vec<Duration>,
     ) -> Report {
         let e2e = s.e2e.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let ack = s.ack.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -113,6 +126,21 @@ impl Report {
             e2e: Latency::of(&e2e),
             timeline,
             buckets,
+            cpu: cfg
+                .cpu_pids
+                .iter()
+                .zip(cpu)
+                .map(|((name, pid), used)| CpuUse {
+                    name: name.clone(),
+                    pid: *pid,
+                    cpu_s: used.as_secs_f64(),
+                    us_per_notification: if received == 0 {
+                        0.0
+                    } else {
+                        used.as_secs_f64() * 1e6 / received as f64
+                    },
+                })
+                .collect(),
         }
     }
 
@@ -164,6 +192,13 @@ impl Report {
             "notifications expected {}, received {}, lost {}, duplicated {}",
             self.notifications_expected, self.notifications_received, self.lost, self.duplicates
         );
+        for c in &self.cpu {
+            let _ = writeln!(
+                t,
+                "CPU of {} (pid {}): {:.3} s, {:.1} us per notification",
+                c.name, c.pid, c.cpu_s, c.us_per_notification
+            );
+        }
         t
     }
 
