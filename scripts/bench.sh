@@ -4,8 +4,9 @@
 # Writes a markdown table to docs/benchmarks-latest.md (and JSON/HTML reports to bench-out/).
 #   scripts/bench.sh [N list] [W list] [items]     e.g. scripts/bench.sh "1 10 100 1000" "1 16" 200
 #   SERVERS=ejabberd scripts/bench.sh "100" "16" 200     (one server only; default both)
-# Prosody loads contrib/prosody/mod_stratus_multicast.lua (XEP-0033); "stratus-unicast" is a second
-# stratus with multicast off, as on a Prosody without it.
+#   REPEAT=5 scripts/bench.sh "100" "16" 200             (each cell the median of 5 interleaved runs)
+# Both servers load the project's XEP-0033 module (contrib/prosody, contrib/ejabberd); on Prosody,
+# "stratus-unicast" is a second stratus with multicast off, as on a Prosody without the module.
 # Server pinned to CPU 0, load tool to CPU 1; stratus to CPU $STRATUS_CPU (default 1: the server
 # keeps CPU 0 to itself, as its built-in pubsub has it; STRATUS_CPU=0 makes them share it).
 set -euo pipefail
@@ -15,6 +16,7 @@ NS=${1:-"1 10 100 1000"}
 WS=${2:-"1 16"}
 M=${3:-200}
 STRATUS_CPU=${STRATUS_CPU:-1}
+REPEAT=${REPEAT:-1}
 
 "$root/scripts/xmpp-server.sh" install
 cargo build --release --locked --bin stratus --bin stratus-load
@@ -37,7 +39,7 @@ mkdir -p "$root/docs"
   echo "# Side-by-side run $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null); ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null); stratus $(git rev-parse --short HEAD)."
-  echo "Command: STRATUS_CPU=$STRATUS_CPU scripts/bench.sh \"$NS\" \"$WS\" $M (one publisher, $M items of 100 bytes, subscribers on full JIDs)."
+  echo "Command: STRATUS_CPU=$STRATUS_CPU REPEAT=$REPEAT scripts/bench.sh \"$NS\" \"$WS\" $M (one publisher, $M items of 100 bytes, subscribers on full JIDs; each cell is the median of $REPEAT run(s), the services' runs interleaved, each on a fresh node; lost is the sum)."
   echo "Placement: server on CPU 0, load tool on CPU 1, stratus on CPU $STRATUS_CPU."
   echo
   echo "CPU columns: microseconds of CPU per notification, from the first publish to the last notification, of the XMPP server process and of the stratus process (stratus-load --cpu-pid)."
@@ -46,27 +48,42 @@ mkdir -p "$root/docs"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$table"
 
-run() { # server c2s service-label service mode N W [stratus-pid]
-  local server=$1 c2s=$2 label=$3 service=$4 mode=$5 n=$6 w=$7 spid=${8:-}
-  local name="$server-$label-N$n-W$w"
+run() { # server c2s service-label service mode N W rep [stratus-pid]: one measurement
+  local server=$1 c2s=$2 label=$3 service=$4 mode=$5 n=$6 w=$7 rep=$8 spid=${9:-}
+  local name="$server-$label-N$n-W$w-r$rep"
   local cpu=(--cpu-pid "server=$(cat "$work/$server/server.pid")")
   [ -n "$spid" ] && cpu+=(--cpu-pid "stratus=$spid")
   if taskset -c 1 target/release/stratus-load --quiet "${cpu[@]}" --server "127.0.0.1:$c2s" --service "$service" \
-      --node "bench-$label-$n-$w" --mode "$mode" -N "$n" -W "$w" -M "$M" --prefix "b$n" \
+      --node "bench-$label-$n-$w-$rep" --mode "$mode" -N "$n" -W "$w" -M "$M" --prefix "b$n" \
       --json "$out/$name.json" --html "$out/$name.html" --drain 30 > "$out/$name.txt" 2>&1; then :; fi
-  python3 - "$out/$name.json" "$server" "$label" "$w" "$n" >> "$table" <<'PY'
-import json, sys
-try:
-    r = json.load(open(sys.argv[1]))
-except Exception:
-    print(f"| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {sys.argv[5]} | failed | | | | | | | | | | |"); sys.exit()
-a, e = r["ack"], r["e2e"]
-ack50 = f'{a["p50_ms"]:.2f}' if a["count"] else "-"
-ack99 = f'{a["p99_ms"]:.2f}' if a["count"] else "-"
-cpu = {c["name"]: f'{c["us_per_notification"]:.1f}' for c in r.get("cpu", [])}
-print(f'| {sys.argv[2]} | {sys.argv[3]} | {sys.argv[4]} | {sys.argv[5]} | {ack50} | {ack99} | {e["p50_ms"]:.2f} | {e["p90_ms"]:.2f} | {e["p99_ms"]:.2f} | {e["max_ms"]:.2f} | {r["publishes_per_s"]:.0f} | {r["notifications_per_s"]:.0f} | {r["lost"]} | {cpu.get("server", "-")} | {cpu.get("stratus", "-")} |')
-PY
   echo "done $name" >&2
+}
+
+row() { # server service-label N W: the table row, each column the median of the repetitions
+  python3 - "$out" "$1" "$2" "$3" "$4" "$REPEAT" >> "$table" <<'PY'
+import json, statistics, sys
+out, server, label, n, w, reps = sys.argv[1:]
+runs = []
+for rep in range(1, int(reps) + 1):
+    try:
+        runs.append(json.load(open(f"{out}/{server}-{label}-N{n}-W{w}-r{rep}.json")))
+    except Exception:
+        pass
+if len(runs) < int(reps):
+    print(f"| {server} | {label} | {w} | {n} | failed ({int(reps) - len(runs)} of {reps} runs) | | | | | | | | | | |")
+    sys.exit()
+med = lambda f: statistics.median(f(r) for r in runs)
+acked = all(r["ack"]["count"] for r in runs)
+ack50 = f'{med(lambda r: r["ack"]["p50_ms"]):.2f}' if acked else "-"
+ack99 = f'{med(lambda r: r["ack"]["p99_ms"]):.2f}' if acked else "-"
+def cpu(name):
+    vals = [c["us_per_notification"] for r in runs for c in r.get("cpu", []) if c["name"] == name]
+    return f"{statistics.median(vals):.1f}" if len(vals) == len(runs) else "-"
+e = lambda k: f'{med(lambda r: r["e2e"][k]):.2f}'
+print(f'| {server} | {label} | {w} | {n} | {ack50} | {ack99} | {e("p50_ms")} | {e("p90_ms")} | {e("p99_ms")} | {e("max_ms")} '
+      f'| {med(lambda r: r["publishes_per_s"]):.0f} | {med(lambda r: r["notifications_per_s"]):.0f} '
+      f'| {sum(r["lost"] for r in runs)} | {cpu("server")} | {cpu("stratus")} |')
+PY
 }
 
 for server in ${SERVERS:-prosody ejabberd}; do
@@ -74,7 +91,7 @@ for server in ${SERVERS:-prosody ejabberd}; do
   if [ $server = prosody ]; then
     taskset -c 0 "$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$c2s" "$comp" --multicast --watch-pid $$
   else
-    taskset -c 0 "$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$c2s" "$comp" "$(free_port)" --builtin-pubsub --watch-pid $$
+    taskset -c 0 "$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$c2s" "$comp" "$(free_port)" --builtin-pubsub --multicast --watch-pid $$
   fi
   taskset -c "$STRATUS_CPU" target/release/stratus --server "127.0.0.1:$comp" --domain pubsub.localhost --secret secret \
     --data-dir "$work/store-$server" --log-level warn > "$out/stratus-$server.log" 2>&1 &
@@ -90,10 +107,17 @@ for server in ${SERVERS:-prosody ejabberd}; do
   sleep 1
   for w in $WS; do
     for n in $NS; do
-      run $server "$c2s" stratus pubsub.localhost pubsub "$n" "$w" "$stratus_pid"
-      if [ $server = prosody ]; then run $server "$c2s" stratus-unicast ps01.localhost pubsub "$n" "$w" "$unicast_pid"; fi
-      run $server "$c2s" builtin pubsub-builtin.localhost pubsub "$n" "$w"
-      run $server "$c2s" raw - raw "$n" "$w"
+      # Repetitions interleaved, so that the VM's speed swings reach every service alike.
+      for rep in $(seq "$REPEAT"); do
+        run $server "$c2s" stratus pubsub.localhost pubsub "$n" "$w" "$rep" "$stratus_pid"
+        if [ $server = prosody ]; then run $server "$c2s" stratus-unicast ps01.localhost pubsub "$n" "$w" "$rep" "$unicast_pid"; fi
+        run $server "$c2s" builtin pubsub-builtin.localhost pubsub "$n" "$w" "$rep"
+        run $server "$c2s" raw - raw "$n" "$w" "$rep"
+      done
+      row $server stratus "$n" "$w"
+      if [ $server = prosody ]; then row $server stratus-unicast "$n" "$w"; fi
+      row $server builtin "$n" "$w"
+      row $server raw "$n" "$w"
     done
   done
 done

@@ -3,7 +3,7 @@
 #
 #   scripts/xmpp-server.sh install
 #   scripts/xmpp-server.sh start prosody  DIR C2S_PORT COMPONENT_PORT [--pep] [--tls-required] [--multicast] [--watch-pid PID]
-#   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--pep] [--watch-pid PID]
+#   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--pep] [--multicast] [--watch-pid PID]
 #   scripts/xmpp-server.sh stop DIR
 #   scripts/xmpp-server.sh register DIR USER PASSWORD     (user@localhost)
 #
@@ -12,8 +12,10 @@
 # --builtin-pubsub (ejabberd) adds mod_pubsub on pubsub-builtin.localhost (Prosody always has it)
 #   for side-by-side benchmarks.
 # --tls-required (Prosody) makes c2s require STARTTLS, with a self-signed certificate for localhost.
-# --multicast (Prosody) loads contrib/prosody/mod_stratus_multicast.lua on localhost (XEP-0033 for
-#   the server's components, as the README shows); ejabberd always has its own mod_multicast.
+# --multicast loads the project's XEP-0033 module for the server's components on localhost, as the
+#   README shows: Prosody contrib/prosody/mod_stratus_multicast.lua; ejabberd
+#   contrib/ejabberd/mod_stratus_multicast.erl, compiled here (ejabberd always has its own
+#   mod_multicast on multicast.localhost besides).
 # --pep delegates the pubsub namespaces of localhost's users to pubsub.localhost (XEP-0355) and
 # grants it roster, message and presence privileges (XEP-0356), as the README's PEP snippets do.
 # Both servers get the component domains pubsub.localhost and ps01..ps16.localhost, secret "secret";
@@ -71,14 +73,14 @@ watch() { # DIR PID
 
 start() {
   local kind=$1 dir=$2 c2s=$3 comp=$4; shift 4
-  local dist="" watch_pid="" pep=0 builtin=0 tls=0 multicast=""
+  local dist="" watch_pid="" pep=0 builtin=0 tls=0 multicast="" code_path=()
   if [ "$kind" = ejabberd ]; then dist=${1:?DIST_PORT required for ejabberd}; shift; fi
   while [ $# -gt 0 ]; do
     case $1 in
       --pep) pep=1; shift ;;
       --builtin-pubsub) builtin=1; shift ;;
       --tls-required) tls=1; shift ;;
-      --multicast) multicast=$(cd "$here/../contrib/prosody" && pwd); shift ;;
+      --multicast) multicast=1; shift ;;
       --watch-pid) watch_pid=$2; shift 2 ;;
       *) die "unknown option $1" ;;
     esac
@@ -99,7 +101,7 @@ start() {
           -out "$dir/certs/localhost.crt" 2>/dev/null
       fi
       PROSODY_DIR=$dir PROSODY_C2S_PORT=$c2s PROSODY_COMPONENT_PORT=$comp PROSODY_PEP=$pep PROSODY_TLS=$tls \
-        PROSODY_MULTICAST=$multicast \
+        PROSODY_MULTICAST=${multicast:+$(cd "$here/../contrib/prosody" && pwd)} \
         setsid prosody --config "$dir/prosody.cfg.lua" -F </dev/null >"$dir/stdout.log" 2>&1 &
       echo $! > "$dir/server.pid"
       ;;
@@ -111,12 +113,22 @@ start() {
       local pep_modules=""
       [ "$pep" = 1 ] && pep_modules=$(cat "$here/templates/ejabberd-pep.yml")
       [ "$builtin" = 1 ] && pep_modules+=$'\n'"  mod_pubsub: {hosts: [pubsub-builtin.localhost], plugins: [flat], access_createnode: all}"
+      if [ -n "$multicast" ]; then
+        # On ejabberd's code path with -pa, as the README's ERL_OPTIONS line does.
+        local ebin="$dir/ebin" xmpp_include
+        xmpp_include=$(ls -d /usr/lib/erlang/lib/p1_xmpp-*/include /usr/lib/erlang/lib/xmpp-*/include 2>/dev/null | head -1 || true)
+        mkdir -p "$ebin"
+        erlc -pa "$(ls -d /usr/lib/*/ejabberd-*/ebin | head -1)" -I "$xmpp_include" -o "$ebin" \
+          "$here/../contrib/ejabberd/mod_stratus_multicast.erl"
+        pep_modules+=$'\n'"  mod_stratus_multicast: {}"
+        code_path=(-pa "$ebin")
+      fi
       sed -e "s/@C2S_PORT@/$c2s/" -e "s/@COMPONENT_PORT@/$comp/" "$here/templates/ejabberd.yml" \
         | awk -v h="$hosts" -v p="$pep_modules" '{ if ($0 == "@COMPONENT_HOSTS@") print h; else if ($0 == "@PEP_MODULES@") print p; else print }' > "$dir/ejabberd.yml"
       echo "ejd$c2s" > "$dir/node"; echo "$dist" > "$dir/dist_port"
       ejabberd_env "$dir"
       setsid erl -sname "ejd$c2s@localhost" -setcookie stratus-test -erl_epmd_port "$dist" -start_epmd false \
-        -kernel inet_dist_use_interface "{127,0,0,1}" +K true +P 250000 -noinput \
+        -kernel inet_dist_use_interface "{127,0,0,1}" +K true +P 250000 -noinput "${code_path[@]}" \
         -mnesia dir "\"$dir/db\"" -s ejabberd </dev/null >"$dir/stdout.log" 2>&1 &
       echo $! > "$dir/server.pid"
       ;;

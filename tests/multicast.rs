@@ -166,13 +166,13 @@ async fn refused_multicast_is_delivered_one_by_one() {
     );
 }
 
-/// With contrib/prosody/mod_stratus_multicast.lua, Prosody's domain is its own multicast service
+/// With the project's module (contrib/prosody/mod_stratus_multicast.lua,
+/// contrib/ejabberd/mod_stratus_multicast.erl), the server's domain is its own multicast service
 /// (XEP-0033 section 2.1, found on the domain's disco#info with its limit): every notification
 /// goes to it as one stanza and every subscriber gets each item once, in order, without the
 /// address list (section 4.6.3).
-#[tokio::test]
-async fn prosody_with_the_module_fans_out_one_stanza_per_publish() {
-    let server = Server::start_private_multicast();
+async fn module_fans_out_one_stanza_per_publish(kind: Kind) {
+    let server = Server::start_private_multicast(kind);
     let ready = "through its multicast service localhost (XEP-0033, up to 99 addresses";
     let (got, ids, log) = scenario(&server, None, ready, 6).await;
     for g in got {
@@ -184,6 +184,16 @@ async fn prosody_with_the_module_fans_out_one_stanza_per_publish() {
         .count();
     assert_eq!(through, 6, "{log}");
     server.stop();
+}
+
+#[tokio::test]
+async fn prosody_with_the_module_fans_out_one_stanza_per_publish() {
+    module_fans_out_one_stanza_per_publish(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_with_the_module_fans_out_one_stanza_per_publish() {
+    module_fans_out_one_stanza_per_publish(Kind::Ejabberd).await;
 }
 
 fn multicast(from: &str, id: &str, addresses: &[(&str, &str)], extra: &str) -> String {
@@ -219,9 +229,8 @@ async fn nothing_for(c: &mut Client, what: &str) {
 /// `not-acceptable` over the limit, `jid-malformed` for a bad address; nothing is delivered
 /// then. A delivered copy carries the to/cc addresses marked delivered='true' and no bcc
 /// (steps 6 to 8), and an address already marked delivered is not delivered again.
-#[tokio::test]
-async fn prosody_module_follows_xep_0033_rules() {
-    let server = Server::start_private_multicast();
+async fn module_follows_xep_0033_rules(kind: Kind) {
+    let server = Server::start_private_multicast(kind);
     let mut comp = RawComponent::connect(&server, "pubsub.localhost").await;
     let mut a = new_user(&server, "mra").await;
     let mut b = new_user(&server, "mrb").await;
@@ -326,4 +335,14 @@ async fn prosody_module_follows_xep_0033_rules() {
         nothing_for(c, "a second copy").await;
     }
     server.stop();
+}
+
+#[tokio::test]
+async fn prosody_module_follows_xep_0033_rules() {
+    module_follows_xep_0033_rules(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_module_follows_xep_0033_rules() {
+    module_follows_xep_0033_rules(Kind::Ejabberd).await;
 }

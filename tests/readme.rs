@@ -101,3 +101,26 @@ fn readme_loads_the_prosody_multicast_module_as_the_tests_do() {
         "the Prosody multicast snippet",
     );
 }
+
+#[test]
+fn readme_builds_and_loads_the_ejabberd_multicast_module_as_the_tests_do() {
+    let readme = read("README.md");
+    let script = read("scripts/xmpp-server.sh");
+    // The module line the test servers get, and the file the script compiles, as the README says.
+    let line = "  mod_stratus_multicast: {}";
+    assert!(
+        script.contains(&format!("\"{line}\"")),
+        "scripts/xmpp-server.sh no longer loads the module with {line:?}"
+    );
+    let source = "contrib/ejabberd/mod_stratus_multicast.erl";
+    assert!(script.contains(source), "the script compiles another file");
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR")).join(source).is_file());
+    assert_quoted(
+        &readme,
+        &[
+            line.to_owned(),
+            format!("    erlc -I /usr/lib/erlang/lib/p1_xmpp-*/include {source}"),
+        ],
+        "the ejabberd multicast module",
+    );
+}

@@ -114,11 +114,17 @@ impl Multicast {
     /// Done on connecting, so the first publishes after a start do not go one by one while
     /// discovery runs.
     pub fn discover_parent(self: &Arc<Self>, out: &Outbox) {
-        if let Some((_, parent)) = self.own_domain.split_once('.')
-            && !parent.is_empty()
-        {
+        if let Some(parent) = self.parent() {
             self.service_for(parent, out);
         }
+    }
+
+    /// The domain our own domain is a subdomain of: the server that routes us.
+    fn parent(&self) -> Option<&str> {
+        self.own_domain
+            .split_once('.')
+            .map(|(_, parent)| parent)
+            .filter(|p| !p.is_empty())
     }
 
     /// True when notifications to `recipient` were ever sent through `service`.
@@ -148,7 +154,16 @@ impl Multicast {
     /// (any answer, even an error) only after the stanzas queued before it. Bounded by a timeout.
     /// A service that lets one go unanswered is not waited for again (its publishers are then
     /// answered at once, as without multicast).
+    ///
+    /// No wait when the service is the server that routes us, on its own domain (the project's
+    /// modules for Prosody and ejabberd): it fans a stanza out while reading it from our stream,
+    /// before the next one, so the publish answer sent after the notification already reaches
+    /// the publisher after the copies left, as a built-in service's answer does. The ping and its
+    /// answer would only cost that server two more stanzas per publish.
     pub async fn barrier(&self, out: &Outbox, service: &str) {
+        if self.parent() == Some(service) {
+            return;
+        }
         let unanswered = || self.no_barrier.lock().unwrap_or_else(|e| e.into_inner());
         if unanswered().contains(service) {
             return;
@@ -454,6 +469,22 @@ mod tests {
         single.discover_parent(&out);
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(queue.lock().await.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn no_barrier_when_the_service_is_our_own_server() {
+        let (out, queue) = Outbox::new(16, NS_COMPONENT);
+        let mc = Multicast::new("pubsub.example.org", Arc::default());
+        let started = std::time::Instant::now();
+        mc.barrier(&out, "example.org").await;
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(queue.lock().await.try_recv().is_err());
+        // Another server's domain, or a service beside it, is still waited for.
+        let waiting = tokio::spawn(async move { mc.barrier(&out, "multicast.example.org").await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sent = queue.lock().await.try_recv().unwrap();
+        assert!(sent.contains("to='multicast.example.org'"), "{sent}");
+        waiting.abort();
     }
 
     #[tokio::test]

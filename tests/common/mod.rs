@@ -41,7 +41,7 @@ pub struct Server {
     pub dir: PathBuf,
     pub pep: bool,
     pub tls: bool,
-    /// Prosody loads contrib/prosody/mod_stratus_multicast.lua (XEP-0033 for components).
+    /// The server loads the project's XEP-0033 module for components (contrib/).
     pub multicast: bool,
 }
 
@@ -78,9 +78,10 @@ impl Server {
         s
     }
 
-    /// A private Prosody with the project's XEP-0033 module (README, "Prosody: multicast").
-    pub fn start_private_multicast() -> Server {
-        let mut s = Server::unstarted(Kind::Prosody, false);
+    /// A private server with the project's XEP-0033 module for components (README, "multicast"):
+    /// contrib/prosody/mod_stratus_multicast.lua or contrib/ejabberd/mod_stratus_multicast.erl.
+    pub fn start_private_multicast(kind: Kind) -> Server {
+        let mut s = Server::unstarted(kind, false);
         s.multicast = true;
         s.start();
         s

@@ -1,0 +1,254 @@
+%%% mod_stratus_multicast: XEP-0033 (Extended Stanza Addressing) multicast on an ejabberd virtual
+%%% host itself, for this server's components such as the stratus pubsub service.
+%%%
+%%% ejabberd's own mod_multicast serves XEP-0033 from multicast.HOST. For a component it decodes
+%%% every address twice (once into its records, once more per copy) and groups them with generic
+%%% code: with 100 addresses per notification that is about a fifth of ejabberd's whole cost per
+%%% delivered notification. This module serves the host's own JID (XEP-0033 section 2.1: the
+%%% server itself) to trusted local components only and reads the address list as it arrived:
+%%% one JID preparation per address, one message built per stanza, each copy routed with
+%%% ejabberd_router:route/1 like any other message (privacy lists, blocking, carbons, stream
+%%% management and offline storage apply as usual).
+%%%
+%%% Build (erlc from erlang-base; the include directory is the xmpp library's):
+%%%   erlc -I /usr/lib/erlang/lib/p1_xmpp-*/include mod_stratus_multicast.erl
+%%% Install: copy mod_stratus_multicast.beam to
+%%%   $HOME/.ejabberd-modules/mod_stratus_multicast/ebin/   (HOME of the ejabberd user)
+%%% or to ejabberd's own ebin directory, then in ejabberd.yml:
+%%%   modules:
+%%%     mod_stratus_multicast: {}        # limit: 99, senders: [] (= this server's components)
+%%%
+%%% Rules (XEP-0033): only bare domains routed by this server that are not one of its virtual
+%%% hosts (its components and services), or those listed in `senders`, may use it; anyone else
+%%% sending an address list to the host gets `forbidden`. Only this host's users are delivered
+%%% to. A stanza that cannot be delivered in full is refused whole (section 5 step 5) with the
+%%% section 8 conditions: not-acceptable over `limit` addresses, jid-malformed for an address
+%%% that is not a valid JID, forbidden for another domain. to/cc addresses are kept in the
+%%% copies marked delivered='true', bcc addresses are removed, an address already marked
+%%% delivered is skipped, and an address listed twice gets one copy.
+
+-module(mod_stratus_multicast).
+
+-behaviour(gen_mod).
+
+-export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1, mod_options/1, mod_doc/0]).
+-export([route/1, disco_features/5, disco_info/5]).
+
+-include("xmpp.hrl").
+
+start(Host, _Opts) ->
+    ejabberd_hooks:add(local_send_to_resource_hook, Host, ?MODULE, route, 50),
+    ejabberd_hooks:add(disco_local_features, Host, ?MODULE, disco_features, 50),
+    %% After mod_disco's own handler (100), which drops what came before it.
+    ejabberd_hooks:add(disco_info, Host, ?MODULE, disco_info, 110),
+    ok.
+
+stop(Host) ->
+    ejabberd_hooks:delete(local_send_to_resource_hook, Host, ?MODULE, route, 50),
+    ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
+    ejabberd_hooks:delete(disco_info, Host, ?MODULE, disco_info, 110),
+    ok.
+
+reload(_Host, _NewOpts, _OldOpts) ->
+    ok.
+
+depends(_Host, _Opts) ->
+    [].
+
+%% XEP-0033 section 8: "more than 20 and less than 100".
+mod_opt_type(limit) ->
+    econf:int(2, 1000);
+mod_opt_type(senders) ->
+    econf:list(econf:domain()).
+
+mod_options(_Host) ->
+    [{limit, 99}, {senders, []}].
+
+mod_doc() ->
+    #{desc => ["XEP-0033 multicast on the virtual host itself, for this server's components "
+               "(the stratus pubsub service sends one notification stanza for up to 'limit' "
+               "subscribers)."]}.
+
+%%% Disco (XEP-0033 section 2.1): the feature for those who may use it, and the limit as a
+%%% XEP-0128 form (the form mod_multicast uses).
+
+disco_features({error, _} = Acc, _From, _To, _Node, _Lang) ->
+    Acc;
+disco_features(Acc, From, #jid{lserver = Host}, <<"">>, _Lang) ->
+    case trusted(Host, From) of
+        true ->
+            Features = case Acc of
+                           {result, Fs} -> Fs;
+                           _ -> []
+                       end,
+            {result, [?NS_ADDRESS | Features]};
+        false ->
+            Acc
+    end;
+disco_features(Acc, _From, _To, _Node, _Lang) ->
+    Acc.
+
+disco_info(Acc, Host, mod_disco, <<"">>, _Lang) ->
+    Limit = gen_mod:get_module_opt(Host, ?MODULE, limit),
+    [#xdata{type = result,
+            fields = [#xdata_field{var = <<"FORM_TYPE">>, type = hidden,
+                                   values = [?NS_ADDRESS]},
+                      #xdata_field{var = <<"message">>,
+                                   values = [integer_to_binary(Limit)]}]}
+     | Acc];
+disco_info(Acc, _Host, _Module, _Node, _Lang) ->
+    Acc.
+
+trusted(Host, #jid{luser = <<"">>, lserver = Sender}) ->
+    case gen_mod:get_module_opt(Host, ?MODULE, senders) of
+        [] ->
+            ejabberd_router:is_my_route(Sender) andalso
+                not ejabberd_router:is_my_host(Sender);
+        Senders ->
+            lists:member(Sender, Senders)
+    end;
+trusted(_Host, _From) ->
+    false.
+
+%%% Routing: messages to the host's own JID come here (ejabberd_local runs this hook for every
+%%% stanza to the bare host that is not an IQ), in the sender's routing process, so a later IQ
+%%% from the same sender (stratus's barrier ping) is answered after the copies are routed.
+
+route(#message{type = error}) ->
+    ok;
+route(#message{to = #jid{lserver = Host}, from = From} = Msg) ->
+    Els = xmpp:get_els(Msg),
+    case lists:partition(fun is_addresses/1, Els) of
+        {[], _} ->
+            ok;
+        {[Addresses | _], Rest} ->
+            case trusted(Host, From) of
+                true ->
+                    Limit = gen_mod:get_module_opt(Host, ?MODULE, limit),
+                    deliver(Msg, Host, Limit, children(Addresses), Rest);
+                false ->
+                    refuse(Msg, xmpp:err_forbidden(
+                                  <<"Multicast is only for this server's components">>,
+                                  xmpp:get_lang(Msg)))
+            end,
+            stop
+    end;
+route(_Packet) ->
+    ok.
+
+is_addresses(#xmlel{name = <<"addresses">>} = El) ->
+    xmpp:get_ns(El) == ?NS_ADDRESS;
+is_addresses(#addresses{}) ->
+    true;
+is_addresses(_) ->
+    false.
+
+children(#xmlel{children = Children}) ->
+    [C || #xmlel{name = <<"address">>} = C <- Children];
+children(#addresses{} = A) ->
+    children(xmpp:encode(A)).
+
+deliver(Msg, _Host, Limit, Addresses, _Rest) when length(Addresses) > Limit ->
+    Text = <<"More than ", (integer_to_binary(Limit))/binary, " addresses">>,
+    refuse(Msg, xmpp:err_not_acceptable(Text, xmpp:get_lang(Msg)));
+deliver(Msg, Host, _Limit, Addresses, Rest) ->
+    case collect(Addresses, {Host, xmpp:get_lang(Msg)}, #{}, [], []) of
+        {ok, Recipients, Kept} ->
+            Els = case Kept of
+                      [] -> Rest;
+                      _ -> Rest ++ [#xmlel{name = <<"addresses">>,
+                                           attrs = [{<<"xmlns">>, ?NS_ADDRESS}],
+                                           children = Kept}]
+                  end,
+            Template = xmpp:set_els(Msg, Els),
+            lists:foreach(fun(To) -> ejabberd_router:route(xmpp:set_to(Template, To)) end,
+                          Recipients);
+        {error, Err} ->
+            refuse(Msg, Err)
+    end.
+
+%% The recipients in order (each once) and the addresses the copies keep (section 5 steps 6-8).
+collect([], _Ctx, _Seen, Recipients, Kept) ->
+    {ok, lists:reverse(Recipients), lists:reverse(Kept)};
+collect([#xmlel{attrs = Attrs} = A | More], Ctx, Seen, Recipients, Kept) ->
+    Type = attr(<<"type">>, Attrs),
+    Delivery = (Type == <<"to">> orelse Type == <<"cc">> orelse Type == <<"bcc">>)
+        andalso attr(<<"delivered">>, Attrs) /= <<"true">>,
+    Kept1 = case Type of
+                <<"bcc">> -> Kept;
+                T when T == <<"to">>; T == <<"cc">> ->
+                    [A#xmlel{attrs = lists:keystore(<<"delivered">>, 1, Attrs,
+                                                     {<<"delivered">>, <<"true">>})} | Kept];
+                _ -> [A | Kept]
+            end,
+    case Delivery of
+        false ->
+            collect(More, Ctx, Seen, Recipients, Kept1);
+        true ->
+            case recipient(Attrs, Ctx) of
+                {ok, To} ->
+                    Key = jid:tolower(To),
+                    case maps:is_key(Key, Seen) of
+                        true ->
+                            collect(More, Ctx, Seen, Recipients, Kept1);
+                        false ->
+                            collect(More, Ctx, Seen#{Key => true}, [To | Recipients], Kept1)
+                    end;
+                {error, _} = Err ->
+                    Err
+            end
+    end.
+
+recipient(Attrs, {Host, Lang}) ->
+    case {attr(<<"uri">>, Attrs), attr(<<"node">>, Attrs), attr(<<"jid">>, Attrs)} of
+        {<<"">>, <<"">>, J} when J /= <<"">> ->
+            try decode(J) of
+                #jid{lserver = Host} = To ->
+                    {ok, To};
+                #jid{} ->
+                    {error, xmpp:err_forbidden(
+                              <<"Only addresses at ", Host/binary, " are delivered">>,
+                              Lang)}
+            catch _:{bad_jid, _} ->
+                    {error, xmpp:err_jid_malformed(<<"Invalid address">>, Lang)}
+            end;
+        _ ->
+            {error, xmpp:err_jid_malformed(<<"Only 'jid' addresses are supported">>,
+                                           Lang)}
+    end.
+
+%% jid:decode/1 (string preparation of each part) was the largest cost of a copy here. The same
+%% subscribers come back in every notification: the sender's routing process (one per component
+%% connection, gone with it) keeps the decoded JIDs, at most ?CACHE of them.
+-define(CACHE, 20000).
+
+decode(J) ->
+    case get({?MODULE, J}) of
+        #jid{} = Cached ->
+            Cached;
+        undefined ->
+            Decoded = jid:decode(J),
+            N = case get({?MODULE, size}) of
+                    undefined -> 0;
+                    Size -> Size
+                end,
+            if N >= ?CACHE ->
+                    [erase(K) || {{?MODULE, _} = K, _} <- get()],
+                    put({?MODULE, size}, 1);
+               true ->
+                    put({?MODULE, size}, N + 1)
+            end,
+            put({?MODULE, J}, Decoded),
+            Decoded
+    end.
+
+attr(Name, Attrs) ->
+    case lists:keyfind(Name, 1, Attrs) of
+        {_, V} -> V;
+        false -> <<"">>
+    end.
+
+%% XEP-0033 section 8: the whole stanza comes back, addresses included, so that the sender
+%% can deliver it some other way.
+refuse(Msg, Err) ->
+    ejabberd_router:route_error(Msg, Err).
