@@ -68,29 +68,28 @@ pub struct LoadConfig {
     pub cpu_pids: Vec<(String, u32)>,
 }
 
-/// On-CPU time of a local process so far, all its threads (Linux: /proc/PID/task/*/schedstat).
-/// Threads that ended are not counted: fine for a server's long-lived scheduler threads.
+/// Clock ticks per second of /proc's CPU times: USER_HZ, 100 on Linux whatever the kernel's HZ.
+const USER_HZ: u64 = 100;
+
+/// CPU time (user + system) of a local process so far, all its threads, those that ended
+/// included (Linux: /proc/PID/stat; 10 ms resolution). Threads come and go in a run (a runtime's
+/// blocking pool), so summing the live ones' times would lose theirs.
 pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
-    let mut ns: u64 = 0;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        // A thread may end between the listing and the read.
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let on_cpu = text
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse::<u64>().ok());
-        let Some(on_cpu) = on_cpu else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("unexpected {}: {text:?}", path.display()),
-            ));
-        };
-        ns += on_cpu;
-    }
-    Ok(Duration::from_nanos(ns))
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path)?;
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 14th and 15th fields of the line, the 12th and 13th after the name.
+    let ticks = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
+        .and_then(|f| Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?));
+    let Some(ticks) = ticks else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unexpected {path}: {text:?}"),
+        ));
+    };
+    Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
 /// CPU time of the watched processes now; a process that cannot be read is an error naming it.
@@ -572,26 +571,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn process_cpu_counts_every_thread() {
+    fn process_cpu_counts_every_thread_even_ended_ones() {
         let me = std::process::id();
         let before = process_cpu(me).unwrap();
-        // Busy for 200 ms in another thread (still alive when measured): counted although not
-        // the main thread.
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let busy = std::thread::spawn(move || {
-            let until = Instant::now() + Duration::from_millis(200);
+        // Busy for 300 ms in a thread that then ends: its time stays the process's.
+        std::thread::spawn(|| {
+            let until = Instant::now() + Duration::from_millis(300);
             let mut x = 0u64;
             while Instant::now() < until {
                 x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
             }
-            let _ = rx.recv();
-        });
-        std::thread::sleep(Duration::from_millis(250));
+        })
+        .join()
+        .unwrap();
         let after = process_cpu(me).unwrap();
-        tx.send(()).unwrap();
-        busy.join().unwrap();
         assert!(
-            after.saturating_sub(before) >= Duration::from_millis(150),
+            after.saturating_sub(before) >= Duration::from_millis(200),
             "{before:?} -> {after:?}"
         );
     }
