@@ -30,6 +30,7 @@ install() {
   command -v prosody >/dev/null || need+=(prosody)
   [ -d /usr/lib/prosody/modules/mod_privilege ] || need+=(prosody-modules)
   [ -d /usr/lib/x86_64-linux-gnu/ejabberd ] || ls -d /usr/lib/*/ejabberd-* >/dev/null 2>&1 || need+=(ejabberd)
+  command -v erlc >/dev/null || need+=(erlang-base)  # compiles contrib/ejabberd's module (--multicast)
   command -v openssl >/dev/null || need+=(openssl)  # certificates for --tls-required
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing ${need[*]}" >&2
