@@ -1,5 +1,6 @@
 //! stratus-load through real Prosody and ejabberd: an existing node is reused (XEP-0060 8.1.2,
-//! `conflict`), any other refusal of the node creation ends the run with the service's answer.
+//! `conflict`), any other refusal of the node creation ends the run with the service's answer;
+//! `--cpu-pid` reports the CPU time of the processes it names, or ends the run when one is gone.
 
 mod common;
 
@@ -38,16 +39,38 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A process that spins until dropped.
+struct Spinner(std::process::Child);
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 async fn create_refusals_end_the_run(kind: Kind) {
     let server = shared(kind);
     let lease = lease_domain(server);
     let stratus = Stratus::start(server, &lease.domain);
     // Created by the first run, reused (conflict) by the second: same accounts, same owner.
-    // The second also reports stratus's CPU time per notification (--cpu-pid).
+    // The second also reports the CPU time of two processes (--cpu-pid): stratus, and one that
+    // spins all along (stratus's own time for two items can be under the 10 ms resolution).
     let (node, prefix) = (unique("reuse"), unique("ld"));
+    let busy = Spinner(
+        Command::new("sh")
+            .args(["-c", "while :; do :; done"])
+            .spawn()
+            .unwrap(),
+    );
+    // Two publishes 0.25 s apart: a window long enough for the spinner to show.
     let cpu = [
         "--cpu-pid".to_owned(),
         format!("stratus={}", stratus.child.id()),
+        "--cpu-pid".to_owned(),
+        format!("busy={}", busy.0.id()),
+        "--rate".to_owned(),
+        "4".to_owned(),
     ];
     let mut out = String::new();
     for extra in [&[][..], &cpu[..]] {
@@ -55,17 +78,22 @@ async fn create_refusals_end_the_run(kind: Kind) {
         assert!(o.status.success(), "{}", stderr(&o));
         out = String::from_utf8_lossy(&o.stdout).into_owned();
     }
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(&format!("CPU of stratus (pid {}): ", stratus.child.id())))
-        .unwrap_or_else(|| panic!("no CPU line in {out}"));
-    let per_notification: f64 = line
-        .rsplit(", ")
-        .next()
-        .and_then(|s| s.split(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"));
-    assert!(per_notification > 0.0, "{line}");
+    let per_notification = |name: &str, pid: u32| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("CPU of {name} (pid {pid}): ")))
+            .unwrap_or_else(|| panic!("no CPU line for {name} in {out}"));
+        line.rsplit(", ")
+            .next()
+            .and_then(|s| s.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"))
+    };
+    assert!(per_notification("stratus", stratus.child.id()) >= 0.0);
+    // Two notifications in at least 0.25 s: well over 10 ms of CPU for a process that never
+    // stops, even sharing the two cores with the servers.
+    let spun = per_notification("busy", busy.0.id());
+    assert!(spun >= 5_000.0, "busy: {spun} us per notification\n{out}");
     // A process that is not there ends the run before any login, naming it.
     let o = load_with(
         server,
