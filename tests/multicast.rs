@@ -1,9 +1,10 @@
 //! XEP-0033 multicast of notifications through real servers: ejabberd's mod_multicast fans out
 //! one stanza per publish; Prosody has no multicast service and gets one message per subscriber,
-//! unless it loads the project's module (contrib/prosody/mod_stratus_multicast.lua), which makes
-//! the domain itself the service; a multicast service that refuses (ejabberd, for
-//! nomulticast.localhost) bounces the stanza and stratus delivers it itself. Every subscriber gets every item exactly once, and never learns
-//! who the other subscribers are (the addresses are `bcc`, XEP-0033 section 4.6.3).
+//! unless it loads the project's module (contrib/prosody, contrib/ejabberd), which makes the
+//! domain itself the service; a multicast service that refuses (ejabberd, for
+//! nomulticast.localhost) bounces the stanza and stratus delivers it itself. Every subscriber
+//! gets every item exactly once, and never learns who the other subscribers are (the addresses
+//! are `bcc`, XEP-0033 section 4.6.3).
 
 mod common;
 
@@ -345,4 +346,71 @@ async fn prosody_module_follows_xep_0033_rules() {
 #[tokio::test]
 async fn ejabberd_module_follows_xep_0033_rules() {
     module_follows_xep_0033_rules(Kind::Ejabberd).await;
+}
+
+/// More subscribers at one server than the service's limit (99 with the modules; XEP-0033
+/// section 8): each notification goes out as several stanzas of at most 99 addresses, and all
+/// 120 subscribers get each of the items once (stratus-load counts per item and subscriber).
+async fn more_subscribers_than_the_limit(kind: Kind) {
+    let server = Server::start_private_multicast(kind);
+    let lease = lease_domain(&server);
+    let mut stratus = Stratus::start(&server, &lease.domain);
+    stratus.wait_log("through its multicast service localhost", 1, T);
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let (addr, svc, path) = (
+        server.c2s_addr(),
+        lease.domain.clone(),
+        report.path().to_owned(),
+    );
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_stratus-load"))
+            .args([
+                "--server",
+                &addr,
+                "--domain",
+                "localhost",
+                "--service",
+                &svc,
+            ])
+            .args([
+                "--node", "many", "-N", "120", "-W", "1", "-M", "3", "--quiet",
+            ])
+            .args(["--prefix", &unique("mcl"), "--drain", "10"])
+            .arg("--json")
+            .arg(&path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    assert_eq!(r["notifications_expected"], 360, "{r}");
+    assert_eq!(r["notifications_received"], 360, "{r}");
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["duplicates"], 0, "{r}");
+    let log = stratus.log_text();
+    for size in [99, 21] {
+        let n = log
+            .lines()
+            .filter(|l| {
+                l.contains(&format!(
+                    "to {size} subscribers at localhost through localhost"
+                ))
+            })
+            .count();
+        assert_eq!(n, 3, "stanzas of {size} addresses\n{log}");
+    }
+    server.stop();
+}
+
+#[tokio::test]
+async fn prosody_module_splits_at_its_limit() {
+    more_subscribers_than_the_limit(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_module_splits_at_its_limit() {
+    more_subscribers_than_the_limit(Kind::Ejabberd).await;
 }
