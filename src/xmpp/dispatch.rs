@@ -218,12 +218,14 @@ impl Inner {
             self.send_notifications(&notifications, out).await;
             return;
         };
-        // Notifications first; when some went to a multicast service, the answer waits until
-        // that service has fanned them out (an IQ it answers after them, in order): the
+        // Notifications first; when some went to a multicast service other than our own
+        // server's domain (`Multicast::needs_barrier`), the answer waits until that service has
+        // fanned them out (an IQ it answers after them, in order): the
         // publisher is paced by the server's delivery, as with a built-in service, instead of
         // filling the service's queue. The wait runs in its own task, counted as in flight so
         // that a graceful shutdown still sends the answer.
-        let services = self.send_notifications(&notifications, out).await;
+        let mut services = self.send_notifications(&notifications, out).await;
+        services.retain(|s| mc.needs_barrier(s));
         let barriers = !services.is_empty();
         let (me, out, id) = (self.clone(), out.clone(), iq.id.clone());
         let answer = async move {

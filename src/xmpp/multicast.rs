@@ -150,18 +150,22 @@ impl Multicast {
         );
     }
 
+    /// Whether a publish answer must wait for `service` to fan out ([`Multicast::barrier`]). Not
+    /// when the service is the server that routes us, on its own domain (the project's modules
+    /// for Prosody and ejabberd): it fans a stanza out while reading it from our stream, before
+    /// the next one, so the publish answer sent after the notification already reaches the
+    /// publisher after the copies left, as a built-in service's answer does. A ping and its
+    /// answer would only cost that server two more stanzas per publish.
+    pub fn needs_barrier(&self, service: &str) -> bool {
+        self.parent() != Some(service)
+    }
+
     /// Completes once `service` has handled everything sent to it so far: it answers an IQ
     /// (any answer, even an error) only after the stanzas queued before it. Bounded by a timeout.
     /// A service that lets one go unanswered is not waited for again (its publishers are then
-    /// answered at once, as without multicast).
-    ///
-    /// No wait when the service is the server that routes us, on its own domain (the project's
-    /// modules for Prosody and ejabberd): it fans a stanza out while reading it from our stream,
-    /// before the next one, so the publish answer sent after the notification already reaches
-    /// the publisher after the copies left, as a built-in service's answer does. The ping and its
-    /// answer would only cost that server two more stanzas per publish.
+    /// answered at once, as without multicast). At once for a service that needs no barrier.
     pub async fn barrier(&self, out: &Outbox, service: &str) {
-        if self.parent() == Some(service) {
+        if !self.needs_barrier(service) {
             return;
         }
         let unanswered = || self.no_barrier.lock().unwrap_or_else(|e| e.into_inner());
