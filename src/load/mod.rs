@@ -79,10 +79,13 @@ pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
     let text = std::fs::read_to_string(&path)?;
     // Fields after the command name, which is in parentheses and may hold spaces: utime and
     // stime are the 14th and 15th fields of the line, the 12th and 13th after the name.
-    let ticks = text
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
-        .and_then(|f| Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?));
+    let ticks = text.rsplit_once(')').and_then(|(_, rest)| {
+        let mut times = rest
+            .split_whitespace()
+            .skip(11)
+            .map(|v| v.parse::<u64>().ok());
+        Some(times.next()?? + times.next()??)
+    });
     let Some(ticks) = ticks else {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
