@@ -19,20 +19,13 @@ async fn load_with(
     prefix: &str,
     extra: &[String],
 ) -> Output {
-    let (addr, service, node) = (server.c2s_addr(), service.to_owned(), node.to_owned());
-    let (prefix, extra) = (prefix.to_owned(), extra.to_vec());
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_stratus-load"))
-            .args(["--server", &addr, "--domain", "localhost"])
-            .args(["--service", &service, "--node", &node])
-            .args(["-N", "1", "-W", "1", "-M", "2", "--quiet", "--drain", "5"])
-            .args(["--prefix", &prefix])
-            .args(extra)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    let args = ["--service", service, "--node", node, "--prefix", prefix]
+        .into_iter()
+        .chain(["-N", "1", "-W", "1", "-M", "2", "--drain", "5"])
+        .map(str::to_owned)
+        .chain(extra.iter().cloned())
+        .collect();
+    stratus_load(server, args).await
 }
 
 fn stderr(o: &Output) -> String {

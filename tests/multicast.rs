@@ -357,32 +357,20 @@ async fn more_subscribers_than_the_limit(kind: Kind) {
     let mut stratus = Stratus::start(&server, &lease.domain);
     stratus.wait_log("through its multicast service localhost", 1, T);
     let report = tempfile::NamedTempFile::new().unwrap();
-    let (addr, svc, path) = (
-        server.c2s_addr(),
-        lease.domain.clone(),
-        report.path().to_owned(),
-    );
-    let o = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_stratus-load"))
-            .args([
-                "--server",
-                &addr,
-                "--domain",
-                "localhost",
-                "--service",
-                &svc,
-            ])
-            .args([
-                "--node", "many", "-N", "120", "-W", "1", "-M", "3", "--quiet",
-            ])
-            .args(["--prefix", &unique("mcl"), "--drain", "10"])
-            .arg("--json")
-            .arg(&path)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let args = [
+        "--service",
+        &lease.domain,
+        "--node",
+        "many",
+        "--prefix",
+        &unique("mcl"),
+    ]
+    .into_iter()
+    .chain(["-N", "120", "-W", "1", "-M", "3", "--drain", "10", "--json"])
+    .map(str::to_owned)
+    .chain([report.path().display().to_string()])
+    .collect();
+    let o = stratus_load(&server, args).await;
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();

@@ -223,6 +223,21 @@ pub fn lease_domain(server: &Server) -> DomainLease {
     }
 }
 
+/// Runs the stratus-load binary through `server` (accounts at localhost, no progress bar) with
+/// `args`, on a blocking thread so the test's runtime keeps serving its clients.
+pub async fn stratus_load(server: &Server, args: Vec<String>) -> std::process::Output {
+    let addr = server.c2s_addr();
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_stratus-load"))
+            .args(["--server", &addr, "--domain", "localhost", "--quiet"])
+            .args(args)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 /// The stratus binary running as a child process, logging to a file.
 pub struct Stratus {
     pub child: Child,
