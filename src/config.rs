@@ -113,10 +113,19 @@ pub struct ComponentConfig {
     pub reconnect_max_ms: u64,
     /// Stanzas queued for the writer before producers wait (back-pressure).
     pub outbound_queue: usize,
-    /// Largest stanza accepted from the server, in bytes.
+    /// Largest stanza accepted from the server, in bytes. A larger one is skipped and its sender
+    /// gets a policy-violation error; the stream goes on.
     pub max_stanza_bytes: usize,
-    /// Deepest element nesting accepted inside one stanza.
+    /// Deepest element nesting accepted inside one stanza (the same: skipped and bounced).
     pub max_depth: usize,
+    /// Most attributes on one element of a stanza, namespace declarations included.
+    pub max_attributes: usize,
+    /// Most namespace declarations in one stanza.
+    pub max_namespace_declarations: usize,
+    /// Longest namespace name (URI) accepted, in bytes.
+    pub max_uri_bytes: usize,
+    /// Most child elements of one element.
+    pub max_children: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -174,6 +183,7 @@ pub struct LogConfig {
 
 impl Default for ComponentConfig {
     fn default() -> Self {
+        let xml = crate::xml::Limits::default();
         ComponentConfig {
             server: "127.0.0.1:5347".into(),
             domain: "pubsub.localhost".into(),
@@ -183,8 +193,12 @@ impl Default for ComponentConfig {
             reconnect_initial_ms: 500,
             reconnect_max_ms: 30_000,
             outbound_queue: 8192,
-            max_stanza_bytes: 256 * 1024,
-            max_depth: 48,
+            max_stanza_bytes: xml.max_stanza_bytes,
+            max_depth: xml.max_depth,
+            max_attributes: xml.max_attributes,
+            max_namespace_declarations: xml.max_namespace_declarations,
+            max_uri_bytes: xml.max_uri_bytes,
+            max_children: xml.max_children,
         }
     }
 }
@@ -323,6 +337,16 @@ impl Config {
         if !(4..=1000).contains(&c.max_depth) {
             problems.push("component.max_depth must be between 4 and 1000".into());
         }
+        if c.max_attributes < 8 || c.max_namespace_declarations < 4 || c.max_children < 16 {
+            problems.push(
+                "component.max_attributes must be at least 8, component.max_namespace_declarations \
+                 at least 4 and component.max_children at least 16 (stanzas need them)"
+                    .into(),
+            );
+        }
+        if c.max_uri_bytes < 256 {
+            problems.push("component.max_uri_bytes must be at least 256".into());
+        }
         if c.reconnect_initial_ms == 0 || c.reconnect_max_ms < c.reconnect_initial_ms {
             problems.push(
                 "component.reconnect_initial_ms must be > 0 and <= component.reconnect_max_ms"
@@ -367,9 +391,14 @@ impl Config {
     }
 
     pub fn limits(&self) -> crate::xml::Limits {
+        let c = &self.component;
         crate::xml::Limits {
-            max_stanza_bytes: self.component.max_stanza_bytes,
-            max_depth: self.component.max_depth,
+            max_stanza_bytes: c.max_stanza_bytes,
+            max_depth: c.max_depth,
+            max_attributes: c.max_attributes,
+            max_namespace_declarations: c.max_namespace_declarations,
+            max_uri_bytes: c.max_uri_bytes,
+            max_children: c.max_children,
         }
     }
 }

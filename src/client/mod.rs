@@ -166,9 +166,14 @@ struct RawStream {
     domain: String,
 }
 
+/// A client reads what its own server sends: large result pages, so generous limits.
 const READER_LIMITS: Limits = Limits {
     max_stanza_bytes: 16 << 20,
     max_depth: 64,
+    max_attributes: 1024,
+    max_namespace_declarations: 1024,
+    max_uri_bytes: 4096,
+    max_children: 1 << 20,
 };
 
 impl RawStream {

@@ -17,11 +17,14 @@ use super::{NS_COMPONENT, NS_STREAM_ERRORS};
 use crate::config::Config;
 use crate::xml::element::escape_text;
 use crate::xml::reader::NS_STREAMS;
-use crate::xml::{Element, StreamEvent, XmlError, XmlErrorKind, spawn_stream_reader};
+use crate::xml::{Element, Rejected, StreamEvent, XmlError, XmlErrorKind, spawn_stream_reader};
 
 /// Handles stanzas addressed to the component. Called for one stanza at a time, in order.
 pub trait StanzaHandler: Send + Sync + 'static {
     fn handle(&self, stanza: Element, out: &Outbox) -> impl Future<Output = ()> + Send;
+
+    /// A stanza the reader skipped for breaking a limit: answer its sender if an answer is due.
+    fn rejected(&self, stanza: Rejected, out: &Outbox) -> impl Future<Output = ()> + Send;
 
     /// Called after each successful handshake (first connection and every reconnection).
     fn connected(&self, _out: &Outbox) -> impl Future<Output = ()> + Send {
@@ -290,6 +293,7 @@ impl Component {
                         let _ = stop_tx.send(WriterStop::Abort("</stream:stream>".into()));
                         break Ended::Retry("the server closed the stream".into());
                     }
+                    Some(Ok(StreamEvent::Rejected(r))) => handler.rejected(r, &self.outbox).await,
                     Some(Ok(StreamEvent::Open(_))) => {}
                     Some(Err(e)) => {
                         let tail = match e.kind.condition() {

@@ -1,12 +1,25 @@
 //! The stanza tree: a small namespace-aware element type and its serializer.
 //!
-//! Every element carries its resolved namespace; prefixes are not kept. The serializer writes an
-//! `xmlns` declaration only where an element's namespace differs from its parent's, so stanzas come
-//! out the way XMPP servers expect them. Pre-serialized fragments ([`Node::Raw`]) let a payload be
-//! rendered once and shared by every notification that carries it.
+//! Every element carries its resolved namespace, shared (`Arc<str>`) by all the elements a parse
+//! resolved to it, so a long namespace URI costs its size once per stanza, not once per element.
+//! What a parsed element was written with is kept as well: its prefix, the namespace declarations
+//! on it, and each attribute's namespace and prefix. The serializer writes those declarations
+//! back and adds any binding a name needs that is not in scope (a prefix declared on an ancestor
+//! that was left behind, as when a payload is stored apart from its stanza), so what comes out is
+//! namespace-well-formed and carries the same names, namespaces and values as what came in.
+//! Elements built in code have no prefix: the serializer writes an `xmlns` declaration only where
+//! an element's namespace differs from its parent's, so stanzas come out the way XMPP servers
+//! expect them. Pre-serialized fragments ([`Node::Raw`]) let a payload be rendered once and shared
+//! by every notification that carries it.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::Arc;
+
+/// The namespace the `xml` prefix is bound to (Namespaces in XML 1.0, section 3).
+pub const NS_XML: &str = "http://www.w3.org/XML/1998/namespace";
+/// The namespace of namespace declarations themselves (never declared, never used by a name).
+pub const NS_XMLNS: &str = "http://www.w3.org/2000/xmlns/";
 
 /// A child of an element.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,20 +30,111 @@ pub enum Node {
     Raw(Arc<str>),
 }
 
+/// A namespace declaration as written on an element: `xmlns='uri'` (no prefix) or `xmlns:p='uri'`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declaration {
+    pub prefix: Option<Arc<str>>,
+    pub uri: Arc<str>,
+}
+
+/// An attribute: local name, namespace (None for the usual unprefixed attribute), the prefix it was
+/// written with, and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    name: Box<str>,
+    ns: Option<Arc<str>>,
+    prefix: Option<Arc<str>>,
+    value: String,
+}
+
+impl Attribute {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn ns(&self) -> Option<&str> {
+        self.ns.as_deref()
+    }
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// An attribute as a parser read it.
+    pub(crate) fn parsed(
+        name: &str,
+        ns: Option<Arc<str>>,
+        prefix: Option<Arc<str>>,
+        value: String,
+    ) -> Attribute {
+        Attribute {
+            name: name.into(),
+            ns,
+            prefix,
+            value,
+        }
+    }
+
+    /// An attribute from a name as code spells it: `lang` or `xml:lang` (the one prefix bound
+    /// without a declaration).
+    fn from_key(key: String, value: String) -> Attribute {
+        match key.strip_prefix("xml:") {
+            Some(local) => Attribute {
+                name: local.into(),
+                ns: Some(Arc::from(NS_XML)),
+                prefix: Some(Arc::from("xml")),
+                value,
+            },
+            None => Attribute {
+                name: key.into_boxed_str(),
+                ns: None,
+                prefix: None,
+                value,
+            },
+        }
+    }
+
+    /// True when this attribute is the one code names `key` (`id`, `xml:lang`).
+    fn is_key(&self, key: &str) -> bool {
+        match key.strip_prefix("xml:") {
+            Some(local) => self.ns.as_deref() == Some(NS_XML) && &*self.name == local,
+            None => self.ns.is_none() && &*self.name == key,
+        }
+    }
+}
+
 /// An XML element with its resolved namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
-    name: String,
-    ns: String,
-    attrs: Vec<(String, String)>,
+    name: Box<str>,
+    ns: Arc<str>,
+    /// The prefix the element was written with; None for the default namespace.
+    prefix: Option<Arc<str>>,
+    /// The namespace declarations written on the element (parsed elements only).
+    decls: Option<Box<[Declaration]>>,
+    attrs: Vec<Attribute>,
     children: Vec<Node>,
+}
+
+impl Default for Element {
+    fn default() -> Self {
+        Element::new("", "")
+    }
 }
 
 impl Element {
     pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
+        Element::with_shared_ns(name, Arc::from(ns.into()))
+    }
+
+    /// An element whose namespace is shared with others (no copy of the URI).
+    pub fn with_shared_ns(name: impl Into<String>, ns: Arc<str>) -> Self {
         Element {
-            name: name.into(),
-            ns: ns.into(),
+            name: name.into().into_boxed_str(),
+            ns,
+            prefix: None,
+            decls: None,
             attrs: Vec::new(),
             children: Vec::new(),
         }
@@ -83,34 +187,85 @@ impl Element {
         &self.ns
     }
 
-    /// True when this element has the given local name and namespace.
-    pub fn is(&self, name: &str, ns: &str) -> bool {
-        self.name == name && self.ns == ns
+    /// The shared namespace, for building elements in the same namespace without copying it.
+    pub fn ns_shared(&self) -> &Arc<str> {
+        &self.ns
     }
 
+    /// The prefix the element was written with, if any.
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+
+    /// The namespace declarations written on this element.
+    pub fn declarations(&self) -> &[Declaration] {
+        self.decls.as_deref().unwrap_or_default()
+    }
+
+    /// True when this element has the given local name and namespace.
+    pub fn is(&self, name: &str, ns: &str) -> bool {
+        &*self.name == name && &*self.ns == ns
+    }
+
+    /// The value of an attribute in no namespace (`id`), or of `xml:lang`-style `xml:` attributes.
     pub fn get_attr(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .find(|a| a.is_key(name))
+            .map(|a| a.value.as_str())
+    }
+
+    /// The value of the attribute with this local name and namespace.
+    pub fn get_attr_ns(&self, name: &str, ns: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| &*a.name == name && a.ns.as_deref() == Some(ns))
+            .map(|a| a.value.as_str())
     }
 
     pub fn set_attr(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
         let value = value.into();
-        match self.attrs.iter_mut().find(|(k, _)| *k == name) {
-            Some(slot) => slot.1 = value,
-            None => self.attrs.push((name, value)),
+        match self.attrs.iter_mut().find(|a| a.is_key(&name)) {
+            Some(slot) => slot.value = value,
+            None => self.attrs.push(Attribute::from_key(name, value)),
         }
     }
 
     pub fn remove_attr(&mut self, name: &str) -> Option<String> {
-        let pos = self.attrs.iter().position(|(k, _)| k == name)?;
-        Some(self.attrs.remove(pos).1)
+        let pos = self.attrs.iter().position(|a| a.is_key(name))?;
+        Some(self.attrs.remove(pos).value)
     }
 
+    /// Attributes in no namespace, as (name, value).
     pub fn attrs(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.attrs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.attrs
+            .iter()
+            .filter(|a| a.ns.is_none())
+            .map(|a| (&*a.name, a.value.as_str()))
+    }
+
+    /// Every attribute, namespaced ones included.
+    pub fn attributes(&self) -> &[Attribute] {
+        &self.attrs
+    }
+
+    /// An element as a parser read it (crate-internal: the reader checks what it passes).
+    pub(crate) fn parsed(
+        name: &str,
+        ns: Arc<str>,
+        prefix: Option<Arc<str>>,
+        decls: Vec<Declaration>,
+        attrs: Vec<Attribute>,
+    ) -> Element {
+        Element {
+            name: name.into(),
+            ns,
+            prefix,
+            decls: (!decls.is_empty()).then(|| decls.into_boxed_slice()),
+            attrs,
+            children: Vec::new(),
+        }
     }
 
     pub fn push_child(&mut self, child: Element) {
@@ -188,38 +343,167 @@ impl Element {
         out
     }
 
-    /// Serializes this element into `out`; `parent_ns` is the default namespace in scope.
+    /// Serializes this element into `out`; `parent_ns` is the default namespace in scope, and no
+    /// prefix is bound there (a stanza inside a stream).
     pub fn write_to(&self, out: &mut String, parent_ns: &str) {
-        out.push('<');
-        out.push_str(&self.name);
-        if self.ns != parent_ns {
-            out.push_str(" xmlns='");
-            escape_attr_into(out, &self.ns);
-            out.push('\'');
+        let mut scope = Vec::new();
+        self.write_scoped(out, parent_ns, &mut scope);
+    }
+
+    /// `scope`: the prefixes bound around this element, innermost last.
+    fn write_scoped<'a>(
+        &'a self,
+        out: &mut String,
+        parent_default: &'a str,
+        scope: &mut Vec<(Cow<'a, str>, &'a str)>,
+    ) {
+        let mark = scope.len();
+        let decls = self.declarations();
+        let mut default = parent_default;
+        for d in decls {
+            match &d.prefix {
+                None => default = &d.uri,
+                Some(p) => scope.push((Cow::Borrowed(&**p), &d.uri)),
+            }
         }
-        for (k, v) in &self.attrs {
+        // The element's own name: its prefix where that prefix is (or can be) bound to its
+        // namespace here, else the default namespace.
+        let mut extra_default = None;
+        let mut declare_prefix = false;
+        let prefix = match self.prefix.as_deref() {
+            Some(p) if lookup(scope, p) == Some(&*self.ns) => Some(p),
+            Some(p) if p != "xml" && !decls.iter().any(|d| d.prefix.as_deref() == Some(p)) => {
+                // Bound on an ancestor that is not written with this element (a stored payload).
+                scope.push((Cow::Borrowed(p), &self.ns));
+                declare_prefix = true;
+                Some(p)
+            }
+            _ => None,
+        };
+        if prefix.is_none() && default != &*self.ns {
+            // Elements built in code, and unprefixed parsed elements whose default namespace was
+            // declared on an ancestor left behind.
+            extra_default = Some(&*self.ns);
+            default = &self.ns;
+        }
+        out.push('<');
+        if let Some(p) = prefix {
+            out.push_str(p);
+            out.push(':');
+        }
+        out.push_str(&self.name);
+        for d in decls {
+            write_decl(out, d.prefix.as_deref(), &d.uri);
+        }
+        if let Some(uri) = extra_default {
+            write_decl(out, None, uri);
+        }
+        if declare_prefix && let Some(p) = prefix {
+            write_decl(out, Some(p), &self.ns);
+        }
+        for a in &self.attrs {
+            // A declaration the attribute needs is written before it, inside the same tag.
+            let p =
+                a.ns.as_deref()
+                    .map(|ns| attribute_prefix(a, ns, decls, scope, mark, out));
             out.push(' ');
-            out.push_str(k);
+            if let Some(p) = p {
+                out.push_str(&p);
+                out.push(':');
+            }
+            out.push_str(&a.name);
             out.push_str("='");
-            escape_attr_into(out, v);
+            escape_attr_into(out, &a.value);
             out.push('\'');
         }
         if self.children.is_empty() {
             out.push_str("/>");
-            return;
+        } else {
+            out.push('>');
+            for child in &self.children {
+                match child {
+                    Node::Element(e) => e.write_scoped(out, default, scope),
+                    Node::Text(t) => escape_text_into(out, t),
+                    Node::Raw(r) => out.push_str(r),
+                }
+            }
+            out.push_str("</");
+            if let Some(p) = prefix {
+                out.push_str(p);
+                out.push(':');
+            }
+            out.push_str(&self.name);
+            out.push('>');
         }
-        out.push('>');
-        for child in &self.children {
-            match child {
-                Node::Element(e) => e.write_to(out, &self.ns),
-                Node::Text(t) => escape_text_into(out, t),
-                Node::Raw(r) => out.push_str(r),
+        scope.truncate(mark);
+    }
+}
+
+/// The URI `prefix` is bound to in `scope` (`xml` is always bound).
+fn lookup<'a>(scope: &[(Cow<'a, str>, &'a str)], prefix: &str) -> Option<&'a str> {
+    if prefix == "xml" {
+        return Some(NS_XML);
+    }
+    scope
+        .iter()
+        .rev()
+        .find(|(p, _)| p == prefix)
+        .map(|(_, u)| *u)
+}
+
+fn write_decl(out: &mut String, prefix: Option<&str>, uri: &str) {
+    out.push_str(" xmlns");
+    if let Some(p) = prefix {
+        out.push(':');
+        out.push_str(p);
+    }
+    out.push_str("='");
+    escape_attr_into(out, uri);
+    out.push('\'');
+}
+
+/// The prefix to write a namespaced attribute with, declaring it on the element (into `out`,
+/// which is inside the start tag) when it is not bound to the attribute's namespace in scope.
+/// `scope[mark..]` are the bindings this element makes.
+fn attribute_prefix<'a>(
+    a: &'a Attribute,
+    ns: &'a str,
+    decls: &[Declaration],
+    scope: &mut Vec<(Cow<'a, str>, &'a str)>,
+    mark: usize,
+    out: &mut String,
+) -> Cow<'a, str> {
+    if let Some(p) = a.prefix.as_deref()
+        && lookup(scope, p) == Some(ns)
+    {
+        return Cow::Borrowed(p);
+    }
+    if ns == NS_XML {
+        return Cow::Borrowed("xml");
+    }
+    // Bound on this element already (to another namespace) or reserved: not usable here.
+    let taken = |p: &str, scope: &[(Cow<'a, str>, &'a str)]| {
+        p == "xml"
+            || p == "xmlns"
+            || scope[mark..].iter().any(|(q, _)| q == p)
+            || decls.iter().any(|d| d.prefix.as_deref() == Some(p))
+    };
+    let prefix: Cow<'a, str> = match a.prefix.as_deref() {
+        Some(p) if !taken(p, scope) => Cow::Borrowed(p),
+        _ => {
+            let mut n = 0;
+            loop {
+                let p = format!("ns{n}");
+                if !taken(&p, scope) && lookup(scope, &p).is_none() {
+                    break Cow::Owned(p);
+                }
+                n += 1;
             }
         }
-        out.push_str("</");
-        out.push_str(&self.name);
-        out.push('>');
-    }
+    };
+    write_decl(out, Some(&prefix), ns);
+    scope.push((prefix.clone(), ns));
+    prefix
 }
 
 impl std::fmt::Display for Element {

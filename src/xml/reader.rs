@@ -1,24 +1,29 @@
-//! Incremental parsing of an endless `<stream:stream>` into stanza trees, with limits.
+//! Reading an endless `<stream:stream>` into stanza trees, with limits.
 //!
-//! quick-xml's async reader is not cancel-safe, so [`spawn_stream_reader`] gives it a task of its own
-//! and hands complete stanzas over a bounded channel: when the consumer is slow the channel fills,
-//! the task stops reading and TCP pushes back on the peer. Limits protect the process: a byte budget
-//! per stanza (counted as the parser consumes input, so a huge text node is never buffered whole), a
-//! depth cap, no DTD, no processing instructions, no comments, no entities beyond XML's five and
-//! character references, and only XML 1.0 characters (RFC 6120 section 11.1).
+//! Two steps, as mini-redis frames before it parses: the [`Framer`] finds where each stanza ends
+//! and enforces the per-stanza limits on the raw bytes (a stanza over a limit is skipped to its end
+//! and reported as [`StreamEvent::Rejected`], so its sender gets one stanza error and the stream
+//! goes on); quick-xml then parses each complete stanza with the namespaces the stream header
+//! declared. Parsing rejects what no server forwards: DTDs, processing instructions, comments,
+//! entities beyond XML's five and character references, characters outside XML 1.0 (RFC 6120
+//! section 11.1), and XML that is not namespace-well-formed; those end the stream.
+//!
+//! The reader runs in a task of its own and hands events over a bounded channel: when the consumer
+//! is slow the channel fills, the task stops reading and TCP pushes back on the peer.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::{NamespaceResolver, ResolveResult};
+use quick_xml::name::{Namespace, NamespaceResolver, PrefixDeclaration, ResolveResult};
 use quick_xml::reader::NsReader;
-use tokio::io::{AsyncBufRead, AsyncRead, BufReader, ReadBuf};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
-use super::element::{Element, is_xml_char};
+use super::element::{Attribute, Declaration, Element, NS_XML, NS_XMLNS, is_xml_char};
+use super::framer::{Frame, Framer, Rejected};
 
 pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
 pub const NS_SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
@@ -67,13 +72,22 @@ impl XmlError {
     }
 }
 
-/// Limits applied to every stanza read from a stream.
-#[derive(Debug, Clone, Copy)]
+/// Limits applied to every stanza read from a stream. A stanza over any of them is skipped and
+/// bounced; none of them ends the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum bytes of one stanza, as sent on the wire.
     pub max_stanza_bytes: usize,
     /// Maximum element nesting inside one stanza (the stanza itself is depth 1).
     pub max_depth: usize,
+    /// Maximum attributes on one element (namespace declarations included).
+    pub max_attributes: usize,
+    /// Maximum namespace declarations in one stanza.
+    pub max_namespace_declarations: usize,
+    /// Maximum bytes of one namespace name (URI) as written.
+    pub max_uri_bytes: usize,
+    /// Maximum child elements of one element.
+    pub max_children: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +95,10 @@ impl Default for Limits {
         Limits {
             max_stanza_bytes: 256 * 1024,
             max_depth: 48,
+            max_attributes: 64,
+            max_namespace_declarations: 64,
+            max_uri_bytes: 1024,
+            max_children: 4096,
         }
     }
 }
@@ -92,67 +110,47 @@ pub enum StreamEvent {
     Open(Element),
     /// A complete top-level element (stanza, `<handshake/>`, `<stream:features/>`, `<stream:error/>`...).
     Stanza(Element),
+    /// A stanza over a limit, skipped: what is known of it, to bounce it.
+    Rejected(Rejected),
     /// The peer closed the stream with `</stream:stream>`.
     Close,
 }
 
-/// An AsyncBufRead wrapper counting bytes the parser consumed since the last reset; it fails the
-/// read once the budget is exceeded, which bounds what quick-xml buffers for one event.
-struct Budgeted<R> {
-    inner: R,
-    consumed: usize,
-    budget: usize,
-    exceeded: bool,
+/// Namespace names met while parsing one stanza, each allocated once and shared by every element
+/// and attribute in it (the stream's own are shared across stanzas).
+#[derive(Default, Clone)]
+struct Interner {
+    names: HashSet<Arc<str>>,
 }
 
-impl<R> Budgeted<R> {
-    fn reset(&mut self) {
-        self.consumed = 0;
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Budgeted<BufReader<R>> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncBufRead for Budgeted<BufReader<R>> {
-    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
-        let this = self.get_mut();
-        if this.consumed > this.budget {
-            this.exceeded = true;
-            return Poll::Ready(Err(io::Error::other("stanza size limit exceeded")));
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.names.get(s) {
+            return a.clone();
         }
-        Pin::new(&mut this.inner).poll_fill_buf(cx)
-    }
-
-    fn consume(self: Pin<&mut Self>, amt: usize) {
-        let this = self.get_mut();
-        this.consumed += amt;
-        Pin::new(&mut this.inner).consume(amt);
+        let a: Arc<str> = Arc::from(s);
+        self.names.insert(a.clone());
+        a
     }
 }
 
 /// Builds element trees from parser events, enforcing the depth cap and character rules.
-pub struct TreeBuilder {
+struct TreeBuilder {
     stack: Vec<Element>,
     max_depth: usize,
+    names: Interner,
 }
 
 impl TreeBuilder {
-    pub fn new(max_depth: usize) -> Self {
+    fn new(max_depth: usize, names: Interner) -> Self {
         TreeBuilder {
             stack: Vec::new(),
             max_depth,
+            names,
         }
     }
 
-    pub fn depth(&self) -> usize {
+    fn depth(&self) -> usize {
         self.stack.len()
     }
 
@@ -169,7 +167,7 @@ impl TreeBuilder {
                 format!("element nesting deeper than {}", self.max_depth),
             ));
         }
-        let el = element_from_start(e, resolver)?;
+        let el = element_from_start(e, resolver, &mut self.names)?;
         if empty {
             Ok(self.close_with(el))
         } else {
@@ -205,7 +203,6 @@ impl TreeBuilder {
         }
         Ok(())
     }
-
     /// Handles one non-structural event common to stream and document parsing.
     fn other_event(&mut self, ev: &Event<'_>) -> Result<(), XmlError> {
         match ev {
@@ -290,34 +287,39 @@ impl TreeBuilder {
     }
 }
 
+/// The namespace a name resolved to. quick-xml's resolver keeps declarations as written, so the
+/// name is unescaped here as the declaration's value was.
+fn namespace_of(r: ResolveResult<'_>) -> Result<Option<Cow<'_, str>>, XmlError> {
+    match r {
+        ResolveResult::Bound(Namespace(ns)) => {
+            quick_xml::escape::unescape(ns).map(Some).map_err(|e| {
+                XmlError::new(XmlErrorKind::NotWellFormed, format!("namespace {ns}: {e}"))
+            })
+        }
+        ResolveResult::Unbound => Ok(None),
+        ResolveResult::Unknown(p) => Err(XmlError::new(
+            XmlErrorKind::NotWellFormed,
+            format!("undeclared namespace prefix {p}"),
+        )),
+    }
+}
+
 fn element_from_start(
     e: &BytesStart<'_>,
     resolver: &NamespaceResolver,
+    names: &mut Interner,
 ) -> Result<Element, XmlError> {
     let (ns, local) = resolver.resolve_element(e.name());
-    let ns = match ns {
-        ResolveResult::Bound(ns) => {
-            let ns: &str = ns.as_ref();
-            ns.to_owned()
-        }
-        ResolveResult::Unbound => String::new(),
-        ResolveResult::Unknown(p) => {
-            return Err(XmlError::new(
-                XmlErrorKind::NotWellFormed,
-                format!("undeclared namespace prefix {}", p),
-            ));
-        }
-    };
-    let name: &str = local.as_ref();
-    let mut el = Element::new(name, ns);
+    let ns = names.get(namespace_of(ns)?.as_deref().unwrap_or(""));
+    let name = local.as_ref();
+    let prefix = e.name().prefix().map(|p| names.get(p.as_ref()));
+    let mut decls = Vec::new();
+    let mut attrs: Vec<Attribute> = Vec::new();
     for attr in e.attributes() {
         let attr = attr.map_err(|err| {
             XmlError::new(XmlErrorKind::NotWellFormed, format!("bad attribute: {err}"))
         })?;
-        let key: &str = attr.key.as_ref();
-        if key == "xmlns" || key.starts_with("xmlns:") {
-            continue;
-        }
+        let key = attr.key.as_ref();
         let value = attr
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(|err| {
@@ -344,15 +346,56 @@ fn element_from_start(
                 ),
             ));
         }
-        if el.get_attr(key).is_some() {
+        if let Some(binding) = attr.key.as_namespace_binding() {
+            // Namespaces in XML 1.0 section 3: no prefix may be undeclared, none bound to the
+            // reserved names but `xml` to its own (quick-xml checked the reserved ones already).
+            let prefix = match binding {
+                PrefixDeclaration::Default => None,
+                PrefixDeclaration::Named(p) => {
+                    if value.is_empty() {
+                        return Err(XmlError::new(
+                            XmlErrorKind::NotWellFormed,
+                            format!("xmlns:{p} with an empty namespace name"),
+                        ));
+                    }
+                    Some(names.get(p))
+                }
+            };
+            if value == NS_XMLNS || (value == NS_XML && prefix.as_deref() != Some("xml")) {
+                return Err(XmlError::new(
+                    XmlErrorKind::NotWellFormed,
+                    format!("{key} binds a reserved namespace"),
+                ));
+            }
+            if decls.iter().any(|d: &Declaration| d.prefix == prefix) {
+                return Err(XmlError::new(
+                    XmlErrorKind::NotWellFormed,
+                    format!("duplicate attribute {key}"),
+                ));
+            }
+            decls.push(Declaration {
+                prefix,
+                uri: names.get(&value),
+            });
+            continue;
+        }
+        let (ans, alocal) = resolver.resolve_attribute(attr.key);
+        let ans = namespace_of(ans)?.map(|n| names.get(&n));
+        let alocal = alocal.as_ref();
+        // Namespaces in XML 1.0 section 6.3: no two attributes with the same expanded name.
+        if attrs
+            .iter()
+            .any(|a| a.name() == alocal && a.ns() == ans.as_deref())
+        {
             return Err(XmlError::new(
                 XmlErrorKind::NotWellFormed,
                 format!("duplicate attribute {key}"),
             ));
         }
-        el.set_attr(key, value.into_owned());
+        let aprefix = attr.key.prefix().map(|p| names.get(p.as_ref()));
+        attrs.push(Attribute::parsed(alocal, ans, aprefix, value.into_owned()));
     }
-    Ok(el)
+    Ok(Element::parsed(name, ns, prefix, decls, attrs))
 }
 
 fn quick_xml_error(err: quick_xml::Error) -> XmlError {
@@ -362,16 +405,14 @@ fn quick_xml_error(err: quick_xml::Error) -> XmlError {
     }
 }
 
-/// Parses one standalone XML element (a stored payload, a test stanza) with the same rules.
-pub fn parse_element(xml: &str, limits: Limits) -> Result<Element, XmlError> {
-    if xml.len() > limits.max_stanza_bytes {
-        return Err(XmlError::new(
-            XmlErrorKind::PolicyViolation,
-            "element larger than the size limit",
-        ));
-    }
-    let mut reader = NsReader::from_str(xml);
-    let mut builder = TreeBuilder::new(limits.max_depth);
+/// Parses one element from `reader` (which may have namespaces bound already), with the same
+/// rules as a stanza: exactly one root element, nothing but white space around it.
+fn parse_root(
+    mut reader: NsReader<&[u8]>,
+    max_depth: usize,
+    names: Interner,
+) -> Result<Element, XmlError> {
+    let mut builder = TreeBuilder::new(max_depth, names);
     let mut done: Option<Element> = None;
     loop {
         let ev = reader.read_event().map_err(quick_xml_error)?;
@@ -416,6 +457,79 @@ pub fn parse_element(xml: &str, limits: Limits) -> Result<Element, XmlError> {
     }
 }
 
+/// Parses one standalone XML element (a stored payload, a test stanza) with the same rules.
+pub fn parse_element(xml: &str, limits: Limits) -> Result<Element, XmlError> {
+    if xml.len() > limits.max_stanza_bytes {
+        return Err(XmlError::new(
+            XmlErrorKind::PolicyViolation,
+            "element larger than the size limit",
+        ));
+    }
+    parse_root(
+        NsReader::from_str(xml),
+        limits.max_depth,
+        Interner::default(),
+    )
+}
+
+/// The namespaces a stream header declares, in scope for every stanza of the stream.
+#[derive(Default, Clone)]
+struct StreamScope {
+    bindings: Vec<(Option<Arc<str>>, Arc<str>)>,
+    names: Interner,
+}
+
+/// Parses the header's start tag: the header element (attributes only) and its namespaces.
+fn parse_header(bytes: &[u8]) -> Result<(Element, StreamScope), XmlError> {
+    let mut reader = NsReader::from_reader(bytes);
+    let mut names = Interner::default();
+    let header = match reader.read_event().map_err(quick_xml_error)? {
+        Event::Start(e) => element_from_start(&e, reader.resolver(), &mut names)?,
+        _ => {
+            return Err(XmlError::new(
+                XmlErrorKind::NotWellFormed,
+                "the stream header is not a start tag",
+            ));
+        }
+    };
+    if !header.is("stream", NS_STREAMS) {
+        return Err(XmlError::new(
+            XmlErrorKind::InvalidNamespace,
+            format!(
+                "stream root is {{{}}}{}, expected {{{NS_STREAMS}}}stream",
+                header.ns(),
+                header.name()
+            ),
+        ));
+    }
+    let bindings = header
+        .declarations()
+        .iter()
+        .map(|d| (d.prefix.clone(), d.uri.clone()))
+        .collect();
+    let mut plain = Element::new(header.name(), header.ns());
+    for (k, v) in header.attrs() {
+        plain.set_attr(k, v);
+    }
+    Ok((plain, StreamScope { bindings, names }))
+}
+
+/// Parses one framed stanza in the scope of its stream's header.
+fn parse_stanza(bytes: &[u8], scope: &StreamScope, limits: &Limits) -> Result<Element, XmlError> {
+    let mut reader = NsReader::from_reader(bytes);
+    for (prefix, uri) in &scope.bindings {
+        let decl = match prefix {
+            None => PrefixDeclaration::Default,
+            Some(p) => PrefixDeclaration::Named(p),
+        };
+        reader
+            .resolver_mut()
+            .add(decl, Namespace(&quick_xml::escape::escape(&**uri)))
+            .map_err(|e| XmlError::new(XmlErrorKind::NotWellFormed, e.to_string()))?;
+    }
+    parse_root(reader, limits.max_depth, scope.names.clone())
+}
+
 /// Reads a stream and sends its events to `tx` until the stream ends, an error occurs or the
 /// receiver goes away. The last item sent is an error or [`StreamEvent::Close`].
 pub async fn read_stream<R: AsyncRead + Unpin>(
@@ -434,104 +548,54 @@ async fn read_stream_inner<R: AsyncRead + Unpin>(
     limits: Limits,
     tx: &mpsc::Sender<Result<StreamEvent, XmlError>>,
 ) -> Result<(), XmlError> {
-    let budgeted = Budgeted {
-        inner: BufReader::with_capacity(16 * 1024, io),
-        consumed: 0,
-        budget: limits.max_stanza_bytes,
-        exceeded: false,
-    };
-    let mut reader = NsReader::from_reader(budgeted);
-    let mut buf = Vec::with_capacity(4096);
-    let mut builder = TreeBuilder::new(limits.max_depth);
-    let mut opened = false;
-    let mut seen_decl = false;
+    let mut io = BufReader::with_capacity(16 * 1024, io);
+    let mut framer = Framer::new(limits);
+    let mut scope: Option<StreamScope> = None;
     loop {
-        buf.clear();
-        let ev = match reader.read_event_into_async(&mut buf).await {
-            Ok(ev) => ev,
-            Err(err) => {
-                if reader.get_mut().exceeded {
-                    return Err(XmlError::new(
-                        XmlErrorKind::PolicyViolation,
-                        format!("stanza larger than {} bytes", limits.max_stanza_bytes),
-                    ));
-                }
-                return Err(quick_xml_error(err));
-            }
-        };
-        if !opened {
-            match &ev {
-                Event::Decl(_) if !seen_decl => {
-                    seen_decl = true;
-                    continue;
-                }
-                Event::Text(t) if t.xml10_content().trim().is_empty() => continue,
-                Event::Start(e) => {
-                    let header = element_from_start(e, reader.resolver())?;
-                    if !header.is("stream", NS_STREAMS) {
-                        return Err(XmlError::new(
-                            XmlErrorKind::InvalidNamespace,
-                            format!(
-                                "stream root is {{{}}}{}, expected {{{NS_STREAMS}}}stream",
-                                header.ns(),
-                                header.name()
-                            ),
-                        ));
-                    }
-                    opened = true;
-                    reader.get_mut().reset();
-                    if tx.send(Ok(StreamEvent::Open(header))).await.is_err() {
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Event::Eof => {
-                    return Err(XmlError::new(
-                        XmlErrorKind::ConnectionClosed,
-                        "connection closed before the stream header",
-                    ));
-                }
-                _ => {}
-            }
+        let chunk = io
+            .fill_buf()
+            .await
+            .map_err(|e| XmlError::new(XmlErrorKind::ConnectionClosed, e.to_string()))?;
+        if chunk.is_empty() {
+            let why = if scope.is_none() {
+                "connection closed before the stream header"
+            } else {
+                "connection closed without closing the stream"
+            };
+            return Err(XmlError::new(XmlErrorKind::ConnectionClosed, why));
         }
-        let complete = match &ev {
-            Event::Start(e) => builder.start(e, reader.resolver(), false)?,
-            Event::Empty(e) => builder.start(e, reader.resolver(), true)?,
-            Event::End(_) => {
-                if builder.depth() == 0 {
-                    // The end of </stream:stream> (quick-xml checked the name matches).
-                    let _ = tx.send(Ok(StreamEvent::Close)).await;
-                    return Ok(());
+        let (n, frame) = framer.push(chunk)?;
+        io.consume(n);
+        let event = match frame {
+            None => continue,
+            Some(Frame::Header(bytes)) => {
+                let (header, s) = parse_header(&bytes)?;
+                scope = Some(s);
+                StreamEvent::Open(header)
+            }
+            Some(Frame::Stanza(bytes)) => {
+                let Some(s) = &scope else {
+                    return Err(XmlError::new(
+                        XmlErrorKind::NotWellFormed,
+                        "a stanza before the stream header",
+                    ));
+                };
+                let stanza = parse_stanza(&bytes, s, &limits)?;
+                // RFC 6120 6.4.6: after SASL success both sides start a new stream on the socket.
+                if stanza.is("success", NS_SASL) {
+                    framer.expect_header();
+                    scope = None;
                 }
-                builder.end()
+                StreamEvent::Stanza(stanza)
             }
-            Event::Eof => {
-                return Err(XmlError::new(
-                    XmlErrorKind::ConnectionClosed,
-                    "connection closed without closing the stream",
-                ));
-            }
-            other => {
-                builder.other_event(other)?;
-                if builder.depth() == 0 {
-                    // Whitespace keepalives between stanzas do not count toward any stanza.
-                    reader.get_mut().reset();
-                }
-                None
-            }
-        };
-        if let Some(stanza) = complete {
-            reader.get_mut().reset();
-            // RFC 6120 6.4.6: after SASL success both sides start a new stream on the same socket.
-            let restart = stanza.is("success", NS_SASL);
-            if tx.send(Ok(StreamEvent::Stanza(stanza))).await.is_err() {
+            Some(Frame::Rejected(r)) => StreamEvent::Rejected(r),
+            Some(Frame::Close) => {
+                let _ = tx.send(Ok(StreamEvent::Close)).await;
                 return Ok(());
             }
-            if restart {
-                reader = NsReader::from_reader(reader.into_inner());
-                opened = false;
-                seen_decl = false;
-            }
+        };
+        if tx.send(Ok(event)).await.is_err() {
+            return Ok(());
         }
     }
 }
@@ -605,7 +669,12 @@ mod tests {
         let body = msg.get_child("body", "jabber:component:accept").unwrap();
         assert_eq!(body.text_content(), "a & b \u{263A} <");
         let y = msg.get_child("y", "urn:x").unwrap();
-        assert_eq!(y.get_attr("x:z"), Some("1"));
+        assert_eq!(y.get_attr_ns("z", "urn:x"), Some("1"));
+        assert_eq!(
+            y.get_attr("z"),
+            None,
+            "a prefixed attribute is not the unprefixed one"
+        );
         assert_eq!(evs[4], Ok(StreamEvent::Close));
     }
 
@@ -629,16 +698,30 @@ mod tests {
         assert!(iq.get_child("ping", "urn:xmpp:ping").is_some());
     }
 
+    fn rejected(ev: &Result<StreamEvent, XmlError>) -> &Rejected {
+        match ev {
+            Ok(StreamEvent::Rejected(r)) => r,
+            other => panic!("not a rejected stanza: {other:?}"),
+        }
+    }
+
     #[tokio::test]
-    async fn rejects_oversized_stanza_without_buffering_it() {
+    async fn skips_an_oversized_stanza_and_goes_on() {
         let limits = Limits {
             max_stanza_bytes: 1024,
-            max_depth: 16,
+            ..Limits::default()
         };
         let big = "x".repeat(10 * 1024 * 1024);
-        let input = format!("{HEADER}<message><body>{big}</body></message>");
+        let input = format!(
+            "{HEADER}<message id='m1' from='a@b/c'><body>{big}</body></message><iq id='2'/></stream:stream>"
+        );
         let evs = events(input.as_bytes(), limits).await;
-        assert_eq!(last_error(&evs), XmlErrorKind::PolicyViolation);
+        assert_eq!(evs.len(), 4, "{evs:?}");
+        let r = rejected(&evs[1]);
+        assert_eq!(r.name, "message");
+        assert_eq!(r.reason, "larger than 1024 bytes");
+        assert!(matches!(&evs[2], Ok(StreamEvent::Stanza(iq)) if iq.get_attr("id") == Some("2")));
+        assert_eq!(evs[3], Ok(StreamEvent::Close));
         // A stanza just under the limit is fine, and many of them in a row too.
         let small = format!("<message><body>{}</body></message>", "y".repeat(900));
         let input = format!("{HEADER}{}", small.repeat(50));
@@ -652,14 +735,28 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rejects_deep_nesting() {
+    async fn skips_deep_nesting_and_many_declarations() {
         let limits = Limits {
-            max_stanza_bytes: 1 << 20,
             max_depth: 32,
+            ..Limits::default()
         };
-        let input = format!("{HEADER}<message>{}", "<a>".repeat(10_000));
+        let decls: String = (0..200)
+            .map(|i| format!(" xmlns:p{i}='urn:p{i}'"))
+            .collect();
+        let input = format!(
+            "{HEADER}<message>{}{}</message><message{decls}/><iq id='after'/>",
+            "<a>".repeat(200),
+            "</a>".repeat(200)
+        );
         let evs = events(input.as_bytes(), limits).await;
-        assert_eq!(last_error(&evs), XmlErrorKind::PolicyViolation);
+        assert_eq!(rejected(&evs[1]).reason, "nested deeper than 32 elements");
+        assert_eq!(
+            rejected(&evs[2]).reason,
+            "more than 64 namespace declarations"
+        );
+        assert!(
+            matches!(&evs[3], Ok(StreamEvent::Stanza(iq)) if iq.get_attr("id") == Some("after"))
+        );
     }
 
     #[tokio::test]
@@ -694,7 +791,7 @@ mod tests {
     #[tokio::test]
     async fn rejects_malformed_xml() {
         for bad in [
-            "<message><body></message>",
+            "<message><body></message></iq>",
             "<message a='1' a='2'/>",
             "<message><body>\u{7}</body></message>",
             "<message><body>&#7;</body></message>",

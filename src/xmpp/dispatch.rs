@@ -23,7 +23,7 @@ use crate::pubsub::PubSub;
 use crate::pubsub::access::Action;
 use crate::pubsub::model::{AccessModel, SendLastPublished, ServiceId, SubscriptionState};
 use crate::pubsub::notify::{Event, Notification, Recipient};
-use crate::xml::Element;
+use crate::xml::{Element, Rejected};
 
 use super::errors::{StanzaError, from_pubsub};
 use super::forms::{self, FORM_SUB_AUTH, NS_DATA};
@@ -875,6 +875,23 @@ impl StanzaHandler for Service {
                 }
             }
             other => debug!("ignoring {other}"),
+        }
+    }
+
+    async fn rejected(&self, stanza: Rejected, out: &Outbox) {
+        warn!(
+            "skipped a {} of {} bytes from {}: {}",
+            stanza.name,
+            stanza.bytes,
+            stanza
+                .attrs
+                .iter()
+                .find(|(k, _)| *k == "from")
+                .map_or("?", |(_, v)| v.as_str()),
+            stanza.reason
+        );
+        if let Some(err) = super::stanza::bounce(&stanza, NS_COMPONENT) {
+            let _ = out.send(&err).await;
         }
     }
 

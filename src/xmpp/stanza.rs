@@ -1,7 +1,7 @@
 //! IQ helpers: reading the envelope of a request and building its result or error.
 
 use crate::jid::Jid;
-use crate::xml::Element;
+use crate::xml::{Element, Rejected};
 
 use super::errors::StanzaError;
 
@@ -108,5 +108,88 @@ impl Iq {
             .attr("id", self.id.clone())
             .attr_opt("from", self.to.as_ref().map(Jid::to_string))
             .attr_opt("to", self.from.as_ref().map(Jid::to_string))
+    }
+}
+
+/// The error answering a stanza the reader skipped for breaking a limit (RFC 6120 8.3.3.12,
+/// `policy-violation`, type modify, with the limit as text), or None where no answer is due:
+/// errors and IQ results are never answered (RFC 6120 8.3.1), nor is what has no sender, nor an IQ
+/// without an id.
+pub fn bounce(r: &Rejected, stream_ns: &str) -> Option<Element> {
+    let get = |name: &str| {
+        r.attrs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| quick_xml::escape::unescape(v).ok())
+            .map(|v| v.into_owned())
+    };
+    let kind = get("type");
+    match (r.name.as_str(), kind.as_deref()) {
+        (_, Some("error")) | ("iq", Some("result")) => return None,
+        ("iq", Some("get" | "set")) | ("message" | "presence", _) => {}
+        _ => return None,
+    }
+    let from = get("from")?;
+    let id = get("id");
+    if r.name == "iq" && id.is_none() {
+        return None;
+    }
+    let err = StanzaError::new(super::errors::ErrorType::Modify, "policy-violation")
+        .with_text(format!("stanza refused: {}", r.reason));
+    Some(
+        Element::new(r.name.clone(), stream_ns)
+            .attr("type", "error")
+            .attr_opt("id", id)
+            .attr_opt("from", get("to"))
+            .attr("to", from)
+            .child(err.to_element(stream_ns)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(name: &str, attrs: &[(&'static str, &str)]) -> Rejected {
+        Rejected {
+            name: name.into(),
+            attrs: attrs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            reason: "larger than 10 bytes".into(),
+            bytes: 11,
+        }
+    }
+
+    #[test]
+    fn bounces_requests_messages_and_presences_only() {
+        let ns = "jabber:component:accept";
+        let iq = rejected(
+            "iq",
+            &[
+                ("type", "get"),
+                ("id", "a&amp;1"),
+                ("from", "u@h/r"),
+                ("to", "ps.h"),
+            ],
+        );
+        assert_eq!(
+            bounce(&iq, ns).unwrap().to_xml(),
+            "<iq xmlns='jabber:component:accept' type='error' id='a&amp;1' from='ps.h' to='u@h/r'>\
+             <error type='modify'><policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas' xml:lang='en'>stanza refused: larger than 10 bytes</text>\
+             </error></iq>"
+        );
+        let msg = rejected("message", &[("from", "u@h/r"), ("to", "ps.h")]);
+        assert!(bounce(&msg, ns).is_some());
+        // RFC 6120 8.3.1: never an error for an error; no answer to a result; an IQ needs its id.
+        for r in [
+            rejected("iq", &[("type", "result"), ("id", "1"), ("from", "u@h")]),
+            rejected("iq", &[("type", "error"), ("id", "1"), ("from", "u@h")]),
+            rejected("message", &[("type", "error"), ("from", "u@h")]),
+            rejected("iq", &[("type", "get"), ("from", "u@h")]),
+            rejected("message", &[("to", "ps.h")]),
+            rejected("handshake", &[("from", "u@h")]),
+        ] {
+            assert_eq!(bounce(&r, ns), None, "{r:?}");
+        }
     }
 }
