@@ -19,12 +19,24 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct PepConfig {
     /// Server domains whose users stratus serves PEP for (the only senders of delegated IQs and
     /// privileges it accepts). Empty: the parent domain of component.domain.
     pub servers: Vec<String>,
+    /// Entries each PEP cache holds at most (XEP-0115 caps hashes, caps of single resources,
+    /// rosters): the bound on their memory whatever users send.
+    pub cache_entries: u64,
+}
+
+impl Default for PepConfig {
+    fn default() -> Self {
+        PepConfig {
+            servers: Vec::new(),
+            cache_entries: crate::pep::DEFAULT_CACHE_ENTRIES,
+        }
+    }
 }
 
 impl Config {

@@ -122,6 +122,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         &config.component.domain,
         servers,
         component.outbox(),
+        component.requests(),
+        config.pep.cache_entries,
     ));
     let pubsub = Arc::new(PubSub::new(
         store,
@@ -132,6 +134,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         &config.component.domain,
         pubsub,
         Some(pep),
+        component.requests(),
         config.pubsub.multicast,
     )?);
     component.run(service, shutdown_signal()).await?;

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use super::outbox::{Outbox, OutboxReceiver, WriterStop, run_writer};
+use super::requests::Requests;
 use super::{NS_COMPONENT, NS_STREAM_ERRORS};
 use crate::config::Config;
 use crate::xml::element::escape_text;
@@ -67,6 +68,7 @@ pub struct Component {
     config: Arc<Config>,
     outbox: Outbox,
     queue: OutboxReceiver,
+    requests: Arc<Requests>,
 }
 
 impl Component {
@@ -76,7 +78,13 @@ impl Component {
             config,
             outbox,
             queue,
+            requests: Arc::new(Requests::default()),
         }
+    }
+
+    /// The table of IQs sent through this component and waiting for answers.
+    pub fn requests(&self) -> Arc<Requests> {
+        self.requests.clone()
     }
 
     /// The queue for stanzas to send; valid across reconnections.
@@ -287,7 +295,18 @@ impl Component {
                                 text.map(|t| format!(" ({t})")).unwrap_or_default()
                             ));
                         }
-                        handler.handle(el, &self.outbox).await;
+                        if el.name() == "iq"
+                            && matches!(el.get_attr("type"), Some("result" | "error"))
+                        {
+                            // Answers are never answered (RFC 6120 8.1.2.2); ours go to their
+                            // waiter, the rest to the handler.
+                            match self.requests.complete(el) {
+                                Ok(()) => continue,
+                                Err(el) => handler.handle(el, &self.outbox).await,
+                            }
+                        } else {
+                            handler.handle(el, &self.outbox).await;
+                        }
                     }
                     Some(Ok(StreamEvent::Close)) => {
                         let _ = stop_tx.send(WriterStop::Abort("</stream:stream>".into()));
@@ -313,6 +332,7 @@ impl Component {
                 },
             }
         };
+        self.requests.cancel_all();
         match tokio::time::timeout(Duration::from_secs(5), &mut writer).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => debug!("writer ended with {e}"),

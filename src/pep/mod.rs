@@ -3,23 +3,26 @@
 //! account (`ServiceId::Pep`), defaults come from XEP-0163, the presence and roster access models
 //! read the account's roster, and notifications go to contacts whose caps ask for `+notify`.
 
+pub mod caps;
 pub mod delegation;
 pub mod presence;
 pub mod privilege;
-pub mod requests;
 pub mod roster;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::component::Outbox;
+use crate::component::{Outbox, Requests};
 use crate::jid::Jid;
 use crate::pubsub::access::RosterRelation;
 use crate::pubsub::model::ServiceId;
 use crate::pubsub::service::RosterSource;
 
 pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
+
+/// Entries per cache (caps hashes, per-resource caps, rosters) unless configured.
+pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
 
 /// Everything PEP needs to know about the servers it serves.
 pub struct Pep {
@@ -30,19 +33,26 @@ pub struct Pep {
     pub privileges: privilege::Privileges,
     pub rosters: roster::Rosters,
     pub presence: presence::PresenceMap,
-    pub requests: Arc<requests::Requests>,
+    pub requests: Arc<Requests>,
     pub outbox: Outbox,
 }
 
 impl Pep {
-    pub fn new(component: &str, servers: Vec<String>, outbox: Outbox) -> Pep {
-        let requests = Arc::new(requests::Requests::default());
+    /// `requests`: the component's table of IQs waiting for answers; `cache_entries`: the bound
+    /// of each of its caches.
+    pub fn new(
+        component: &str,
+        servers: Vec<String>,
+        outbox: Outbox,
+        requests: Arc<Requests>,
+        cache_entries: u64,
+    ) -> Pep {
         Pep {
             servers,
             component: component.to_owned(),
             privileges: privilege::Privileges::default(),
-            rosters: roster::Rosters::default(),
-            presence: presence::PresenceMap::default(),
+            rosters: roster::Rosters::new(cache_entries),
+            presence: presence::PresenceMap::new(cache_entries),
             requests,
             outbox,
         }

@@ -1,6 +1,8 @@
 //! Who is online, with which XEP-0115 capabilities: learnt from the presences the XEP-0356 presence
 //! privilege forwards. A caps hash seen for the first time is resolved once with disco#info and
-//! cached by hash, so `+notify` filtering costs nothing per notification.
+//! cached by hash, so `+notify` filtering costs nothing per notification. An answer is cached under
+//! its hash only when it hashes to it (XEP-0115 5.4); otherwise it serves that resource alone. Both
+//! caches are bounded, so a flood of made-up hashes costs at most their size.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -19,16 +21,27 @@ const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 pub struct Caps {
     pub node: String,
     pub ver: String,
+    /// The hash function named (`sha-1`); None for legacy caps, which are never cached by `ver`.
+    pub hash: Option<String>,
 }
 
-#[derive(Default)]
+type Features = Arc<HashSet<String>>;
+
 pub struct PresenceMap {
     /// bare JID -> resource -> caps of that resource.
     online: Mutex<HashMap<String, HashMap<String, Option<Caps>>>>,
-    /// caps ver -> features.
-    features: Mutex<HashMap<String, Arc<HashSet<String>>>>,
+    /// Verified caps ver -> features.
+    features: moka::sync::Cache<String, Features>,
+    /// Answers that do not hash to their ver, per full JID and ver: good for that resource only.
+    unverified: moka::sync::Cache<(Jid, String), Features>,
     /// caps vers being asked about right now (one query per hash at a time).
     asking: Mutex<HashSet<String>>,
+}
+
+impl Default for PresenceMap {
+    fn default() -> Self {
+        PresenceMap::new(super::DEFAULT_CACHE_ENTRIES)
+    }
 }
 
 /// What a presence changed.
@@ -41,6 +54,16 @@ pub enum PresenceChange {
 }
 
 impl PresenceMap {
+    /// `entries`: the bound of each caps cache.
+    pub fn new(entries: u64) -> PresenceMap {
+        PresenceMap {
+            online: Mutex::default(),
+            features: moka::sync::Cache::new(entries),
+            unverified: moka::sync::Cache::new(entries),
+            asking: Mutex::default(),
+        }
+    }
+
     /// Records a presence from a local account's full JID.
     pub fn update(&self, presence: &Element) -> PresenceChange {
         let Some(from) = presence.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
@@ -60,6 +83,7 @@ impl PresenceMap {
                         Some(Caps {
                             node: c.get_attr("node")?.to_owned(),
                             ver: c.get_attr("ver")?.to_owned(),
+                            hash: c.get_attr("hash").map(str::to_owned),
                         })
                     });
                 let resources = online.entry(bare).or_default();
@@ -99,21 +123,44 @@ impl PresenceMap {
             .collect()
     }
 
-    pub fn known_features(&self, ver: &str) -> Option<Arc<HashSet<String>>> {
+    /// The features of a resource with these caps, if known.
+    pub fn known_features(&self, jid: &Jid, caps: &Caps) -> Option<Features> {
         self.features
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(ver)
-            .cloned()
+            .get(&caps.ver)
+            .or_else(|| self.unverified.get(&(jid.clone(), caps.ver.clone())))
     }
 
-    fn learn(&self, ver: &str, features: HashSet<String>) -> Arc<HashSet<String>> {
+    /// Records a disco#info answer of `jid` for `caps`: under the hash when it hashes to it.
+    fn learn(&self, jid: &Jid, caps: &Caps, query: Option<&Element>) -> Features {
+        let features: HashSet<String> = query
+            .map(|q| {
+                q.children()
+                    .filter(|f| f.is("feature", NS_DISCO_INFO))
+                    .filter_map(|f| f.get_attr("var").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
         let f = Arc::new(features);
-        self.features
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ver.to_owned(), f.clone());
+        let verified = caps.hash.as_deref() == Some("sha-1")
+            && query.and_then(super::caps::sha1_ver).as_deref() == Some(caps.ver.as_str());
+        if verified {
+            self.features.insert(caps.ver.clone(), f.clone());
+        } else {
+            tracing::debug!(
+                "the disco#info answer of {jid} does not hash to its caps ver {}: not cached by it",
+                caps.ver
+            );
+            self.unverified
+                .insert((jid.clone(), caps.ver.clone()), f.clone());
+        }
         f
+    }
+
+    /// Entries held by the caps caches (after pending evictions ran).
+    pub fn cached_caps(&self) -> u64 {
+        self.features.run_pending_tasks();
+        self.unverified.run_pending_tasks();
+        self.features.entry_count() + self.unverified.entry_count()
     }
 }
 
@@ -123,7 +170,7 @@ impl Pep {
         let Some(caps) = caps else {
             return Arc::new(HashSet::new());
         };
-        if let Some(f) = self.presence.known_features(&caps.ver) {
+        if let Some(f) = self.presence.known_features(jid, caps) {
             return f;
         }
         if !self
@@ -160,17 +207,8 @@ impl Pep {
             .await
         {
             Some(r) if r.get_attr("type") == Some("result") => {
-                let features: HashSet<String> = r
-                    .children()
-                    .find(|q| q.is("query", NS_DISCO_INFO))
-                    .map(|q| {
-                        q.children()
-                            .filter(|f| f.name() == "feature")
-                            .filter_map(|f| f.get_attr("var").map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                self.presence.learn(&caps.ver, features)
+                let query = r.children().find(|q| q.is("query", NS_DISCO_INFO));
+                self.presence.learn(jid, caps, query)
             }
             // Unanswered: treat as no features, without caching, so a later presence retries.
             _ => Arc::new(HashSet::new()),
@@ -185,7 +223,7 @@ impl Pep {
         let mut out = Vec::new();
         for (jid, caps) in self.presence.resources(bare) {
             let Some(c) = &caps else { continue };
-            match self.presence.known_features(&c.ver) {
+            match self.presence.known_features(&jid, c) {
                 Some(f) if f.contains(&wanted) => out.push(jid),
                 Some(_) => {}
                 None => {

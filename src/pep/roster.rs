@@ -1,7 +1,7 @@
 //! Rosters of local accounts, read through the XEP-0356 roster privilege and cached briefly.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tracing::debug;
@@ -37,21 +37,27 @@ impl RosterItem {
 
 pub type Roster = HashMap<String, RosterItem>;
 
-#[derive(Default)]
+/// Fetched rosters by account, bounded in entries and kept at most [`ROSTER_TTL`].
 pub struct Rosters {
-    cache: Mutex<HashMap<String, (Instant, Arc<Roster>)>>,
+    cache: moka::sync::Cache<String, (Instant, Arc<Roster>)>,
 }
 
 impl Rosters {
+    pub fn new(entries: u64) -> Rosters {
+        Rosters {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(entries)
+                .time_to_live(ROSTER_TTL)
+                .build(),
+        }
+    }
+
     pub fn forget(&self, owner: &str) {
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(owner);
+        self.cache.invalidate(owner);
     }
 
     pub fn forget_all(&self) {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.cache.invalidate_all();
     }
 }
 
@@ -87,15 +93,10 @@ impl Pep {
     /// The account's roster, read again when the cached copy is older than `max_age`.
     pub async fn roster_within(&self, owner: &Jid, max_age: Duration) -> Arc<Roster> {
         let key = owner.to_bare().to_string();
-        if let Some((at, r)) = self
-            .rosters
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+        if let Some((at, r)) = self.rosters.cache.get(&key)
             && at.elapsed() < max_age
         {
-            return r.clone();
+            return r;
         }
         let granted = self
             .privileges
@@ -123,8 +124,6 @@ impl Pep {
         };
         self.rosters
             .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .insert(key, (Instant::now(), roster.clone()));
         roster
     }

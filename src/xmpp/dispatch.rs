@@ -8,7 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use tracing::{debug, warn};
 
@@ -18,7 +18,7 @@ use crate::pep::Pep;
 use crate::pep::delegation::{self, PEP_FEATURES, delegated_disco_node, is_delegation_ns};
 use crate::pep::presence::PresenceChange;
 use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2, wrap_headline};
-use crate::pep::requests::Requests;
+use crate::component::Requests;
 use crate::pubsub::PubSub;
 use crate::pubsub::access::Action;
 use crate::pubsub::model::{AccessModel, SendLastPublished, ServiceId, SubscriptionState};
@@ -45,14 +45,14 @@ struct Inner {
     pep: Option<Arc<Pep>>,
     /// XEP-0033 multicast of host-service notifications, when enabled.
     multicast: Option<Arc<Multicast>>,
-    /// IQs the component sent and waits for (PEP's rosters and caps, multicast discovery).
-    requests: Arc<Requests>,
     /// Host-service IQs are processed by these workers, one queue per shard of node names:
     /// requests on one node keep their order, requests on different nodes run concurrently (and
     /// their writes share the store's group commits).
     shards: OnceLock<Vec<mpsc::Sender<Element>>>,
     inflight: AtomicUsize,
     idle: Notify,
+    /// Permits for tasks spawned from the reader ([`MAX_TASKS`]).
+    tasks: Arc<Semaphore>,
 }
 
 const SHARDS: usize = 32;
@@ -60,23 +60,24 @@ const SHARDS: usize = 32;
 impl Service {
     /// `multicast`: send notifications for several subscribers of one server as one XEP-0033
     /// stanza when that server offers a multicast service.
+    /// `requests`: the component's table of IQs waiting for answers (multicast discovery).
     pub fn new(
         domain: &str,
         pubsub: Arc<PubSub>,
         pep: Option<Arc<Pep>>,
+        requests: Arc<Requests>,
         multicast: bool,
     ) -> Result<Service, crate::jid::JidError> {
-        let requests = pep.as_ref().map(|p| p.requests.clone()).unwrap_or_default();
         Ok(Service {
             inner: Arc::new(Inner {
                 domain: Jid::parse(domain)?,
                 pubsub,
                 pep,
                 multicast: multicast.then(|| Arc::new(Multicast::new(domain, requests.clone()))),
-                requests,
                 shards: OnceLock::new(),
                 inflight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                tasks: Arc::new(Semaphore::new(MAX_TASKS)),
             }),
         })
     }
@@ -85,7 +86,7 @@ impl Service {
         self.inner.shards.get_or_init(|| {
             (0..SHARDS)
                 .map(|_| {
-                    let (tx, rx) = mpsc::channel::<Element>(1024);
+                    let (tx, rx) = mpsc::channel::<Element>(SHARD_QUEUE);
                     let inner = self.inner.clone();
                     let out = out.clone();
                     tokio::spawn(async move { inner.run_shard(rx, out).await });
@@ -95,15 +96,40 @@ impl Service {
         })
     }
 
+    /// A permit to run one more task, or None when [`MAX_TASKS`] run already: the reader never
+    /// waits for work to finish.
+    fn try_task(&self) -> Option<OwnedSemaphorePermit> {
+        self.inner.tasks.clone().try_acquire_owned().ok()
+    }
+
     /// Runs `work` in its own task, counted as in flight until it completes.
-    fn spawn_counted(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+    fn spawn_counted(
+        &self,
+        permit: OwnedSemaphorePermit,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
         self.inner.inflight.fetch_add(1, Ordering::SeqCst);
         let inner = self.inner.clone();
         tokio::spawn(async move {
             work.await;
+            drop(permit);
             inner.finished();
         });
     }
+}
+
+/// Delegated requests and presence work running at once at most (each may wait for the server's
+/// answers, which the reader must stay free to read).
+const MAX_TASKS: usize = 1024;
+
+/// Host-service requests queued per shard at most; beyond, `resource-constraint`.
+const SHARD_QUEUE: usize = 1024;
+
+/// The error for a request that finds its queue full (RFC 6120 8.3.3.18: resource-constraint,
+/// type wait: the sender may try again later).
+fn busy() -> StanzaError {
+    StanzaError::new(super::errors::ErrorType::Wait, "resource-constraint")
+        .with_text("too many requests are waiting; try again later")
 }
 
 /// The shard of a request: its node (so one node's requests stay ordered), else its sender.
@@ -801,7 +827,8 @@ impl StanzaHandler for Service {
             "iq" => {
                 let kind = stanza.get_attr("type");
                 if matches!(kind, Some("result") | Some("error")) {
-                    let _ = inner.requests.complete(stanza);
+                    // Not an answer to one of our requests (those are taken by the connection).
+                    debug!("ignoring an iq {kind:?} nobody waits for");
                     return;
                 }
                 let delegated = stanza
@@ -811,8 +838,14 @@ impl StanzaHandler for Service {
                     let from = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok());
                     match (&inner.pep, from) {
                         (Some(pep), Some(from)) if pep.is_server(&from) => {
+                            let Some(permit) = self.try_task() else {
+                                if let Ok(iq) = Iq::parse(stanza) {
+                                    let _ = out.send(&iq.error(&busy())).await;
+                                }
+                                return;
+                            };
                             let (inner, pep, out) = (inner.clone(), pep.clone(), out.clone());
-                            self.spawn_counted(async move {
+                            self.spawn_counted(permit, async move {
                                 inner.handle_delegated(&pep, stanza, &out).await
                             });
                         }
@@ -853,8 +886,15 @@ impl StanzaHandler for Service {
                 }
                 let shard = shard_of(&stanza);
                 inner.inflight.fetch_add(1, Ordering::SeqCst);
-                if self.shards(out)[shard].send(stanza).await.is_err() {
-                    inner.finished();
+                match self.shards(out)[shard].try_send(stanza) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(stanza)) => {
+                        inner.finished();
+                        if let Ok(iq) = Iq::parse(stanza) {
+                            let _ = out.send(&iq.error(&busy())).await;
+                        }
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => inner.finished(),
                 }
             }
             "message" => inner.handle_message(stanza, out).await,
@@ -871,7 +911,12 @@ impl StanzaHandler for Service {
                     // may have changed since it was cached.
                     pep.rosters.forget(&who.to_bare().to_string());
                     let (inner, pep, out) = (inner.clone(), pep.clone(), out.clone());
-                    self.spawn_counted(async move { inner.on_available(&pep, who, &out).await });
+                    match self.try_task() {
+                        Some(permit) => self.spawn_counted(permit, async move {
+                            inner.on_available(&pep, who, &out).await
+                        }),
+                        None => debug!("too busy to send last items to {who}"),
+                    }
                 }
             }
             other => debug!("ignoring {other}"),

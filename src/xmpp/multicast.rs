@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::component::{NS_COMPONENT, Outbox};
 use crate::jid::Jid;
-use crate::pep::requests::Requests;
+use crate::component::Requests;
 use crate::xml::Element;
 
 use super::forms::{self, NS_DATA};
