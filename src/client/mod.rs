@@ -528,6 +528,11 @@ impl Client {
         }
     }
 
+    /// True when a stanza received but not yet taken matches `pred`.
+    pub fn pending_contains(&self, pred: impl FnMut(&Element) -> bool) -> bool {
+        self.pending.iter().any(pred)
+    }
+
     /// Sends an IQ (an id is assigned if it has none) and waits for its result or error.
     pub async fn iq(&mut self, mut iq: Element) -> Result<Element, ClientError> {
         let id = match iq.get_attr("id") {

@@ -66,7 +66,10 @@ impl Requests {
         {
             let mut table = self.table();
             if table.len() >= self.capacity {
-                debug!("not asking {asked:?}: {} requests wait already", table.len());
+                debug!(
+                    "not asking {asked:?}: {} requests wait already",
+                    table.len()
+                );
                 return None;
             }
             table.insert(id.clone(), Waiter { asked, tx });
@@ -135,9 +138,7 @@ mod tests {
     }
 
     /// Sends a roster get to juliet@capulet.lit; returns the waiting task and the id it used.
-    async fn ask(
-        requests: &Arc<Requests>,
-    ) -> (tokio::task::JoinHandle<Option<Element>>, String) {
+    async fn ask(requests: &Arc<Requests>) -> (tokio::task::JoinHandle<Option<Element>>, String) {
         let (out, rx) = Outbox::new(8, NS_COMPONENT);
         let r = requests.clone();
         let task = tokio::spawn(async move {
@@ -147,7 +148,13 @@ mod tests {
             r.send(&out, iq, Duration::from_secs(5)).await
         });
         let sent = rx.lock().await.recv().await.unwrap();
-        let id = sent.split("id='").nth(1).unwrap().split('\'').next().unwrap();
+        let id = sent
+            .split("id='")
+            .nth(1)
+            .unwrap()
+            .split('\'')
+            .next()
+            .unwrap();
         (task, id.to_owned())
     }
 
@@ -165,11 +172,18 @@ mod tests {
         let requests = Arc::new(Requests::default());
         let (task, id) = ask(&requests).await;
         // RFC 6120 8.1.3: a forged answer from another user with the right id is ignored...
-        assert_eq!(requests.complete(answer(&id, "mallory@capulet.lit")), Ok(()));
+        assert_eq!(
+            requests.complete(answer(&id, "mallory@capulet.lit")),
+            Ok(())
+        );
         assert_eq!(requests.complete(answer(&id, "capulet.lit")), Ok(()));
         assert_eq!(requests.waiting(), 1);
         // ...an unknown id is not ours...
-        assert!(requests.complete(answer("s-0", "juliet@capulet.lit")).is_err());
+        assert!(
+            requests
+                .complete(answer("s-0", "juliet@capulet.lit"))
+                .is_err()
+        );
         // ...and the real answer still arrives (the same JID, told apart by case only).
         assert_eq!(requests.complete(answer(&id, "juliet@capulet.lit")), Ok(()));
         let got = task.await.unwrap().unwrap();
@@ -185,6 +199,10 @@ mod tests {
         let iq = Element::new("iq", NS_COMPONENT).attr("to", "a@b");
         assert_eq!(requests.send(&out, iq, Duration::from_secs(5)).await, None);
         requests.cancel_all();
-        assert_eq!(task.await.unwrap(), None, "the waiter learns the connection ended");
+        assert_eq!(
+            task.await.unwrap(),
+            None,
+            "the waiter learns the connection ended"
+        );
     }
 }

@@ -268,6 +268,12 @@ impl Element {
         }
     }
 
+    /// Gives back the spare capacity of the children and attributes.
+    pub fn shrink_to_fit(&mut self) {
+        self.children.shrink_to_fit();
+        self.attrs.shrink_to_fit();
+    }
+
     pub fn push_child(&mut self, child: Element) {
         self.children.push(Node::Element(child));
     }

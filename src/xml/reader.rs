@@ -177,7 +177,10 @@ impl TreeBuilder {
     }
 
     fn end(&mut self) -> Option<Element> {
-        let el = self.stack.pop()?;
+        let mut el = self.stack.pop()?;
+        // A closed element keeps exactly its children: the growth slack of every vector would
+        // otherwise multiply the memory of a stanza of many small elements.
+        el.shrink_to_fit();
         self.close_with(el)
     }
 

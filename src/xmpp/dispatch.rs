@@ -12,13 +12,13 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use tracing::{debug, warn};
 
+use crate::component::Requests;
 use crate::component::{NS_COMPONENT, Outbox, StanzaHandler};
 use crate::jid::Jid;
 use crate::pep::Pep;
 use crate::pep::delegation::{self, PEP_FEATURES, delegated_disco_node, is_delegation_ns};
 use crate::pep::presence::PresenceChange;
 use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2, wrap_headline};
-use crate::component::Requests;
 use crate::pubsub::PubSub;
 use crate::pubsub::access::Action;
 use crate::pubsub::model::{AccessModel, SendLastPublished, ServiceId, SubscriptionState};

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use crate::component::Requests;
 use crate::component::{NS_COMPONENT, Outbox};
 use crate::jid::Jid;
-use crate::component::Requests;
 use crate::xml::Element;
 
 use super::forms::{self, NS_DATA};
