@@ -63,6 +63,13 @@ pub struct PubSubConfig {
     pub max_nodes_per_user: u64,
     /// Most items or nodes returned in one answer (RSM pages are capped to this).
     pub max_page: usize,
+    /// Most payload bytes in one items answer (at least one item is always returned; the answer
+    /// then carries an RSM set saying where to go on).
+    pub max_page_bytes: usize,
+    /// Most subscriptions one bare JID may hold on one node (across its resources).
+    pub max_subscriptions_per_node: usize,
+    /// Most subscriptions one bare JID may hold on the whole service.
+    pub max_subscriptions_per_user: usize,
     /// Milliseconds a cached node/subscriber list/last item is trusted before re-reading storage
     /// (the staleness bound across instances sharing storage). Unset: 2000 with the aws backend,
     /// no expiry with the single-instance backends.
@@ -80,6 +87,9 @@ impl Default for PubSubConfig {
             max_items_per_node: l.max_items_per_node,
             max_nodes_per_user: l.max_nodes_per_user,
             max_page: l.max_page,
+            max_page_bytes: l.max_page_bytes,
+            max_subscriptions_per_node: l.max_subscriptions_per_node,
+            max_subscriptions_per_user: l.max_subscriptions_per_user,
             cache_ttl_ms: None,
             multicast: true,
         }
@@ -99,6 +109,9 @@ impl PubSubConfig {
             max_items_per_node: self.max_items_per_node,
             max_nodes_per_user: self.max_nodes_per_user,
             max_page: self.max_page,
+            max_page_bytes: self.max_page_bytes,
+            max_subscriptions_per_node: self.max_subscriptions_per_node,
+            max_subscriptions_per_user: self.max_subscriptions_per_user,
             cache_ttl: ttl_ms
                 .filter(|ms| *ms > 0)
                 .map(std::time::Duration::from_millis),
@@ -125,6 +138,8 @@ pub struct ComponentConfig {
     pub reconnect_max_ms: u64,
     /// Stanzas queued for the writer before producers wait (back-pressure).
     pub outbound_queue: usize,
+    /// Bytes waiting to be written before producers are made to wait.
+    pub outbound_queue_bytes: usize,
     /// Largest stanza accepted from the server, in bytes. A larger one is skipped and its sender
     /// gets a policy-violation error; the stream goes on.
     pub max_stanza_bytes: usize,
@@ -205,6 +220,7 @@ impl Default for ComponentConfig {
             reconnect_initial_ms: 500,
             reconnect_max_ms: 30_000,
             outbound_queue: 8192,
+            outbound_queue_bytes: crate::component::outbox::DEFAULT_QUEUE_BYTES,
             max_stanza_bytes: xml.max_stanza_bytes,
             max_depth: xml.max_depth,
             max_attributes: xml.max_attributes,
@@ -339,6 +355,9 @@ impl Config {
                 "component.secret (--secret) is empty: set it to the server's component secret"
                     .into(),
             );
+        }
+        if c.outbound_queue_bytes < 1 << 20 {
+            problems.push("component.outbound_queue_bytes must be at least 1048576".into());
         }
         if c.outbound_queue == 0 {
             problems.push("component.outbound_queue must be at least 1".into());

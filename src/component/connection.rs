@@ -73,7 +73,11 @@ pub struct Component {
 
 impl Component {
     pub fn new(config: Arc<Config>) -> Component {
-        let (outbox, queue) = Outbox::new(config.component.outbound_queue, NS_COMPONENT);
+        let (outbox, queue) = Outbox::with_bytes(
+            config.component.outbound_queue,
+            config.component.outbound_queue_bytes,
+            NS_COMPONENT,
+        );
         Component {
             config,
             outbox,

@@ -1,20 +1,23 @@
 //! The outbound queue: producers serialize stanzas and queue them; one writer task per connection
 //! drains the queue into the socket in batches.
 //!
-//! The queue is bounded, so a slow server makes producers wait instead of growing memory without
-//! limit. It outlives connections: stanzas queued while the component reconnects are written on
-//! the next connection.
+//! The queue is bounded in stanzas and in bytes, so a slow server makes producers wait instead of
+//! growing memory without limit. It outlives connections: stanzas queued while the component
+//! reconnects are written on the next connection.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, MutexGuard, Semaphore, mpsc, oneshot};
 
 use crate::xml::Element;
 
 /// Bytes a writer gathers before one write call.
 const BATCH_BYTES: usize = 64 * 1024;
+
+/// Bytes queued at most unless configured: producers wait beyond.
+pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
 /// The sending side: cheap to clone, shared by every producer.
 #[derive(Clone)]
@@ -22,10 +25,30 @@ pub struct Outbox {
     tx: mpsc::Sender<String>,
     /// The default namespace of the stream the stanzas go to (jabber:component:accept, jabber:client).
     stream_ns: &'static str,
+    /// One permit per queued byte (a string larger than the whole budget takes all of it).
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
 }
 
 /// The receiving side, handed from one connection's writer to the next.
-pub type OutboxReceiver = Arc<Mutex<mpsc::Receiver<String>>>;
+#[derive(Clone)]
+pub struct OutboxReceiver {
+    rx: Arc<Mutex<mpsc::Receiver<String>>>,
+    bytes: Arc<Semaphore>,
+    max_bytes: usize,
+}
+
+impl OutboxReceiver {
+    /// The queue, for one reader at a time.
+    pub async fn lock(&self) -> MutexGuard<'_, mpsc::Receiver<String>> {
+        self.rx.lock().await
+    }
+
+    /// Gives back the byte budget of a string taken from the queue.
+    fn release(&self, xml: &str) {
+        self.bytes.add_permits(xml.len().min(self.max_bytes));
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("the outbound queue is closed (shutting down)")]
@@ -33,8 +56,30 @@ pub struct OutboxClosed;
 
 impl Outbox {
     pub fn new(capacity: usize, stream_ns: &'static str) -> (Outbox, OutboxReceiver) {
+        Outbox::with_bytes(capacity, DEFAULT_QUEUE_BYTES, stream_ns)
+    }
+
+    /// A queue of at most `capacity` strings and `max_bytes` bytes.
+    pub fn with_bytes(
+        capacity: usize,
+        max_bytes: usize,
+        stream_ns: &'static str,
+    ) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Outbox { tx, stream_ns }, Arc::new(Mutex::new(rx)))
+        let bytes = Arc::new(Semaphore::new(max_bytes));
+        (
+            Outbox {
+                tx,
+                stream_ns,
+                bytes: bytes.clone(),
+                max_bytes,
+            },
+            OutboxReceiver {
+                rx: Arc::new(Mutex::new(rx)),
+                bytes,
+                max_bytes,
+            },
+        )
     }
 
     /// Serializes the stanza and queues it; waits while the queue is full.
@@ -44,9 +89,25 @@ impl Outbox {
         self.send_raw(xml).await
     }
 
-    /// Queues already-serialized XML (one or more complete stanzas).
+    /// Queues already-serialized XML (one or more complete stanzas); waits while the queue is
+    /// full in stanzas or in bytes.
     pub async fn send_raw(&self, xml: String) -> Result<(), OutboxClosed> {
-        self.tx.send(xml).await.map_err(|_| OutboxClosed)
+        let n = xml.len().min(self.max_bytes);
+        let permits = u32::try_from(n).unwrap_or(u32::MAX);
+        match self.bytes.acquire_many(permits).await {
+            Ok(p) => p.forget(),
+            Err(_) => return Err(OutboxClosed),
+        }
+        if self.tx.send(xml).await.is_err() {
+            self.bytes.add_permits(n);
+            return Err(OutboxClosed);
+        }
+        Ok(())
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.max_bytes - self.bytes.available_permits()
     }
 
     pub fn stream_ns(&self) -> &'static str {
@@ -76,7 +137,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     keepalive: Option<Duration>,
     mut stop: oneshot::Receiver<WriterStop>,
 ) -> std::io::Result<()> {
-    let mut rx = queue.lock().await;
+    let mut rx = queue.rx.lock().await;
     let mut buf = String::with_capacity(BATCH_BYTES);
     let idle = keepalive.unwrap_or(Duration::from_secs(24 * 3600));
     loop {
@@ -86,6 +147,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 let tail = match how {
                     Ok(WriterStop::Drain(tail)) => {
                         while let Ok(more) = rx.try_recv() {
+                            queue.release(&more);
                             buf.push_str(&more);
                             if buf.len() >= BATCH_BYTES {
                                 io.write_all(buf.as_bytes()).await?;
@@ -109,10 +171,14 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                     io.flush().await?;
                     return Ok(());
                 };
+                queue.release(&first);
                 buf.push_str(&first);
                 while buf.len() < BATCH_BYTES {
                     match rx.try_recv() {
-                        Ok(more) => buf.push_str(&more),
+                        Ok(more) => {
+                            queue.release(&more);
+                            buf.push_str(&more);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -163,6 +229,21 @@ mod tests {
         let mut b = [0u8; 1];
         r.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b" ");
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes() {
+        let (outbox, rx) = Outbox::with_bytes(100, 10, "jabber:client");
+        outbox.send_raw("123456".into()).await.unwrap();
+        assert_eq!(outbox.queued_bytes(), 6);
+        let more =
+            tokio::time::timeout(Duration::from_millis(50), outbox.send_raw("78901".into())).await;
+        assert!(more.is_err(), "11 bytes do not fit in 10");
+        // The writer takes the first string: its bytes are free again.
+        let (w, _r) = tokio::io::duplex(1 << 16);
+        let (_stop, stop_rx) = oneshot::channel();
+        tokio::spawn(run_writer(w, rx, None, stop_rx));
+        outbox.send_raw("78901".into()).await.unwrap();
     }
 
     #[tokio::test]

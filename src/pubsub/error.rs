@@ -57,6 +57,9 @@ pub enum PubSubError {
     LastOwner,
     #[error("{0}")]
     BadRequest(String),
+    /// A service limit on what one entity may hold (subscriptions).
+    #[error("{0}")]
+    LimitReached(String),
     #[error("storage failed: {0}")]
     Storage(#[from] StoreError),
 }

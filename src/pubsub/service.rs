@@ -20,6 +20,12 @@ pub struct Limits {
     pub max_items_per_node: u64,
     pub max_nodes_per_user: u64,
     pub max_page: usize,
+    /// Bytes of payload in one items answer at most (at least one item is always returned).
+    pub max_page_bytes: usize,
+    /// Subscriptions one bare JID may hold on one node (several resources, several SubIDs).
+    pub max_subscriptions_per_node: usize,
+    /// Subscriptions one bare JID may hold on the whole service.
+    pub max_subscriptions_per_user: usize,
     /// How long a cached node (configuration, affiliations, subscribers) and last item may be
     /// served before being read again from the store: the staleness bound when several instances
     /// share storage. None: cached until this instance changes it (one instance).
@@ -33,6 +39,9 @@ impl Default for Limits {
             max_items_per_node: 1000,
             max_nodes_per_user: 1000,
             max_page: 1000,
+            max_page_bytes: 256 * 1024,
+            max_subscriptions_per_node: 16,
+            max_subscriptions_per_user: 1000,
             cache_ttl: None,
         }
     }
@@ -588,7 +597,7 @@ impl PubSub {
         actor: &Jid,
         node: &str,
         selection: ItemSelection,
-    ) -> PubSubResult<ItemPage> {
+    ) -> PubSubResult<(ItemPage, bool)> {
         let state = self.node(svc, node).await?;
         self.authorize_in(svc, &state, actor, Action::RetrieveItems)
             .await?;
@@ -596,6 +605,9 @@ impl PubSub {
             return Err(PubSubError::Unsupported("persistent-items"));
         }
         let max = self.limits.max_page;
+        // Which end of the page to keep if it must be cut short: the newest items, or for a page
+        // after a cursor the ones nearest to it.
+        let keep_end = !matches!(selection, ItemSelection::Page(ItemQuery::After(..)));
         let mut page = match selection {
             ItemSelection::Newest(n) => {
                 let n = n.unwrap_or(max).min(max);
@@ -632,7 +644,41 @@ impl PubSub {
             let cutoff = now_ms().saturating_sub(expire.saturating_mul(1000));
             page.items.retain(|i| i.published_ms >= cutoff);
         }
-        Ok(page)
+        let truncated = self.fit_page(&mut page, keep_end);
+        Ok((page, truncated))
+    }
+
+    /// Drops items until the page's payloads fit in `max_page_bytes` (XEP-0060 6.5.4: a service
+    /// may return some of the items), keeping the newest end (`keep_end`) or the oldest; at least
+    /// one item stays. True when items were dropped.
+    fn fit_page(&self, page: &mut ItemPage, keep_end: bool) -> bool {
+        let max = self.limits.max_page_bytes;
+        let mut total = 0;
+        let mut fits = |items: &mut dyn Iterator<Item = &Item>| {
+            items
+                .take_while(|i| {
+                    total += i.payload.len();
+                    total <= max
+                })
+                .count()
+                .max(1)
+        };
+        let keep = if keep_end {
+            fits(&mut page.items.iter().rev())
+        } else {
+            fits(&mut page.items.iter())
+        };
+        if keep >= page.items.len() {
+            return false;
+        }
+        if keep_end {
+            let drop = page.items.len() - keep;
+            page.items.drain(..drop);
+            page.first_index = page.first_index.map(|i| i + drop as u64);
+        } else {
+            page.items.truncate(keep);
+        }
+        true
     }
 
     /// The last published item, from the cache or the store.
@@ -677,6 +723,7 @@ impl PubSub {
                 notifications: Vec::new(),
             });
         }
+        self.check_subscription_limits(svc, &state, jid).await?;
         let cfg = &state.record.config;
         let needs_approval = cfg.access_model == AccessModel::Authorize
             && matches!(state.affiliation(jid), Affiliation::None);
@@ -752,6 +799,35 @@ impl PubSub {
             subscription: sub,
             notifications,
         })
+    }
+
+    /// One more subscription of `jid`'s bare JID stays within the node's and the service's limits
+    /// (each full JID of an account may subscribe, so an account is what is counted).
+    async fn check_subscription_limits(
+        &self,
+        svc: &ServiceId,
+        state: &NodeState,
+        jid: &Jid,
+    ) -> PubSubResult<()> {
+        let bare = jid.to_bare();
+        let on_node = state
+            .subscriptions
+            .iter()
+            .filter(|s| s.jid.to_bare() == bare)
+            .count();
+        let l = &self.limits;
+        if on_node >= l.max_subscriptions_per_node {
+            return Err(PubSubError::LimitReached(format!(
+                "{bare} has {on_node} subscriptions to this node, the most one account may hold"
+            )));
+        }
+        let held = self.store.user_subscriptions(svc, &bare).await?.len();
+        if held >= l.max_subscriptions_per_user {
+            return Err(PubSubError::LimitReached(format!(
+                "{bare} has {held} subscriptions on this service, the most one account may hold"
+            )));
+        }
+        Ok(())
     }
 
     /// Finds the one subscription of `jid` that `subid` designates (6.2.3.1, 6.2.3.5).
@@ -1075,5 +1151,102 @@ mod tests {
             notes[0].recipients.iter().any(|r| r.jid == bob),
             "{notes:?}"
         );
+    }
+
+    /// Issue 12, bounded answers: an account may hold a limited number of subscriptions per node
+    /// (whatever resources it names) and per service; past them, policy-violation with the limit.
+    #[tokio::test]
+    async fn subscriptions_per_account_are_bounded() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let limits = Limits {
+            max_subscriptions_per_node: 3,
+            max_subscriptions_per_user: 5,
+            ..Limits::default()
+        };
+        let ps = PubSub::new(store, limits, Arc::new(NoRoster));
+        let svc = ServiceId::Host;
+        let owner = jid("owner@localhost/x");
+        for n in ["a", "b", "c"] {
+            ps.create(&svc, &owner, Some(n), None).await.unwrap();
+        }
+        let ps = &ps;
+        let svc = &svc;
+        let sub = |node: &'static str, res: String| async move {
+            let me = jid(&format!("bob@localhost/{res}"));
+            ps.subscribe(svc, &me, node, &me, SubOptions::default())
+                .await
+        };
+        for r in 0..3 {
+            sub("a", r.to_string()).await.unwrap();
+        }
+        let err = sub("a", "3".into()).await.unwrap_err();
+        assert!(matches!(err, PubSubError::LimitReached(_)), "{err:?}");
+        // The same resource again is the subscription it has, not a new one.
+        assert!(sub("a", "0".into()).await.is_ok());
+        sub("b", "0".into()).await.unwrap();
+        sub("b", "1".into()).await.unwrap();
+        let err = sub("c", "0".into()).await.unwrap_err();
+        assert!(matches!(err, PubSubError::LimitReached(_)), "{err:?}");
+        // Another account is not counted against bob.
+        let carol = jid("carol@localhost/x");
+        assert!(
+            ps.subscribe(svc, &carol, "c", &carol, SubOptions::default())
+                .await
+                .is_ok()
+        );
+    }
+
+    /// XEP-0060 6.5.4: an items answer is cut at max_page_bytes of payload (at least one item),
+    /// keeping the newest items, and says it was cut.
+    #[tokio::test]
+    async fn an_items_page_is_bounded_in_bytes() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::default());
+        let limits = Limits {
+            max_page_bytes: 100,
+            ..Limits::default()
+        };
+        let ps = PubSub::new(store, limits, Arc::new(NoRoster));
+        let svc = ServiceId::Host;
+        let owner = jid("owner@localhost/x");
+        let mut cfg = NodeConfig::host_default(limits.max_payload_bytes);
+        cfg.max_items = MaxItems::Count(10);
+        ps.create(&svc, &owner, Some("n"), Some(cfg)).await.unwrap();
+        for i in 0..5 {
+            // 40 bytes each: two fit in 100.
+            let payload = format!("<e xmlns='urn:e'>{i:0>19}</e>");
+            assert_eq!(payload.len(), 40);
+            ps.publish(&svc, &owner, "n", vec![(Some(format!("i{i}")), payload)])
+                .await
+                .unwrap();
+        }
+        let (page, cut) = ps
+            .items(&svc, &owner, "n", ItemSelection::Newest(None))
+            .await
+            .unwrap();
+        assert!(cut);
+        let ids: Vec<_> = page.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids.len(), 2, "{ids:?}");
+        assert!(
+            ids.contains(&"i4") && ids.contains(&"i3"),
+            "the newest: {ids:?}"
+        );
+        let (page, cut) = ps
+            .items(
+                &svc,
+                &owner,
+                "n",
+                ItemSelection::Page(ItemQuery::After(None, 10)),
+            )
+            .await
+            .unwrap();
+        assert!(cut);
+        let ids: Vec<_> = page.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["i0", "i1"], "from the cursor on");
+        let (page, cut) = ps
+            .items(&svc, &owner, "n", ItemSelection::ById(vec!["i1".into()]))
+            .await
+            .unwrap();
+        assert!(!cut);
+        assert_eq!(page.items.len(), 1);
     }
 }

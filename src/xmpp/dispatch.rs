@@ -13,6 +13,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tracing::{debug, warn};
 
 use crate::component::Requests;
+use crate::component::outbox::OutboxClosed;
 use crate::component::{NS_COMPONENT, Outbox, StanzaHandler};
 use crate::jid::Jid;
 use crate::pep::Pep;
@@ -158,6 +159,41 @@ fn is_publish(stanza: &Element) -> bool {
             .is_some_and(|p| p.children().any(|c| c.name() == "publish"))
 }
 
+/// Bytes of stanzas gathered before they are queued: a fan-out to many recipients never builds
+/// one string of recipients x payload, and the outbound queue's byte bound applies as it goes.
+const SINK_BYTES: usize = 64 * 1024;
+
+/// Gathers serialized stanzas and queues them in batches of about [`SINK_BYTES`].
+struct Sink<'a> {
+    out: &'a Outbox,
+    buf: String,
+}
+
+impl<'a> Sink<'a> {
+    fn new(out: &'a Outbox) -> Sink<'a> {
+        Sink {
+            out,
+            buf: String::new(),
+        }
+    }
+
+    /// Appends what `write` writes; queues the batch once it is large enough.
+    async fn push(&mut self, write: impl FnOnce(&mut String)) -> Result<(), OutboxClosed> {
+        write(&mut self.buf);
+        if self.buf.len() >= SINK_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), OutboxClosed> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.out.send_raw(std::mem::take(&mut self.buf)).await
+    }
+}
+
 impl Inner {
     /// Answers one shard's requests in order. Where the store applies writes in the order they
     /// were issued, a run of queued publishes (one node's or several) runs together: their writes
@@ -281,6 +317,7 @@ impl Inner {
     ) -> Vec<String> {
         let from = self.domain.to_string();
         let mut services: Vec<String> = Vec::new();
+        let mut sink = Sink::new(out);
         for n in notifications {
             let filtered;
             let n = match &self.pep {
@@ -297,30 +334,37 @@ impl Inner {
             if n.recipients.is_empty() {
                 continue;
             }
-            if out
-                .send_raw(self.render(n, &from, out, &mut services))
+            if self
+                .render(n, &from, out, &mut services, &mut sink)
                 .await
                 .is_err()
             {
                 warn!("dropping notifications for node {}: shutting down", n.node);
-                break;
+                return services;
             }
         }
+        let _ = sink.flush().await;
         services
     }
 
-    /// The messages of one notification: through the recipients' multicast services where there
-    /// are several recipients on one server that offers one (XEP-0033), else one per recipient.
-    fn render(
+    /// Writes the messages of one notification: through the recipients' multicast services where
+    /// there are several recipients on one server that offers one (XEP-0033), else one per
+    /// recipient. The payload is serialized once; the messages go out in batches of bounded size.
+    async fn render(
         &self,
         n: &Notification,
         from: &str,
         out: &Outbox,
         services: &mut Vec<String>,
-    ) -> String {
+        sink: &mut Sink<'_>,
+    ) -> Result<(), OutboxClosed> {
         let body = notify::Body::of(n);
         let Some(mc) = self.multicast.as_ref().filter(|_| n.recipients.len() > 1) else {
-            return notify::render_for(&body, from, n.recipients.iter());
+            for r in &n.recipients {
+                sink.push(|buf| notify::render_one(&body, from, r, buf))
+                    .await?;
+            }
+            return Ok(());
         };
         let mut one_by_one: Vec<&Recipient> = Vec::new();
         let mut by_domain: HashMap<&str, Vec<&Recipient>> = HashMap::new();
@@ -332,7 +376,6 @@ impl Inner {
                 by_domain.entry(r.jid.domain()).or_default().push(r);
             }
         }
-        let mut xml = String::new();
         for (domain, rs) in by_domain {
             let service = if rs.len() > 1 {
                 mc.service_for(domain, out)
@@ -353,15 +396,21 @@ impl Inner {
                                 n.node,
                                 chunk.len()
                             );
-                            xml.push_str(&notify::render_multicast(&body, from, &service, chunk));
+                            sink.push(|buf| {
+                                notify::render_multicast_into(&body, from, &service, chunk, buf)
+                            })
+                            .await?;
                         }
                     }
                 }
                 None => one_by_one.extend(rs),
             }
         }
-        xml.push_str(&notify::render_for(&body, from, one_by_one.into_iter()));
-        xml
+        for r in one_by_one {
+            sink.push(|buf| notify::render_one(&body, from, r, buf))
+                .await?;
+        }
+        Ok(())
     }
 
     /// The payload of the result (and notifications), or the error, for an IQ get/set.
@@ -491,7 +540,7 @@ impl Inner {
             }
             Some(name) => {
                 // XEP-0060 5.5: the items of a node, by id.
-                let page = self
+                let (page, _) = self
                     .pubsub
                     .items(
                         svc,
@@ -694,12 +743,16 @@ impl Inner {
             recipients.retain(|j| seen.insert(j.clone()));
             let mut body = String::with_capacity(256);
             notify::event_element(n, &owner_bare).write_to(&mut body, crate::client::NS_CLIENT);
-            let mut batch = String::new();
+            let mut sink = Sink::new(out);
             let from = owner.to_bare();
             for r in recipients {
-                wrap_headline(&mut batch, &pep.component, &granted, &from, &r, &body);
+                let wrap =
+                    |b: &mut String| wrap_headline(b, &pep.component, &granted, &from, &r, &body);
+                if sink.push(wrap).await.is_err() {
+                    return;
+                }
             }
-            if !batch.is_empty() && out.send_raw(batch).await.is_err() {
+            if sink.flush().await.is_err() {
                 return;
             }
         }
@@ -768,7 +821,7 @@ impl Inner {
                 owners.push(j);
             }
         }
-        let mut batch = String::new();
+        let mut sink = Sink::new(out);
         for owner in owners {
             let svc = ServiceId::Pep(owner.to_string());
             let Ok(names) = self.pubsub.node_names(&svc, None, 1000).await else {
@@ -810,12 +863,15 @@ impl Inner {
                 };
                 let mut body = String::new();
                 notify::event_element(&n, "").write_to(&mut body, crate::client::NS_CLIENT);
-                wrap_headline(&mut batch, &pep.component, &granted, &owner, &who, &body);
+                let wrap = |b: &mut String| {
+                    wrap_headline(b, &pep.component, &granted, &owner, &who, &body)
+                };
+                if sink.push(wrap).await.is_err() {
+                    return;
+                }
             }
         }
-        if !batch.is_empty() {
-            let _ = out.send_raw(batch).await;
-        }
+        let _ = sink.flush().await;
     }
 }
 

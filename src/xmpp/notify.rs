@@ -100,25 +100,30 @@ pub fn render_for<'a>(
 ) -> String {
     let mut out = String::with_capacity(recipients.len() * (body.xml.len() + 96));
     for r in recipients {
-        out.push_str("<message from='");
-        escape_attr_into(&mut out, from);
-        out.push_str("' to='");
-        escape_attr_into(&mut out, &r.jid.to_string());
-        let _ = write!(out, "' type='{}'>", body.kind);
-        out.push_str(&body.xml);
-        if r.subids.len() > 1 {
-            // XEP-0060 12.3: one notification, a SubID header per subscription.
-            let _ = write!(out, "<headers xmlns='{NS_SHIM}'>");
-            for id in &r.subids {
-                out.push_str("<header name='SubID'>");
-                escape_attr_into(&mut out, id);
-                out.push_str("</header>");
-            }
-            out.push_str("</headers>");
-        }
-        out.push_str("</message>");
+        render_one(body, from, r, &mut out);
     }
     out
+}
+
+/// The message of one recipient, appended to `out`.
+pub fn render_one(body: &Body, from: &str, r: &Recipient, out: &mut String) {
+    out.push_str("<message from='");
+    escape_attr_into(out, from);
+    out.push_str("' to='");
+    escape_attr_into(out, &r.jid.to_string());
+    let _ = write!(out, "' type='{}'>", body.kind);
+    out.push_str(&body.xml);
+    if r.subids.len() > 1 {
+        // XEP-0060 12.3: one notification, a SubID header per subscription.
+        let _ = write!(out, "<headers xmlns='{NS_SHIM}'>");
+        for id in &r.subids {
+            out.push_str("<header name='SubID'>");
+            escape_attr_into(out, id);
+            out.push_str("</header>");
+        }
+        out.push_str("</headers>");
+    }
+    out.push_str("</message>");
 }
 
 /// One message to a multicast service (XEP-0033 section 3) carrying the notification to every
@@ -131,10 +136,22 @@ pub fn render_multicast(
     recipients: &[&Recipient],
 ) -> String {
     let mut out = String::with_capacity(body.xml.len() + 128 + recipients.len() * 64);
+    render_multicast_into(body, from, service, recipients, &mut out);
+    out
+}
+
+/// [`render_multicast`], appended to `out`.
+pub fn render_multicast_into(
+    body: &Body,
+    from: &str,
+    service: &str,
+    recipients: &[&Recipient],
+    out: &mut String,
+) {
     out.push_str("<message from='");
-    escape_attr_into(&mut out, from);
+    escape_attr_into(out, from);
     out.push_str("' to='");
-    escape_attr_into(&mut out, service);
+    escape_attr_into(out, service);
     let _ = write!(
         out,
         "' type='{}' id='{}'>",
@@ -145,11 +162,10 @@ pub fn render_multicast(
     let _ = write!(out, "<addresses xmlns='{NS_ADDRESS}'>");
     for r in recipients {
         out.push_str("<address type='bcc' jid='");
-        escape_attr_into(&mut out, &r.jid.to_string());
+        escape_attr_into(out, &r.jid.to_string());
         out.push_str("'/>");
     }
     out.push_str("</addresses></message>");
-    out
 }
 
 pub const NS_ADDRESS: &str = "http://jabber.org/protocol/address";

@@ -443,7 +443,7 @@ async fn items(
     } else {
         ItemSelection::Newest(max_items)
     };
-    let page = ps.items(svc, actor, node, selection).await.map_err(err)?;
+    let (page, truncated) = ps.items(svc, actor, node, selection).await.map_err(err)?;
     let mut list = Element::new("items", NS_PUBSUB).attr("node", node);
     for item in &page.items {
         let mut el = Element::new("item", NS_PUBSUB)
@@ -455,7 +455,8 @@ async fn items(
         list.push_child(el);
     }
     let mut reply = wrap(NS_PUBSUB, list);
-    if rsm_req.is_some() {
+    // XEP-0060 6.5.4: a page cut short says so with an RSM set, requested or not.
+    if rsm_req.is_some() || truncated {
         let first = page
             .items
             .first()
