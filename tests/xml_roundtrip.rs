@@ -313,3 +313,94 @@ proptest! {
         check(&xml);
     }
 }
+
+/// A stanza for the stream test: a generated tree, or one over a limit (which must be skipped).
+#[derive(Debug, Clone)]
+enum StreamStanza {
+    Tree(Gen),
+    TooDeep(usize),
+    TooManyAttributes(usize),
+}
+
+fn stream_stanza() -> impl Strategy<Value = StreamStanza> {
+    prop_oneof![
+        6 => gen_tree().prop_map(StreamStanza::Tree),
+        1 => (49..300usize).prop_map(StreamStanza::TooDeep),
+        1 => (65..200usize).prop_map(StreamStanza::TooManyAttributes),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("STRATUS_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(256),
+        ..ProptestConfig::default()
+    })]
+
+    /// The stream reader, fed any mix of stanzas in any chunking: one event per stanza (the tree
+    /// the standalone parser reads, or a skip for one over a limit), never a stream error.
+    #[test]
+    fn the_stream_reader_frames_every_stanza(
+        stanzas in prop::collection::vec(stream_stanza(), 1..12),
+        chunk in 1..2000usize,
+        spaces in prop::collection::vec("[ \n\t]{0,3}", 12),
+    ) {
+        use stratus::xml::{StreamEvent, spawn_stream_reader};
+        use tokio::io::AsyncWriteExt;
+        let mut input = String::from(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' \
+             xmlns:stream='http://etherx.jabber.org/streams' id='x'>",
+        );
+        let mut expected = Vec::new();
+        for (i, s) in stanzas.iter().enumerate() {
+            input.push_str(&spaces[i % spaces.len()]);
+            match s {
+                StreamStanza::Tree(g) => {
+                    let mut xml = String::new();
+                    render(g, &mut Vec::new(), &mut xml);
+                    // Read in the stream's scope: its default namespace applies.
+                    let wrapped = stratus_roundtrip(&format!("<w xmlns='jabber:component:accept'>{xml}</w>"));
+                    expected.push(Some(wrapped.children().next().unwrap().clone()));
+                    input.push_str(&xml);
+                }
+                StreamStanza::TooDeep(n) => {
+                    input.push_str(&format!("<message>{}{}</message>", "<a>".repeat(*n), "</a>".repeat(*n)));
+                    expected.push(None);
+                }
+                StreamStanza::TooManyAttributes(n) => {
+                    let attrs: String = (0..*n).map(|i| format!(" a{i}='>'")).collect();
+                    input.push_str(&format!("<iq{attrs}/>"));
+                    expected.push(None);
+                }
+            }
+        }
+        input.push_str("</stream:stream>");
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let events = rt.block_on(async move {
+            let (mut client, server) = tokio::io::duplex(4096);
+            let (mut rx, _task) = spawn_stream_reader(server, Limits::default(), 8);
+            tokio::spawn(async move {
+                for piece in input.as_bytes().chunks(chunk) {
+                    client.write_all(piece).await.unwrap();
+                }
+            });
+            let mut events = Vec::new();
+            while let Some(ev) = rx.recv().await {
+                events.push(ev);
+            }
+            events
+        });
+        prop_assert!(matches!(events.first(), Some(Ok(StreamEvent::Open(_)))), "{:?}", events.first());
+        prop_assert_eq!(events.last(), Some(&Ok(StreamEvent::Close)));
+        prop_assert_eq!(events.len(), expected.len() + 2);
+        for (ev, want) in events[1..events.len() - 1].iter().zip(&expected) {
+            match (ev, want) {
+                (Ok(StreamEvent::Stanza(got)), Some(want)) => {
+                    // Namespaces in scope differ (the stream's default), the tree does not.
+                    prop_assert_eq!(oracle(&got.to_xml(), false), oracle(&want.to_xml(), false));
+                }
+                (Ok(StreamEvent::Rejected(_)), None) => {}
+                (got, want) => prop_assert!(false, "got {:?}, wanted {:?}", got, want.as_ref().map(|w| w.to_xml())),
+            }
+        }
+    }
+}

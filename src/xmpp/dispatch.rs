@@ -648,17 +648,25 @@ impl Inner {
     async fn handle_delegated(&self, pep: &Arc<Pep>, outer: Element, out: &Outbox) {
         let outer_id = outer.get_attr("id").unwrap_or_default().to_owned();
         let server = outer.get_attr("from").unwrap_or_default().to_owned();
-        let Some(d) = delegation::unwrap(&outer) else {
-            let err = StanzaError::bad_request().with_text("not a delegated IQ");
-            let reply = Element::new("iq", NS_COMPONENT)
+        // The outer IQ is a request of the server's: it gets an answer whatever it carries.
+        let refuse = |why: &str| {
+            let err = StanzaError::bad_request().with_text(why);
+            Element::new("iq", NS_COMPONENT)
                 .attr("type", "error")
-                .attr("id", outer_id)
-                .attr("to", server)
-                .child(err.to_element(NS_COMPONENT));
-            let _ = out.send(&reply).await;
+                .attr("id", outer_id.clone())
+                .attr("to", server.clone())
+                .child(err.to_element(NS_COMPONENT))
+        };
+        let Some(d) = delegation::unwrap(&outer) else {
+            let _ = out.send(&refuse("not a delegated IQ")).await;
             return;
         };
         let iq = match Iq::parse(d.inner.clone()) {
+            // XEP-0355 forwards requests; a result or an error inside is never answered itself.
+            Ok(iq) if matches!(iq.kind, IqType::Result | IqType::Error) => {
+                let _ = out.send(&refuse("a delegated IQ is a get or a set")).await;
+                return;
+            }
             Ok(iq) => iq,
             Err(IqParseError::Reply(iq, err)) => {
                 let _ = out
@@ -666,7 +674,10 @@ impl Inner {
                     .await;
                 return;
             }
-            Err(IqParseError::Ignore(_)) => return,
+            Err(IqParseError::Ignore(why)) => {
+                let _ = out.send(&refuse(why)).await;
+                return;
+            }
         };
         let svc = if d.owner.node().is_some() && pep.is_local(&d.owner) {
             ServiceId::Pep(d.owner.to_string())
