@@ -1,8 +1,9 @@
 //! Who is online, with which XEP-0115 capabilities: learnt from the presences the XEP-0356 presence
 //! privilege forwards. A caps hash seen for the first time is resolved once with disco#info and
 //! cached by hash, so `+notify` filtering costs nothing per notification. An answer is cached under
-//! its hash only when it hashes to it (XEP-0115 5.4); otherwise it serves that resource alone. Both
-//! caches are bounded, so a flood of made-up hashes costs at most their size.
+//! its hash only when it hashes to it (XEP-0115 5.4), in a bounded cache; otherwise it is kept with
+//! that resource alone, for its current caps, and goes with them: a flood of made-up hashes costs
+//! one answer per online resource, and evicts nobody else's.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,13 +28,19 @@ pub struct Caps {
 
 type Features = Arc<HashSet<String>>;
 
+/// An online resource: its caps, and the features it answered for them when the answer did not
+/// hash to the caps' ver (good for this resource and these caps only).
+#[derive(Debug, Clone)]
+struct Resource {
+    caps: Option<Caps>,
+    own: Option<Features>,
+}
+
 pub struct PresenceMap {
-    /// bare JID -> resource -> caps of that resource.
-    online: Mutex<HashMap<String, HashMap<String, Option<Caps>>>>,
+    /// bare JID -> resource -> its caps.
+    online: Mutex<HashMap<String, HashMap<String, Resource>>>,
     /// Verified caps ver -> features.
     features: moka::sync::Cache<String, Features>,
-    /// Answers that do not hash to their ver, per full JID and ver: good for that resource only.
-    unverified: moka::sync::Cache<(Jid, String), Features>,
     /// caps vers being asked about right now (one query per hash at a time).
     asking: Mutex<HashSet<String>>,
 }
@@ -59,7 +66,6 @@ impl PresenceMap {
         PresenceMap {
             online: Mutex::default(),
             features: moka::sync::Cache::new(entries),
-            unverified: moka::sync::Cache::new(entries),
             asking: Mutex::default(),
         }
     }
@@ -87,11 +93,16 @@ impl PresenceMap {
                         })
                     });
                 let resources = online.entry(bare).or_default();
-                let previous = resources.insert(resource.to_owned(), caps.clone());
-                if previous == Some(caps) {
-                    PresenceChange::Nothing
-                } else {
-                    PresenceChange::Available(from)
+                match resources.get_mut(resource) {
+                    Some(r) if r.caps == caps => PresenceChange::Nothing,
+                    Some(r) => {
+                        *r = Resource { caps, own: None };
+                        PresenceChange::Available(from)
+                    }
+                    None => {
+                        resources.insert(resource.to_owned(), Resource { caps, own: None });
+                        PresenceChange::Available(from)
+                    }
                 }
             }
             Some("unavailable") => {
@@ -118,16 +129,21 @@ impl PresenceMap {
             .filter_map(|(r, c)| {
                 Jid::parse(bare)
                     .ok()
-                    .map(|j| (j.with_resource(r), c.clone()))
+                    .map(|j| (j.with_resource(r), c.caps.clone()))
             })
             .collect()
     }
 
     /// The features of a resource with these caps, if known.
     pub fn known_features(&self, jid: &Jid, caps: &Caps) -> Option<Features> {
-        self.features
-            .get(&caps.ver)
-            .or_else(|| self.unverified.get(&(jid.clone(), caps.ver.clone())))
+        if let Some(f) = self.features.get(&caps.ver) {
+            return Some(f);
+        }
+        let online = self.online.lock().unwrap_or_else(|e| e.into_inner());
+        let r = online
+            .get(&jid.to_bare().to_string())?
+            .get(jid.resource()?)?;
+        r.own.clone().filter(|_| r.caps.as_ref() == Some(caps))
     }
 
     /// Records a disco#info answer of `jid` for `caps`: under the hash when it hashes to it.
@@ -150,17 +166,22 @@ impl PresenceMap {
                 "the disco#info answer of {jid} does not hash to its caps ver {}: not cached by it",
                 caps.ver
             );
-            self.unverified
-                .insert((jid.clone(), caps.ver.clone()), f.clone());
+            let mut online = self.online.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = online
+                .get_mut(&jid.to_bare().to_string())
+                .and_then(|rs| rs.get_mut(jid.resource()?))
+                .filter(|r| r.caps.as_ref() == Some(caps))
+            {
+                r.own = Some(f.clone());
+            }
         }
         f
     }
 
-    /// Entries held by the caps caches (after pending evictions ran).
+    /// Verified caps hashes cached (after pending evictions ran).
     pub fn cached_caps(&self) -> u64 {
         self.features.run_pending_tasks();
-        self.unverified.run_pending_tasks();
-        self.features.entry_count() + self.unverified.entry_count()
+        self.features.entry_count()
     }
 }
 
@@ -235,5 +256,84 @@ impl Pep {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xml::{Limits, parse_element};
+
+    fn presence(from: &str, ver: &str) -> Element {
+        parse_element(
+            &format!(
+                "<presence xmlns='jabber:component:accept' from='{from}'>\
+                 <c xmlns='{NS_CAPS}' hash='sha-1' node='https://c.example' ver='{ver}'/></presence>"
+            ),
+            Limits::default(),
+        )
+        .unwrap()
+    }
+
+    fn caps(ver: &str) -> Caps {
+        Caps {
+            node: "https://c.example".into(),
+            ver: ver.into(),
+            hash: Some("sha-1".into()),
+        }
+    }
+
+    /// The disco#info answer of XEP-0115 5.2, whose ver is QgayPKawpkPSDYmwT/WM94uAlu0=.
+    fn exodus() -> Element {
+        parse_element(
+            "<query xmlns='http://jabber.org/protocol/disco#info'>\
+             <identity category='client' name='Exodus 0.9.1' type='pc'/>\
+             <feature var='http://jabber.org/protocol/caps'/>\
+             <feature var='http://jabber.org/protocol/disco#info'/>\
+             <feature var='http://jabber.org/protocol/disco#items'/>\
+             <feature var='http://jabber.org/protocol/muc'/></query>",
+            Limits::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_an_answer_that_hashes_to_its_ver_is_shared() {
+        let map = PresenceMap::new(100);
+        let (a, b) = (Jid::parse("a@h/1").unwrap(), Jid::parse("b@h/1").unwrap());
+        let real = "QgayPKawpkPSDYmwT/WM94uAlu0=";
+        map.update(&presence("a@h/1", real));
+        map.update(&presence("b@h/1", real));
+        map.learn(&a, &caps(real), Some(&exodus()));
+        // XEP-0115 5.4: verified, so b (same ver) knows the features without asking.
+        assert!(map.known_features(&b, &caps(real)).is_some());
+        // A made-up ver: a's answer is a's alone, and only while a keeps those caps.
+        map.update(&presence("a@h/1", "forged="));
+        map.update(&presence("b@h/1", "forged="));
+        map.learn(&a, &caps("forged="), Some(&exodus()));
+        assert!(map.known_features(&a, &caps("forged=")).is_some());
+        assert!(map.known_features(&b, &caps("forged=")).is_none());
+        map.update(&presence("a@h/1", "other="));
+        assert!(map.known_features(&a, &caps("forged=")).is_none());
+        assert_eq!(map.cached_caps(), 1);
+    }
+
+    #[test]
+    fn a_flood_of_valid_random_hashes_stays_within_the_bound() {
+        let map = PresenceMap::new(50);
+        let a = Jid::parse("a@h/1").unwrap();
+        for i in 0..2000 {
+            let q = parse_element(
+                &format!(
+                    "<query xmlns='http://jabber.org/protocol/disco#info'><feature var='urn:f{i}'/></query>"
+                ),
+                Limits::default(),
+            )
+            .unwrap();
+            let ver = crate::pep::caps::sha1_ver(&q).unwrap();
+            map.update(&presence("a@h/1", &ver));
+            map.learn(&a, &caps(&ver), Some(&q));
+        }
+        assert!(map.cached_caps() <= 50, "{}", map.cached_caps());
     }
 }

@@ -151,6 +151,15 @@ fn shard_of(stanza: &Element) -> usize {
 /// order on every wake, which keeps their writes and answers in queue order).
 const MAX_RUN: usize = 30;
 
+/// An IQ whose answer needs no storage and no other entity (XEP-0199 ping, XEP-0092 version).
+fn answers_at_once(stanza: &Element) -> bool {
+    stanza.get_attr("type") == Some("get")
+        && stanza
+            .children()
+            .all(|c| c.is("ping", NS_PING) || c.is("query", NS_VERSION))
+        && stanza.children().count() == 1
+}
+
 /// A host-service publish request (`<iq type='set'><pubsub><publish/>`).
 fn is_publish(stanza: &Element) -> bool {
     stanza.get_attr("type") == Some("set")
@@ -949,6 +958,13 @@ impl StanzaHandler for Service {
                     if let Ok(iq) = Iq::parse(stanza) {
                         let _ = out.send(&iq.result(None)).await;
                     }
+                    return;
+                }
+                if answers_at_once(&stanza) {
+                    // Nothing to read or wait for: answered here, never queued behind others.
+                    inner.inflight.fetch_add(1, Ordering::SeqCst);
+                    inner.handle_iq(stanza, out).await;
+                    inner.finished();
                     return;
                 }
                 let shard = shard_of(&stanza);
