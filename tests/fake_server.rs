@@ -1,6 +1,7 @@
 //! stratus against an in-process fake XMPP server that misbehaves on purpose: malformed XML, an
-//! oversized stanza, entity and DTD tricks, a wrong secret. stratus must answer with the right
-//! stream error (RFC 6120 4.9.3), log it, never panic, and reconnect where that makes sense.
+//! oversized stanza, entity and DTD tricks, a wrong secret. For XML no server forwards stratus
+//! must answer with the right stream error (RFC 6120 4.9.3), log it, never panic, and reconnect;
+//! a stanza over a limit costs its sender a stanza error and nothing else.
 //! These complement, not replace, the tests against real Prosody and ejabberd.
 
 mod common;
@@ -111,7 +112,8 @@ async fn bad_input_closes_stream_and_reconnects(bad: &str, condition: &str) {
 
 #[tokio::test]
 async fn malformed_xml() {
-    bad_input_closes_stream_and_reconnects("<message><body></message>", "not-well-formed").await;
+    bad_input_closes_stream_and_reconnects("<message><body></message></iq>", "not-well-formed")
+        .await;
 }
 
 #[tokio::test]
@@ -123,16 +125,56 @@ async fn invalid_character() {
     .await;
 }
 
+/// Sends `bad` (from u@localhost/r, id `bad`) after a good handshake; expects the sender to get
+/// policy-violation (RFC 6120 8.3.3.12) and the stream to go on: the next ping is answered, no
+/// stream error, no reconnection.
+async fn over_a_limit_is_bounced_and_the_stream_goes_on(bad: &str, limit: &str) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut stratus = spawn_stratus(listener.local_addr().unwrap().port());
+    let mut sock = accept(&listener, true).await;
+    sock.write_all(bad.as_bytes()).await.unwrap();
+    sock.write_all(b"<iq type='get' id='p1' from='a@localhost/r' to='fake.localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        .await
+        .unwrap();
+    let got = read_until(&mut sock, "id='p1'").await;
+    let bounce = got.split("<message").nth(1).unwrap_or_default();
+    assert!(
+        bounce.contains("type='error'")
+            && bounce.contains("id='bad'")
+            && bounce.contains("to='u@localhost/r'"),
+        "{got}"
+    );
+    assert!(
+        bounce.contains("<policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"),
+        "{got}"
+    );
+    assert!(bounce.contains(limit), "{got}");
+    assert!(
+        got.contains("id='p1'") && !got.contains("stream:error"),
+        "{got}"
+    );
+    let log = stratus.wait_log("skipped a message", 1, T);
+    assert_eq!(log.matches("connected to").count(), 1, "{log}");
+    log_has_no_panic(&log);
+}
+
 #[tokio::test]
 async fn oversized_stanza() {
-    let big = format!("<message><body>{}</body></message>", "A".repeat(64 * 1024));
-    bad_input_closes_stream_and_reconnects(&big, "policy-violation").await;
+    let big = format!(
+        "<message from='u@localhost/r' to='fake.localhost' id='bad'><body>{}</body></message>",
+        "A".repeat(64 * 1024)
+    );
+    over_a_limit_is_bounced_and_the_stream_goes_on(&big, "larger than 8192 bytes").await;
 }
 
 #[tokio::test]
 async fn deep_nesting() {
-    let deep = format!("<message>{}", "<a>".repeat(1000));
-    bad_input_closes_stream_and_reconnects(&deep, "policy-violation").await;
+    let deep = format!(
+        "<message from='u@localhost/r' to='fake.localhost' id='bad'>{}{}</message>",
+        "<a>".repeat(1000),
+        "</a>".repeat(1000)
+    );
+    over_a_limit_is_bounced_and_the_stream_goes_on(&deep, "nested deeper than 16 elements").await;
 }
 
 #[tokio::test]
