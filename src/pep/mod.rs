@@ -98,6 +98,19 @@ impl Pep {
 #[async_trait]
 impl RosterSource for Pep {
     async fn relation(&self, svc: &ServiceId, owners: &[Jid], actor: &Jid) -> RosterRelation {
+        self.relations(svc, owners, std::slice::from_ref(actor))
+            .await
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// Each owner's roster is read once, fresh, for all the actors.
+    async fn relations(
+        &self,
+        svc: &ServiceId,
+        owners: &[Jid],
+        actors: &[Jid],
+    ) -> Vec<RosterRelation> {
         let owners: Vec<Jid> = match svc {
             ServiceId::Pep(owner) => Jid::parse(owner).into_iter().collect(),
             ServiceId::Host => owners
@@ -106,15 +119,16 @@ impl RosterSource for Pep {
                 .cloned()
                 .collect(),
         };
-        let actor = actor.to_bare().to_string();
-        let mut relation = RosterRelation::default();
+        let mut out = vec![RosterRelation::default(); actors.len()];
         for owner in owners {
             let roster = self.roster_within(&owner, std::time::Duration::ZERO).await;
-            if let Some(item) = roster.get(&actor) {
-                relation.presence_subscribed |= item.subscription_from();
-                relation.groups.extend(item.groups.iter().cloned());
+            for (actor, relation) in actors.iter().zip(out.iter_mut()) {
+                if let Some(item) = roster.get(&actor.to_bare().to_string()) {
+                    relation.presence_subscribed |= item.subscription_from();
+                    relation.groups.extend(item.groups.iter().cloned());
+                }
             }
         }
-        relation
+        out
     }
 }

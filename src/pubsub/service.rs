@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rand::RngExt;
 
-use super::access::{Action, RosterRelation, check};
+use super::access::{Action, RosterRelation, capability, check};
 use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::{Event, Notification, Recipient};
@@ -51,6 +51,20 @@ impl Default for Limits {
 #[async_trait]
 pub trait RosterSource: Send + Sync {
     async fn relation(&self, svc: &ServiceId, owners: &[Jid], actor: &Jid) -> RosterRelation;
+
+    /// The relation of each of `actors`, from one reading of the owners' rosters.
+    async fn relations(
+        &self,
+        svc: &ServiceId,
+        owners: &[Jid],
+        actors: &[Jid],
+    ) -> Vec<RosterRelation> {
+        let mut out = Vec::with_capacity(actors.len());
+        for a in actors {
+            out.push(self.relation(svc, owners, a).await);
+        }
+        out
+    }
 }
 
 /// The host service without roster access: nobody is in an owner's roster.
@@ -237,10 +251,73 @@ impl PubSub {
         Ok(state)
     }
 
+    /// Whose roster the presence and roster access models read: on a PEP service the account's;
+    /// on the host service only the node's creator's, while it still owns the node. An owner added
+    /// by someone else never accepted to lend its roster: otherwise an owner could add any user as
+    /// owner and learn, by subscribing others, who is in that user's roster.
+    fn roster_owners(state: &NodeState) -> Vec<Jid> {
+        let owners = state.owners();
+        match Jid::parse(&state.record.creator) {
+            Ok(creator) if owners.contains(&creator.to_bare()) => vec![creator.to_bare()],
+            _ => Vec::new(),
+        }
+    }
+
     async fn relation(&self, svc: &ServiceId, state: &NodeState, actor: &Jid) -> RosterRelation {
         self.roster
-            .relation(svc, &state.owners(), &actor.to_bare())
+            .relation(svc, &Self::roster_owners(state), &actor.to_bare())
             .await
+    }
+
+    /// The candidates that may read the node now. Every delivery (explicit subscriber or implicit
+    /// `+notify` contact, of every kind of notification) passes this same check as a read
+    /// (XEP-0060 4.1 table 4, then the access model), with the owner's roster read once for all.
+    pub async fn readers(
+        &self,
+        svc: &ServiceId,
+        state: &NodeState,
+        candidates: Vec<Recipient>,
+    ) -> Vec<Recipient> {
+        let cfg = &state.record.config;
+        let needs_roster = matches!(
+            cfg.access_model,
+            AccessModel::Presence | AccessModel::Roster
+        );
+        let undecided: Vec<Jid> = if needs_roster {
+            candidates
+                .iter()
+                .filter(|r| state.affiliation(&r.jid) == Affiliation::None)
+                .map(|r| r.jid.to_bare())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let relations = if undecided.is_empty() {
+            Vec::new()
+        } else {
+            self.roster
+                .relations(svc, &Self::roster_owners(state), &undecided)
+                .await
+        };
+        let none = RosterRelation::default();
+        candidates
+            .into_iter()
+            .filter(|r| {
+                let bare = r.jid.to_bare();
+                let rel = undecided
+                    .iter()
+                    .position(|j| *j == bare)
+                    .map_or(&none, |i| &relations[i]);
+                check(
+                    state.affiliation(&r.jid),
+                    Action::RetrieveItems,
+                    cfg,
+                    rel,
+                    state.is_subscribed(&r.jid),
+                )
+                .is_ok()
+            })
+            .collect()
     }
 
     /// Checks `action` for `actor` on a node of `svc` (whose roster the access models consult).
@@ -340,7 +417,8 @@ impl PubSub {
         Ok(state.record.config.clone())
     }
 
-    /// Replaces the configuration (8.2.5); notifies subscribers when notify_config is on.
+    /// Replaces the configuration (8.2.5); notifies subscribers when notify_config is on. A
+    /// subscriber the new configuration no longer lets read loses its subscription.
     pub async fn set_config(
         &self,
         svc: &ServiceId,
@@ -354,18 +432,88 @@ impl PubSub {
         let config = self.validate_config(config)?;
         self.store.save_config(svc, node, &config).await?;
         self.forget(svc, node);
-        let mut out = Vec::new();
+        let mut out = self.revoke_unreadable(svc, node).await?;
+        let state = self.node(svc, node).await?;
         if config.notify_config && config.deliver_notifications {
             let payload = config.deliver_payloads.then(|| Box::new(config.clone()));
-            out.push(self.notification(
-                svc,
-                node,
-                &state,
-                Event::Configuration { config: payload },
-                &config,
-            ));
+            out.push(
+                self.notification(
+                    svc,
+                    node,
+                    &state,
+                    Event::Configuration { config: payload },
+                    &config,
+                )
+                .await,
+            );
         }
         // A smaller max_items takes effect on the next publish (trim), keeping this O(1).
+        Ok(out)
+    }
+
+    /// After a change of access model or affiliations: cancels the subscriptions of entities the
+    /// node no longer lets read, and tells each of them (XEP-0060 8.8.4, subscription `none`).
+    /// Under the presence and roster models a subscription stays while the owner's roster cannot
+    /// be read with certainty; deliveries are checked one by one all the same ([`Self::readers`]).
+    async fn revoke_unreadable(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        let cfg = &state.record.config;
+        let roster_model = matches!(
+            cfg.access_model,
+            AccessModel::Presence | AccessModel::Roster
+        );
+        let mut out = Vec::new();
+        for sub in &state.subscriptions {
+            let aff = state.affiliation(&sub.jid);
+            let allowed = match capability(aff, Action::RetrieveItems) {
+                // The affiliation decides alone (an outcast never reads).
+                Some(decided) => decided,
+                None if roster_model => true,
+                None => {
+                    // A pending subscription waits for the owner (authorize); it is not a right.
+                    let subscribed = sub.state == SubscriptionState::Subscribed;
+                    let pending = sub.state == SubscriptionState::Pending
+                        && cfg.access_model == AccessModel::Authorize;
+                    pending
+                        || check(
+                            aff,
+                            Action::RetrieveItems,
+                            cfg,
+                            &RosterRelation::default(),
+                            subscribed,
+                        )
+                        .is_ok()
+                }
+            };
+            if allowed {
+                continue;
+            }
+            self.store
+                .delete_subscription(svc, node, &sub.jid, &sub.subid)
+                .await?;
+            out.push(Notification {
+                service: svc.clone(),
+                node: node.to_owned(),
+                recipients: vec![Recipient {
+                    jid: sub.jid.clone(),
+                    subids: Vec::new(),
+                }],
+                event: Event::Subscription {
+                    jid: sub.jid.clone(),
+                    state: None,
+                    subid: Some(sub.subid.clone()),
+                },
+                kind: cfg.notification_type,
+                only_available: false,
+            });
+        }
+        if !out.is_empty() {
+            self.forget(svc, node);
+        }
         Ok(out)
     }
 
@@ -386,7 +534,10 @@ impl PubSub {
         let cfg = &state.record.config;
         let mut out = Vec::new();
         if cfg.notify_delete {
-            out.push(self.notification(svc, node, &state, Event::Delete { redirect }, cfg));
+            out.push(
+                self.notification(svc, node, &state, Event::Delete { redirect }, cfg)
+                    .await,
+            );
         }
         Ok(out)
     }
@@ -408,7 +559,10 @@ impl PubSub {
         let cfg = &state.record.config;
         let mut out = Vec::new();
         if cfg.notify_retract && cfg.deliver_notifications {
-            out.push(self.notification(svc, node, &state, Event::Purge, cfg));
+            out.push(
+                self.notification(svc, node, &state, Event::Purge, cfg)
+                    .await,
+            );
         }
         Ok(out)
     }
@@ -425,7 +579,33 @@ impl PubSub {
             .await?)
     }
 
-    fn notification(
+    /// The names of the nodes `actor` may read (XEP-0060 5.2 discovery follows each node's access
+    /// model: a whitelist node is not shown to whom it would refuse).
+    pub async fn readable_node_names(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        after: Option<&str>,
+        max: usize,
+    ) -> PubSubResult<Vec<String>> {
+        let mut out = Vec::new();
+        for name in self.node_names(svc, after, max).await? {
+            let Ok(state) = self.node(svc, &name).await else {
+                continue;
+            };
+            if self
+                .authorize_in(svc, &state, actor, Action::RetrieveItems)
+                .await
+                .is_ok()
+            {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A notification to the node's subscribers who may read it now (`state` as of the change).
+    async fn notification(
         &self,
         svc: &ServiceId,
         node: &str,
@@ -436,7 +616,7 @@ impl PubSub {
         Notification {
             service: svc.clone(),
             node: node.to_owned(),
-            recipients: state.recipients(),
+            recipients: self.readers(svc, state, state.recipients()).await,
             event,
             kind: cfg.notification_type,
             only_available: cfg.presence_based_delivery,
@@ -530,16 +710,19 @@ impl PubSub {
         let ids = published.iter().map(|i| i.id.clone()).collect();
         let mut out = Vec::new();
         if cfg.deliver_notifications {
-            out.push(self.notification(
-                svc,
-                node,
-                &state,
-                Event::Items {
-                    items: published,
-                    payloads: cfg.deliver_payloads,
-                },
-                cfg,
-            ));
+            out.push(
+                self.notification(
+                    svc,
+                    node,
+                    &state,
+                    Event::Items {
+                        items: published,
+                        payloads: cfg.deliver_payloads,
+                    },
+                    cfg,
+                )
+                .await,
+            );
         }
         Ok((ids, out))
     }
@@ -585,7 +768,10 @@ impl PubSub {
         let cfg = &state.record.config;
         let mut out = Vec::new();
         if notify.unwrap_or(cfg.notify_retract) && cfg.deliver_notifications {
-            out.push(self.notification(svc, node, &state, Event::Retract { ids }, cfg));
+            out.push(
+                self.notification(svc, node, &state, Event::Retract { ids }, cfg)
+                    .await,
+            );
         }
         Ok(out)
     }
@@ -1056,14 +1242,15 @@ impl PubSub {
         Ok(affs)
     }
 
-    /// Sets affiliations (8.9.2); an outcast loses its subscriptions. A node keeps at least one owner.
+    /// Sets affiliations (8.9.2); who may no longer read loses its subscriptions. A node keeps at
+    /// least one owner.
     pub async fn set_node_affiliations(
         &self,
         svc: &ServiceId,
         actor: &Jid,
         node: &str,
         changes: Vec<(Jid, Affiliation)>,
-    ) -> PubSubResult<()> {
+    ) -> PubSubResult<Vec<Notification>> {
         let state = self.node(svc, node).await?;
         self.authorize_in(svc, &state, actor, Action::ManageAffiliations)
             .await?;
@@ -1080,20 +1267,10 @@ impl PubSub {
         }
         for (jid, aff) in changes {
             self.store.set_affiliation(svc, node, &jid, aff).await?;
-            if aff == Affiliation::Outcast {
-                for s in state
-                    .subscriptions
-                    .iter()
-                    .filter(|s| s.jid.to_bare() == jid.to_bare())
-                {
-                    self.store
-                        .delete_subscription(svc, node, &s.jid, &s.subid)
-                        .await?;
-                }
-            }
         }
         self.forget(svc, node);
-        Ok(())
+        // An outcast, or a member dropped from a whitelist, loses its subscriptions (8.9.2).
+        self.revoke_unreadable(svc, node).await
     }
 }
 
@@ -1127,12 +1304,13 @@ mod tests {
                 .await
                 .is_ok()
         );
-        // Through B: bob subscribes, then the owner closes the node.
+        // Through B: bob subscribes, then the owner makes approval necessary (bob, approved by
+        // subscribing while the node was open, stays subscribed).
         b.subscribe(&svc, &bob, "n", &bob, SubOptions::default())
             .await
             .unwrap();
         let mut closed = b.get_config(&svc, &owner, "n").await.unwrap();
-        closed.access_model = AccessModel::Whitelist;
+        closed.access_model = AccessModel::Authorize;
         b.set_config(&svc, &owner, "n", closed).await.unwrap();
         tokio::time::sleep(ttl + std::time::Duration::from_millis(100)).await;
         // A enforces the new access model and notifies the new subscriber.
@@ -1141,7 +1319,7 @@ mod tests {
             a.items(&svc, &carol, "n", ItemSelection::Newest(None))
                 .await
                 .unwrap_err(),
-            PubSubError::ClosedNode
+            PubSubError::NotSubscribed
         );
         let (_, notes) = a
             .publish(&svc, &owner, "n", vec![(None, "<e xmlns='urn:e'/>".into())])

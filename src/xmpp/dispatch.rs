@@ -22,7 +22,7 @@ use crate::pep::presence::PresenceChange;
 use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2, wrap_headline};
 use crate::pubsub::PubSub;
 use crate::pubsub::access::Action;
-use crate::pubsub::model::{AccessModel, SendLastPublished, ServiceId, SubscriptionState};
+use crate::pubsub::model::{SendLastPublished, ServiceId, SubscriptionState};
 use crate::pubsub::notify::{Event, Notification, Recipient};
 use crate::xml::{Element, Rejected};
 
@@ -487,12 +487,21 @@ impl Inner {
                 ))
             }
             Some(name) => {
-                // XEP-0060 5.3/5.4: a leaf node with its meta-data.
+                // XEP-0060 5.3/5.4: a leaf node with its meta-data, for whom may read it; to
+                // anyone else the node is as absent as one that does not exist.
                 let state = self
                     .pubsub
                     .node(svc, name)
                     .await
                     .map_err(|e| from_pubsub(&e))?;
+                if self
+                    .pubsub
+                    .authorize_in(svc, &state, actor, Action::RetrieveItems)
+                    .await
+                    .is_err()
+                {
+                    return Err(StanzaError::item_not_found());
+                }
                 let owners: Vec<String> = state.owners().iter().map(Jid::to_string).collect();
                 let form = forms::meta_data_form(&state.record, &owners, state.subscriptions.len());
                 Ok(disco::info_query(
@@ -529,7 +538,7 @@ impl Inner {
                 let after = rsm_req.as_ref().and_then(|r| r.after.as_deref());
                 let names = self
                     .pubsub
-                    .node_names(svc, after, max)
+                    .readable_node_names(svc, actor, after, max)
                     .await
                     .map_err(|e| from_pubsub(&e))?;
                 let items = names.iter().map(|n| {
@@ -688,6 +697,21 @@ impl Inner {
                 return;
             }
         };
+        // A server acts only for its own users: the account the request was addressed to must
+        // be one of the forwarding server's (with several `[pep] servers`, one must not reach
+        // another's accounts).
+        if d.owner.domain() != server {
+            warn!(
+                "refusing a request forwarded by {server} for {}: not one of its users",
+                d.owner
+            );
+            let err =
+                StanzaError::forbidden().with_text("a server forwards for its own users only");
+            let _ = out
+                .send(&d.wrap_answer(&pep.component, iq.error(&err)))
+                .await;
+            return;
+        }
         let svc = if d.owner.node().is_some() && pep.is_local(&d.owner) {
             ServiceId::Pep(d.owner.to_string())
         } else {
@@ -778,37 +802,37 @@ impl Inner {
         }
     }
 
-    /// The account's and its contacts' resources that want notifications of `node` and may read it.
+    /// The account's and its contacts' resources that want notifications of `node` (XEP-0163
+    /// section 4: contacts with a presence subscription, caps with `node+notify`), each passing
+    /// the same authorization as a read of the node now: outcasts, and contacts a whitelist or a
+    /// roster group leaves out, get nothing.
     async fn interested(&self, pep: &Arc<Pep>, owner: &Jid, node: &str) -> Vec<Jid> {
         let owner_bare = owner.to_bare().to_string();
-        let mut out = pep.notify_resources(&owner_bare, node);
+        let mut candidates = pep.notify_resources(&owner_bare, node);
         let svc = ServiceId::Pep(owner_bare.clone());
         let Ok(state) = self.pubsub.node(&svc, node).await else {
-            return out;
+            // Deleted: only the account itself hears of it.
+            return candidates;
         };
-        let cfg = &state.record.config;
-        if matches!(
-            cfg.access_model,
-            AccessModel::Whitelist | AccessModel::Authorize
-        ) {
-            return out;
-        }
         let roster = pep.roster_of(owner).await;
         for (contact, item) in roster.iter() {
-            if !item.subscription_from() {
-                continue;
+            if item.subscription_from() {
+                candidates.extend(pep.notify_resources(contact, node));
             }
-            if cfg.access_model == AccessModel::Roster
-                && !item
-                    .groups
-                    .iter()
-                    .any(|g| cfg.roster_groups_allowed.contains(g))
-            {
-                continue;
-            }
-            out.extend(pep.notify_resources(contact, node));
         }
-        out
+        let candidates = candidates
+            .into_iter()
+            .map(|jid| Recipient {
+                jid,
+                subids: Vec::new(),
+            })
+            .collect();
+        self.pubsub
+            .readers(&svc, &state, candidates)
+            .await
+            .into_iter()
+            .map(|r| r.jid)
+            .collect()
     }
 
     /// A resource came online (or changed caps): send it the last items of the PEP nodes it

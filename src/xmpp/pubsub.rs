@@ -254,10 +254,11 @@ pub async fn handle(
                     .ok_or_else(|| bad("unknown affiliation"))?;
                 changes.push((jid, aff));
             }
-            ps.set_node_affiliations(svc, actor, node, changes)
+            let n = ps
+                .set_node_affiliations(svc, actor, node, changes)
                 .await
                 .map_err(err)?;
-            Ok((None, Vec::new()))
+            Ok((None, n))
         }
         _ => Err(StanzaError::feature_not_implemented()),
     }
