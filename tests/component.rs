@@ -176,15 +176,7 @@ async fn reconnects_after_server_restart(kind: Kind) {
     stratus.wait_log("connected to", 2, Duration::from_secs(40));
     assert!(stratus.is_running());
     let mut alice = new_user(&server, "carol").await;
-    let pong = alice
-        .iq(iq(
-            "get",
-            "pubsub.localhost",
-            Element::new("ping", "urn:xmpp:ping"),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(pong.get_attr("type"), Some("result"), "{pong}");
+    ping_answered(&mut alice, "pubsub.localhost").await;
     alice.close().await;
     server.stop();
 }

@@ -9,17 +9,15 @@
 //! A short run is part of the test command; `STRATUS_PROPTEST_CASES=20000 cargo test --test
 //! fuzz_dispatch` runs a long one.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::InProcess;
 use proptest::prelude::*;
-use stratus::component::{NS_COMPONENT, Outbox, Requests, StanzaHandler};
-use stratus::pep::Pep;
-use stratus::pubsub::{Limits as PubSubLimits, PubSub};
-use stratus::storage::memory::MemoryStore;
-use stratus::xml::{Element, Limits, parse_element};
-use stratus::xmpp::Service;
+use stratus::component::NS_COMPONENT;
+use stratus::xml::Element;
 
 const DOMAIN: &str = "pubsub.localhost";
 const PS: &str = "http://jabber.org/protocol/pubsub";
@@ -302,41 +300,13 @@ fn run(inputs: &[Input]) -> Vec<Element> {
         .build()
         .unwrap();
     rt.block_on(async {
-        let (out, queue) = Outbox::new(1 << 16, NS_COMPONENT);
-        let requests = Arc::new(Requests::default());
-        let pep = Arc::new(Pep::new(
-            DOMAIN,
-            vec!["localhost".into()],
-            out.clone(),
-            requests.clone(),
-            100,
-        ));
-        let pubsub = Arc::new(PubSub::new(
-            Arc::new(MemoryStore::default()),
-            PubSubLimits::default(),
-            pep.clone(),
-        ));
-        let service = Service::new(DOMAIN, pubsub, Some(pep), requests, true).unwrap();
-        for (i, input) in inputs.iter().enumerate() {
-            let el = parse_element(&input.xml(&format!("s{i}")), Limits::default())
-                .expect("the generator writes well-formed XML");
-            service.handle(el, &out).await;
-        }
-        service.flush().await;
-        let mut written = String::new();
-        let mut rx = queue.lock().await;
-        while let Ok(s) = rx.try_recv() {
-            written.push_str(&s);
-        }
-        let all = parse_element(
-            &format!("<w xmlns='{NS_COMPONENT}'>{written}</w>"),
-            Limits {
-                max_stanza_bytes: usize::MAX,
-                ..Limits::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("stratus wrote XML that is not well-formed ({e}): {written}"));
-        all.children().cloned().collect()
+        let service = InProcess::new(&["localhost"]);
+        let xml: Vec<String> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, input)| input.xml(&format!("s{i}")))
+            .collect();
+        service.run(&xml).await
     })
 }
 

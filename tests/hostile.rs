@@ -12,7 +12,6 @@ use stratus::xml::Element;
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
 const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
-const DATA: &str = "jabber:x:data";
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const CAPS: &str = "http://jabber.org/protocol/caps";
 const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -34,15 +33,6 @@ both_servers!(
 /// Sends raw XML on the client's stream (what a hostile client can write).
 async fn send_raw(c: &Client, xml: String) {
     c.outbox().send_raw(xml).await.unwrap();
-}
-
-/// XEP-0199: the service answers a ping from `c`.
-async fn ping_answered(c: &mut Client, domain: &str) {
-    let r = c
-        .iq(iq("get", domain, Element::new("ping", "urn:xmpp:ping")))
-        .await
-        .expect("the service answers a ping after the attack");
-    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
 }
 
 /// Waits for the error answering the stanza with this id.
@@ -232,19 +222,7 @@ async fn the_reader_never_waits_on_work(kind: Kind) {
     let mut alice = new_user(&server, "alice").await;
     let mut mallory = new_user(&server, "mallory").await;
     let mut bob = new_user(&server, "bob").await;
-    let create = Element::new("pubsub", PS)
-        .child(Element::new("create", PS).attr("node", "friends"))
-        .child(
-            Element::new("configure", PS).child(
-                Element::new("x", DATA).attr("type", "submit").child(
-                    Element::new("field", DATA)
-                        .attr("var", "pubsub#access_model")
-                        .child(Element::new("value", DATA).text("presence")),
-                ),
-            ),
-        );
-    let r = alice.iq(iq("set", d, create)).await.unwrap();
-    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    create_with_access(&mut alice, d, "friends", "presence").await;
     const N: usize = 2000;
     let mut flood = String::new();
     for i in 0..N {

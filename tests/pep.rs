@@ -211,7 +211,169 @@ both_servers!(
     open_private_and_bookmarks_nodes,
     forged_delegation_is_refused,
     host_node_presence_access_uses_the_owner_roster,
+    whitelist_and_outcast_stop_pep_delivery,
+    an_added_owner_lends_no_roster,
 );
+
+const OWNER_NS: &str = "http://jabber.org/protocol/pubsub#owner";
+
+/// An owner request to the account's own PEP service (no `to`, as clients send it).
+fn own_owner_iq(child: Element) -> Element {
+    Element::new("iq", NS_CLIENT)
+        .attr("type", "set")
+        .child(Element::new("pubsub", OWNER_NS).child(child))
+}
+
+/// RFC 6121 2.1.6: asking for the roster makes a resource "interested", so the server delivers
+/// subscription requests and approvals to it; then initial presence.
+async fn interested_and_online(c: &mut Client) {
+    let roster = Element::new("iq", NS_CLIENT)
+        .attr("type", "get")
+        .child(Element::new("query", "jabber:iq:roster"));
+    assert_eq!(c.iq(roster).await.unwrap().get_attr("type"), Some("result"));
+    c.send_presence().await.unwrap();
+}
+
+/// XEP-0060 4.1 and 4.5 on PEP (XEP-0163): bob is alice's contact with `+notify` and also
+/// explicitly subscribed; carol is a contact with `+notify`. Alice makes carol an outcast: carol
+/// gets nothing more, bob still does. Alice makes the node whitelist: bob (not on it) gets nothing
+/// either, whichever way he was a recipient. The leak class of CVE-2018-6591.
+async fn whitelist_and_outcast_stop_pep_delivery(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let mut bob = new_user(&p.server, "bob").await;
+    let mut carol = new_user(&p.server, "carol").await;
+    let alice_bare = bare(&alice);
+    for c in [&mut alice, &mut bob, &mut carol] {
+        interested_and_online(c).await;
+    }
+    presence_subscribe(&mut bob, &mut alice).await;
+    presence_subscribe(&mut carol, &mut alice).await;
+    online_with_caps(&mut alice, "alice-ver-13", &[]).await;
+    let notify = format!("{NODE}+notify");
+    online_with_caps(&mut bob, "bob-ver-13", &[DISCO_INFO, &notify]).await;
+    online_with_caps(&mut carol, "carol-ver-13", &[DISCO_INFO, &notify]).await;
+    let r = publish_own(&mut alice, NODE, "m1", "happy", &[]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    for c in [&mut bob, &mut carol] {
+        c.wait_for(T, |m| pep_event_from(m, &alice_bare, NODE).is_some())
+            .await
+            .expect("a contact with +notify gets the event");
+    }
+    let sub = iq(
+        "set",
+        &alice_bare,
+        Element::new("pubsub", PS).child(
+            Element::new("subscribe", PS)
+                .attr("node", NODE)
+                .attr("jid", bob.jid().to_string()),
+        ),
+    );
+    let r = bob.iq(sub).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    // Carol becomes an outcast.
+    let outcast = own_owner_iq(
+        Element::new("affiliations", OWNER_NS)
+            .attr("node", NODE)
+            .child(
+                Element::new("affiliation", OWNER_NS)
+                    .attr("jid", bare(&carol))
+                    .attr("affiliation", "outcast"),
+            ),
+    );
+    let r = alice.iq(outcast).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let r = publish_own(&mut alice, NODE, "m2", "wary", &[]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    bob.wait_for(T, |m| {
+        pep_event_from(m, &alice_bare, NODE).is_some() && m.to_string().contains("m2")
+    })
+    .await
+    .expect("bob still reads");
+    ping_answered(&mut carol, "pubsub.localhost").await;
+    assert!(
+        !carol.pending_contains(|m| m.to_string().contains("m2")),
+        "an outcast contact received an item"
+    );
+    // The node becomes whitelist.
+    let whitelist = own_owner_iq(
+        Element::new("configure", OWNER_NS)
+            .attr("node", NODE)
+            .child(
+                Element::new("x", DATA)
+                    .attr("type", "submit")
+                    .child(
+                        Element::new("field", DATA)
+                            .attr("var", "FORM_TYPE")
+                            .attr("type", "hidden")
+                            .child(
+                                Element::new("value", DATA)
+                                    .text("http://jabber.org/protocol/pubsub#node_config"),
+                            ),
+                    )
+                    .child(
+                        Element::new("field", DATA)
+                            .attr("var", "pubsub#access_model")
+                            .child(Element::new("value", DATA).text("whitelist")),
+                    ),
+            ),
+    );
+    let r = alice.iq(whitelist).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let r = publish_own(&mut alice, NODE, "m3", "private", &[]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    ping_answered(&mut bob, "pubsub.localhost").await;
+    assert!(
+        !bob.pending_contains(|m| m.to_string().contains("m3")),
+        "a contact received an item of a whitelist node"
+    );
+}
+
+/// XEP-0060 4.5 presence access on the host service: the roster that counts is the node
+/// creator's. Alice adds carol as an owner; dave is in carol's roster only. Dave must not get in,
+/// or anyone could learn who is in carol's roster by making her an owner.
+async fn an_added_owner_lends_no_roster(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let mut carol = new_user(&p.server, "carol").await;
+    let mut dave = new_user(&p.server, "dave").await;
+    for c in [&mut carol, &mut dave] {
+        interested_and_online(c).await;
+    }
+    presence_subscribe(&mut dave, &mut carol).await;
+    create_with_access(&mut alice, "pubsub.localhost", "probe", "presence").await;
+    let owner = iq(
+        "set",
+        "pubsub.localhost",
+        Element::new("pubsub", OWNER_NS).child(
+            Element::new("affiliations", OWNER_NS)
+                .attr("node", "probe")
+                .child(
+                    Element::new("affiliation", OWNER_NS)
+                        .attr("jid", bare(&carol))
+                        .attr("affiliation", "owner"),
+                ),
+        ),
+    );
+    let r = alice.iq(owner).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let sub = iq(
+        "set",
+        "pubsub.localhost",
+        Element::new("pubsub", PS).child(
+            Element::new("subscribe", PS)
+                .attr("node", "probe")
+                .attr("jid", dave.jid().to_string()),
+        ),
+    );
+    let refused = dave.iq(sub).await.unwrap();
+    assert_eq!(refused.get_attr("type"), Some("error"), "{refused}");
+    assert_eq!(
+        app_error(&refused).as_deref(),
+        Some("presence-subscription-required"),
+        "{refused}"
+    );
+}
 
 /// XEP-0060 4.5 presence access model on the host service: an owner's presence contact may
 /// subscribe, a stranger gets presence-subscription-required (the roster is read through the
@@ -222,29 +384,10 @@ async fn host_node_presence_access_uses_the_owner_roster(kind: Kind) {
     let mut bob = new_user(&p.server, "bob").await;
     let mut dave = new_user(&p.server, "dave").await;
     for c in [&mut alice, &mut bob] {
-        let roster = Element::new("iq", NS_CLIENT)
-            .attr("type", "get")
-            .child(Element::new("query", "jabber:iq:roster"));
-        assert_eq!(c.iq(roster).await.unwrap().get_attr("type"), Some("result"));
-        c.send_presence().await.unwrap();
+        interested_and_online(c).await;
     }
     presence_subscribe(&mut bob, &mut alice).await;
-    let create = Element::new("pubsub", PS)
-        .child(Element::new("create", PS).attr("node", "friends-only"))
-        .child(
-            Element::new("configure", PS).child(
-                Element::new("x", DATA).attr("type", "submit").child(
-                    Element::new("field", DATA)
-                        .attr("var", "pubsub#access_model")
-                        .child(Element::new("value", DATA).text("presence")),
-                ),
-            ),
-        );
-    let r = alice
-        .iq(iq("set", "pubsub.localhost", create))
-        .await
-        .unwrap();
-    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    create_with_access(&mut alice, "pubsub.localhost", "friends-only", "presence").await;
     let subscribe = |c: &Client| {
         iq(
             "set",
@@ -337,13 +480,7 @@ async fn notify_filtering_access_and_last_item(kind: Kind) {
     let mut dave = new_user(&p.server, "dave").await;
     let alice_bare = bare(&alice);
     for c in [&mut alice, &mut bob, &mut carol] {
-        // RFC 6121 2.1.6: asking for the roster makes a resource "interested", so the server
-        // delivers subscription requests and approvals to it.
-        let roster = Element::new("iq", NS_CLIENT)
-            .attr("type", "get")
-            .child(Element::new("query", "jabber:iq:roster"));
-        assert_eq!(c.iq(roster).await.unwrap().get_attr("type"), Some("result"));
-        c.send_presence().await.unwrap();
+        interested_and_online(c).await;
     }
     presence_subscribe(&mut bob, &mut alice).await;
     presence_subscribe(&mut carol, &mut alice).await;

@@ -179,7 +179,78 @@ both_servers!(
     publish_only_affiliation,
     pipelined_publishes_keep_their_order,
     markup_characters_in_names,
+    access_change_stops_delivery,
 );
+
+fn items_event(e: &Element) -> bool {
+    e.name() == "message"
+        && e.get_child("event", EVENT)
+            .is_some_and(|ev| ev.get_child("items", EVENT).is_some())
+}
+
+/// XEP-0060 4.5 and 8.2: bob subscribed while the node was open; the owner makes it whitelist
+/// (bob not on it). Every delivery is a read: bob is told his subscription ended (8.8.4) and gets
+/// no item published after, and a member still does (issue 13, the first leak).
+async fn access_change_stops_delivery(kind: Kind) {
+    let e = env(kind);
+    let svc = e.svc.as_str();
+    let mut alice = new_user(e.server, "alice").await;
+    let mut bob = new_user(e.server, "bob").await;
+    let mut carol = new_user(e.server, "carol").await;
+    create(&mut alice, svc, "closing").await;
+    assert_result(&subscribe(&mut bob, svc, "closing").await);
+    assert_result(&subscribe(&mut carol, svc, "closing").await);
+    assert_result(&publish(&mut alice, svc, "closing", Some("before"), "open").await);
+    event(&mut bob).await;
+    event(&mut carol).await;
+    let member = iq(
+        "set",
+        svc,
+        pubsub_el(
+            OWNER,
+            Element::new("affiliations", OWNER)
+                .attr("node", "closing")
+                .child(
+                    Element::new("affiliation", OWNER)
+                        .attr("jid", carol.jid().to_bare().to_string())
+                        .attr("affiliation", "member"),
+                ),
+        ),
+    );
+    assert_result(&alice.iq(member).await.unwrap());
+    assert_result(
+        &alice
+            .iq(set_config(
+                "closing",
+                svc,
+                &[("pubsub#access_model", "whitelist")],
+            ))
+            .await
+            .unwrap(),
+    );
+    let ended = bob
+        .wait_for(T, |m| {
+            m.get_child("event", EVENT)
+                .and_then(|ev| ev.get_child("subscription", EVENT))
+                .is_some()
+        })
+        .await
+        .expect("bob is told his subscription ended");
+    let sub = ended
+        .get_child("event", EVENT)
+        .unwrap()
+        .get_child("subscription", EVENT)
+        .unwrap();
+    assert_eq!(sub.get_attr("subscription"), Some("none"), "{ended}");
+    assert_result(&publish(&mut alice, svc, "closing", Some("after"), "closed").await);
+    let got = event(&mut carol).await;
+    assert!(got.to_string().contains("after"), "{got}");
+    ping_answered(&mut bob, svc).await;
+    assert!(
+        !bob.pending_contains(items_event),
+        "a non-member received an item of a whitelist node"
+    );
+}
 
 /// 7.1 publish, 6.1 subscribe, 7.1.2.1 event with payload, 6.1.7 last item on subscribe.
 async fn publish_subscribe_and_event(kind: Kind) {

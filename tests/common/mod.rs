@@ -460,6 +460,16 @@ pub fn iq(kind: &str, to: &str, payload: Element) -> Element {
         .child(payload)
 }
 
+/// XEP-0199: `c` pings `domain` and gets the result. Stanzas from stratus to `c` through one
+/// server keep their order, so whatever stratus sent `c` before the pong has arrived by then.
+pub async fn ping_answered(c: &mut Client, domain: &str) {
+    let pong = c
+        .iq(iq("get", domain, Element::new("ping", "urn:xmpp:ping")))
+        .await
+        .unwrap_or_else(|e| panic!("no answer to a ping from {domain}: {e}"));
+    assert_eq!(pong.get_attr("type"), Some("result"), "{pong}");
+}
+
 pub fn error_condition(reply: &Element) -> Option<String> {
     // The error element is in the stream's namespace (jabber:client, or jabber:component:accept).
     let err = reply.children().find(|c| c.name() == "error")?;
@@ -507,9 +517,9 @@ pub fn aws_config_at(data: &Path, dir: &Path, endpoint: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Creates NODE on `svc` configured to keep every item (`pubsub#max_items = max`, up to the
-/// service limit), for tests that count what survived; asserts the creation succeeded.
-pub async fn create_keeping_all(c: &mut Client, svc: &str, node: &str) {
+/// Creates NODE on `svc` with one configuration field set (XEP-0060 8.1.3, create and
+/// configure); asserts the creation succeeded.
+pub async fn create_configured(c: &mut Client, svc: &str, node: &str, var: &str, value: &str) {
     const PS: &str = "http://jabber.org/protocol/pubsub";
     const DATA: &str = "jabber:x:data";
     let create = Element::new("pubsub", PS)
@@ -518,13 +528,24 @@ pub async fn create_keeping_all(c: &mut Client, svc: &str, node: &str) {
             Element::new("configure", PS).child(
                 Element::new("x", DATA).attr("type", "submit").child(
                     Element::new("field", DATA)
-                        .attr("var", "pubsub#max_items")
-                        .child(Element::new("value", DATA).text("max")),
+                        .attr("var", var)
+                        .child(Element::new("value", DATA).text(value)),
                 ),
             ),
         );
     let r = c.iq(iq("set", svc, create)).await.unwrap();
     assert_eq!(r.get_attr("type"), Some("result"), "creating {node}: {r}");
+}
+
+/// Creates NODE on `svc` with `pubsub#access_model` = MODEL.
+pub async fn create_with_access(c: &mut Client, svc: &str, node: &str, model: &str) {
+    create_configured(c, svc, node, "pubsub#access_model", model).await;
+}
+
+/// Creates NODE on `svc` configured to keep every item (`pubsub#max_items = max`, up to the
+/// service limit), for tests that count what survived.
+pub async fn create_keeping_all(c: &mut Client, svc: &str, node: &str) {
+    create_configured(c, svc, node, "pubsub#max_items", "max").await;
 }
 
 /// `<pubsub><publish node=NODE><item id=ID><e xmlns='urn:test'/></item></publish></pubsub>`.
@@ -641,5 +662,69 @@ impl RawComponent {
     pub async fn send(&mut self, xml: &str) {
         use tokio::io::AsyncWriteExt;
         self.write.write_all(xml.as_bytes()).await.unwrap();
+    }
+}
+
+/// The real dispatcher on the memory store, in this process, without a server: stanzas in,
+/// everything stratus writes out (for the stanza layer's own tests, in milliseconds).
+pub struct InProcess {
+    pub service: stratus::xmpp::Service,
+    pub out: stratus::component::Outbox,
+    queue: stratus::component::OutboxReceiver,
+}
+
+impl InProcess {
+    /// The component `pubsub.localhost`, serving PEP for `servers`.
+    pub fn new(servers: &[&str]) -> InProcess {
+        use std::sync::Arc;
+        use stratus::component::{NS_COMPONENT, Outbox, Requests};
+        let (out, queue) = Outbox::new(1 << 16, NS_COMPONENT);
+        let requests = Arc::new(Requests::default());
+        let pep = Arc::new(stratus::pep::Pep::new(
+            "pubsub.localhost",
+            servers.iter().map(|s| s.to_string()).collect(),
+            out.clone(),
+            requests.clone(),
+            100,
+        ));
+        let pubsub = Arc::new(stratus::pubsub::PubSub::new(
+            Arc::new(stratus::storage::memory::MemoryStore::default()),
+            stratus::pubsub::Limits::default(),
+            pep.clone(),
+        ));
+        let service =
+            stratus::xmpp::Service::new("pubsub.localhost", pubsub, Some(pep), requests, true)
+                .unwrap();
+        InProcess {
+            service,
+            out,
+            queue,
+        }
+    }
+
+    /// Handles the stanzas (XML in jabber:component:accept), waits for the work they started,
+    /// and returns every stanza written since the last call.
+    pub async fn run(&self, stanzas: &[String]) -> Vec<Element> {
+        use stratus::component::{NS_COMPONENT, StanzaHandler};
+        for s in stanzas {
+            let el = stratus::xml::parse_element(s, stratus::xml::Limits::default())
+                .unwrap_or_else(|e| panic!("{e}: {s}"));
+            self.service.handle(el, &self.out).await;
+        }
+        self.service.flush().await;
+        let mut written = String::new();
+        let mut rx = self.queue.lock().await;
+        while let Ok(s) = rx.try_recv() {
+            written.push_str(&s);
+        }
+        let all = stratus::xml::parse_element(
+            &format!("<w xmlns='{NS_COMPONENT}'>{written}</w>"),
+            stratus::xml::Limits {
+                max_stanza_bytes: usize::MAX,
+                ..stratus::xml::Limits::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("stratus wrote XML that is not well-formed ({e}): {written}"));
+        all.children().cloned().collect()
     }
 }
