@@ -146,3 +146,76 @@ async fn a_server_forwards_for_its_own_users_only() {
         inner("f2")
     );
 }
+
+/// XEP-0060 section 10 and 6.3: discovery lists what works and nothing else; the options form
+/// offers only what is implemented, and asking for more is refused (6.3.7, invalid-options).
+#[tokio::test]
+async fn discovery_and_options_are_honest() {
+    let s = two_nodes().await;
+    let subscribe =
+        format!("<pubsub xmlns='{PS}'><subscribe node='public' jid='bob@localhost/r'/></pubsub>");
+    let options_form =
+        format!("<pubsub xmlns='{PS}'><options node='public' jid='bob@localhost/r'/></pubsub>");
+    let submit = |digest: &str| {
+        format!(
+            "<pubsub xmlns='{PS}'><options node='public' jid='bob@localhost/r'>\
+             <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+             <value>http://jabber.org/protocol/pubsub#subscribe_options</value></field>\
+             <field var='pubsub#deliver'><value>1</value></field>\
+             <field var='pubsub#digest'><value>{digest}</value></field></x></options></pubsub>"
+        )
+    };
+    let out = s
+        .run(&[
+            iq(
+                "d",
+                "get",
+                "bob@localhost/r",
+                &format!("<query xmlns='{DISCO_INFO}'/>"),
+            ),
+            iq("s", "set", "bob@localhost/r", &subscribe),
+            iq("o", "get", "bob@localhost/r", &options_form),
+            iq("no", "set", "bob@localhost/r", &submit("0")),
+            iq("yes", "set", "bob@localhost/r", &submit("1")),
+        ])
+        .await;
+    let features: Vec<&str> = answer(&out, "d")
+        .get_child("query", DISCO_INFO)
+        .unwrap()
+        .children()
+        .filter_map(|f| f.get_attr("var"))
+        .collect();
+    let f = |name: &str| format!("http://jabber.org/protocol/pubsub#{name}");
+    for present in [
+        "rsm",
+        "last-published",
+        "member-affiliation",
+        "multi-items",
+        "publish-options",
+    ] {
+        assert!(
+            features.contains(&f(present).as_str()),
+            "{present} missing: {features:?}"
+        );
+    }
+    // Not implemented here: several subscriptions per JID, pending-subscription commands,
+    // collections.
+    for absent in ["multi-subscribe", "get-pending", "collections"] {
+        assert!(
+            !features.contains(&f(absent).as_str()),
+            "{absent} claimed: {features:?}"
+        );
+    }
+    assert_eq!(answer(&out, "s").get_attr("type"), Some("result"));
+    let form = answer(&out, "o")
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("options", PS))
+        .and_then(|o| o.get_child("x", "jabber:x:data"))
+        .unwrap_or_else(|| panic!("{:?}", answer(&out, "o")));
+    let vars: Vec<&str> = form.children().filter_map(|x| x.get_attr("var")).collect();
+    assert_eq!(vars, ["FORM_TYPE", "pubsub#deliver"]);
+    assert_eq!(answer(&out, "no").get_attr("type"), Some("result"));
+    let refused = answer(&out, "yes");
+    assert_eq!(condition(refused), Some("bad-request"), "{refused}");
+    assert!(refused.to_string().contains("invalid-options"), "{refused}");
+}

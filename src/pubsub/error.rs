@@ -57,6 +57,9 @@ pub enum PubSubError {
     LastOwner,
     #[error("{0}")]
     BadRequest(String),
+    /// Subscription options this service does not offer (XEP-0060 6.3.7).
+    #[error("{0}")]
+    InvalidOptions(String),
     /// A service limit on what one entity may hold (subscriptions).
     #[error("{0}")]
     LimitReached(String),

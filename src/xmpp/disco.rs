@@ -34,9 +34,14 @@ pub const PUBSUB_FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#delete-nodes",
     "http://jabber.org/protocol/pubsub#instant-nodes",
     "http://jabber.org/protocol/pubsub#item-ids",
+    // 6.1.7 and 12.8: send_last_published_item.
+    "http://jabber.org/protocol/pubsub#last-published",
     "http://jabber.org/protocol/pubsub#manage-subscriptions",
+    "http://jabber.org/protocol/pubsub#member-affiliation",
     "http://jabber.org/protocol/pubsub#meta-data",
     "http://jabber.org/protocol/pubsub#modify-affiliations",
+    // A node keeps more than one item (pubsub#max_items).
+    "http://jabber.org/protocol/pubsub#multi-items",
     "http://jabber.org/protocol/pubsub#outcast-affiliation",
     "http://jabber.org/protocol/pubsub#persistent-items",
     "http://jabber.org/protocol/pubsub#publish",
@@ -50,6 +55,8 @@ pub const PUBSUB_FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#retrieve-default-sub",
     "http://jabber.org/protocol/pubsub#retrieve-items",
     "http://jabber.org/protocol/pubsub#retrieve-subscriptions",
+    // 6.5.4: items pages with XEP-0059.
+    "http://jabber.org/protocol/pubsub#rsm",
     "http://jabber.org/protocol/pubsub#subscribe",
     "http://jabber.org/protocol/pubsub#subscription-options",
     "http://jabber.org/protocol/pubsub#subscription-notifications",

@@ -156,6 +156,9 @@ pub fn from_pubsub(e: &crate::pubsub::PubSubError) -> StanzaError {
             .with_text(format!("access model {m:?} is not supported")),
         P::LastOwner => StanzaError::new(Modify, "not-acceptable").with_text(e.to_string()),
         P::BadRequest(why) => StanzaError::bad_request().with_text(why.clone()),
+        P::InvalidOptions(why) => StanzaError::bad_request()
+            .with_app(app("invalid-options"))
+            .with_text(why.clone()),
         // RFC 6120 8.3.3.12: a local service policy, named in the text.
         P::LimitReached(why) => StanzaError::new(Cancel, "policy-violation").with_text(why.clone()),
         P::Storage(_) => StanzaError::new(Wait, "internal-server-error")

@@ -301,7 +301,8 @@ pub fn check_preconditions(c: &NodeConfig, fields: &Fields) -> Result<(), PubSub
     Ok(())
 }
 
-/// The subscription options form (XEP-0060 6.3).
+/// The subscription options form (XEP-0060 6.3): the options this service implements, and no
+/// other (digests, message bodies and show-values filtering are not offered).
 pub fn options_form(o: &SubOptions, kind: &str) -> Element {
     Element::new("x", NS_DATA)
         .attr("type", kind)
@@ -312,29 +313,23 @@ pub fn options_form(o: &SubOptions, kind: &str) -> Element {
             "Enable delivery?",
             &[b(o.deliver.unwrap_or(true))],
         ))
-        .child(field(
-            "pubsub#digest",
-            "boolean",
-            "Receive digest notifications (approx. one per day)?",
-            &[b(o.digest.unwrap_or(false))],
-        ))
-        .child(field(
-            "pubsub#include_body",
-            "boolean",
-            "Receive message body in addition to payload?",
-            &[b(o.include_body.unwrap_or(false))],
-        ))
 }
 
+/// Reads a submitted options form. Asking for an option that is not offered (a digest, a body,
+/// show-values filtering) is refused (6.3.7: bad-request, invalid-options) rather than ignored.
 pub fn apply_options(fields: &Fields) -> Result<SubOptions, PubSubError> {
     let mut o = SubOptions::default();
     for (var, values) in fields {
         let one = values.first().map(String::as_str).unwrap_or("");
         match var.as_str() {
             "pubsub#deliver" => o.deliver = Some(parse_bool(var, one)?),
-            "pubsub#digest" => o.digest = Some(parse_bool(var, one)?),
-            "pubsub#include_body" => o.include_body = Some(parse_bool(var, one)?),
-            "pubsub#show-values" => o.show_values = values.clone(),
+            "pubsub#digest" | "pubsub#include_body" if !parse_bool(var, one)? => {}
+            "pubsub#show-values" if values.is_empty() => {}
+            "pubsub#digest" | "pubsub#include_body" | "pubsub#show-values" => {
+                return Err(PubSubError::InvalidOptions(format!(
+                    "{var} is not supported"
+                )));
+            }
             _ => {}
         }
     }
