@@ -28,6 +28,7 @@ both_servers!(
     prefixed_payload_comes_back_as_published,
     the_reader_never_waits_on_work,
     a_forged_answer_does_not_replace_the_real_one,
+    a_flood_of_random_caps_hashes,
 );
 
 /// Sends raw XML on the client's stream (what a hostile client can write).
@@ -332,4 +333,57 @@ async fn a_forged_answer_does_not_replace_the_real_one(kind: Kind) {
             stratus.log_text()
         );
     }
+}
+
+/// XEP-0115 5.4: mallory announces 300 random caps hashes one after the other and answers every
+/// query with features that do not hash to them. Each is asked about once, the service keeps
+/// answering, and stratus never reconnects (memory: scripts/bench-hostile.sh, docs/benchmarks.md;
+/// what is cached: the unit tests of pep::presence).
+async fn a_flood_of_random_caps_hashes(kind: Kind) {
+    let server = Server::start_private_pep(kind);
+    let stratus = Stratus::start(&server, "pubsub.localhost");
+    let mut mallory = new_user(&server, "mallory").await;
+    let caps = |ver: &str| {
+        Element::new("presence", NS_CLIENT).child(
+            Element::new("c", CAPS)
+                .attr("hash", "sha-1")
+                .attr("node", "https://flood.example")
+                .attr("ver", ver),
+        )
+    };
+    let mut answered = 0;
+    for i in 0..300 {
+        mallory.send(&caps(&format!("{i:028}=="))).await.unwrap();
+        let q = mallory
+            .wait_for(T, |s| {
+                s.get_attr("from") == Some("pubsub.localhost")
+                    && s.get_child("query", DISCO_INFO).is_some()
+            })
+            .await
+            .expect("stratus asks about each new hash");
+        let node = q
+            .get_child("query", DISCO_INFO)
+            .and_then(|q| q.get_attr("node"))
+            .unwrap()
+            .to_owned();
+        let answer = Element::new("iq", NS_CLIENT)
+            .attr("type", "result")
+            .attr("id", q.get_attr("id").unwrap())
+            .attr("to", "pubsub.localhost")
+            .child(
+                Element::new("query", DISCO_INFO)
+                    .attr("node", node)
+                    .child(Element::new("feature", DISCO_INFO).attr("var", format!("urn:f{i}"))),
+            );
+        mallory.send(&answer).await.unwrap();
+        answered += 1;
+    }
+    assert_eq!(answered, 300);
+    ping_answered(&mut mallory, "pubsub.localhost").await;
+    let log = stratus.log_text();
+    assert_eq!(
+        log.matches("connected to").count(),
+        1,
+        "stratus reconnected:\n{log}"
+    );
 }
