@@ -1,14 +1,18 @@
 //! The stanza layer: turns stanzas addressed to the component into answers. Knows XML; the pubsub
 //! core below it does not.
 
+mod delegated;
+mod delivery;
 pub mod disco;
 pub mod dispatch;
 pub mod errors;
 pub mod forms;
+mod host;
 pub mod multicast;
 pub mod notify;
 pub mod pubsub;
 pub mod rsm;
+mod scheduler;
 pub mod stanza;
 
 pub use dispatch::Service;
