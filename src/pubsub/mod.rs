@@ -3,9 +3,13 @@
 
 pub mod access;
 pub mod error;
+mod items;
 pub mod model;
+mod nodes;
 pub mod notify;
+mod readers;
 pub mod service;
+mod subscriptions;
 
 pub use error::{PubSubError, PubSubResult};
 pub use service::{ItemSelection, Limits, PubSub};

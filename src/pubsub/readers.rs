@@ -1,0 +1,222 @@
+//! Who may see what: the one authorization every read and every delivery passes (XEP-0060
+//! 4.1 table 4, then the access model of 4.5), whose roster counts, discovery that follows it,
+//! and the subscriptions a change of access ends.
+
+use super::access::{Action, RosterRelation, capability, check};
+use super::error::PubSubResult;
+use super::model::*;
+use super::notify::{Event, Notification, Recipient};
+use crate::jid::Jid;
+
+use super::service::*;
+
+impl PubSub {
+    /// Whose roster the presence and roster access models read: on a PEP service the account's;
+    /// on the host service only the node's creator's, while it still owns the node. An owner added
+    /// by someone else never accepted to lend its roster: otherwise an owner could add any user as
+    /// owner and learn, by subscribing others, who is in that user's roster.
+    pub(super) fn roster_owners(state: &NodeState) -> Vec<Jid> {
+        let owners = state.owners();
+        match Jid::parse(&state.record.creator) {
+            Ok(creator) if owners.contains(&creator.to_bare()) => vec![creator.to_bare()],
+            _ => Vec::new(),
+        }
+    }
+
+    pub(super) async fn relation(
+        &self,
+        svc: &ServiceId,
+        state: &NodeState,
+        actor: &Jid,
+    ) -> RosterRelation {
+        self.roster
+            .relation(svc, &Self::roster_owners(state), &actor.to_bare())
+            .await
+    }
+
+    /// The candidates that may read the node now. Every delivery (explicit subscriber or implicit
+    /// `+notify` contact, of every kind of notification) passes this same check as a read
+    /// (XEP-0060 4.1 table 4, then the access model), with the owner's roster read once for all.
+    pub async fn readers(
+        &self,
+        svc: &ServiceId,
+        state: &NodeState,
+        candidates: Vec<Recipient>,
+    ) -> Vec<Recipient> {
+        let cfg = &state.record.config;
+        let needs_roster = matches!(
+            cfg.access_model,
+            AccessModel::Presence | AccessModel::Roster
+        );
+        let undecided: Vec<Jid> = if needs_roster {
+            candidates
+                .iter()
+                .filter(|r| state.affiliation(&r.jid) == Affiliation::None)
+                .map(|r| r.jid.to_bare())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let relations = if undecided.is_empty() {
+            Vec::new()
+        } else {
+            self.roster
+                .relations(svc, &Self::roster_owners(state), &undecided)
+                .await
+        };
+        let none = RosterRelation::default();
+        candidates
+            .into_iter()
+            .filter(|r| {
+                let bare = r.jid.to_bare();
+                let rel = undecided
+                    .iter()
+                    .position(|j| *j == bare)
+                    .map_or(&none, |i| &relations[i]);
+                check(
+                    state.affiliation(&r.jid),
+                    Action::RetrieveItems,
+                    cfg,
+                    rel,
+                    state.is_subscribed(&r.jid),
+                )
+                .is_ok()
+            })
+            .collect()
+    }
+
+    /// Checks `action` for `actor` on a node of `svc` (whose roster the access models consult).
+    pub async fn authorize_in(
+        &self,
+        svc: &ServiceId,
+        state: &NodeState,
+        actor: &Jid,
+        action: Action,
+    ) -> PubSubResult<()> {
+        let aff = state.affiliation(actor);
+        let cfg = &state.record.config;
+        // Only fetch the roster when the decision depends on it.
+        let needs_roster = aff == Affiliation::None
+            && matches!(action, Action::Subscribe | Action::RetrieveItems)
+            && matches!(
+                cfg.access_model,
+                AccessModel::Presence | AccessModel::Roster
+            );
+        let roster = if needs_roster {
+            self.relation(svc, state, actor).await
+        } else {
+            RosterRelation::default()
+        };
+        check(aff, action, cfg, &roster, state.is_subscribed(actor))
+    }
+
+    /// The names of the nodes `actor` may read (XEP-0060 5.2 discovery follows each node's access
+    /// model: a whitelist node is not shown to whom it would refuse).
+    pub async fn readable_node_names(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        after: Option<&str>,
+        max: usize,
+    ) -> PubSubResult<Vec<String>> {
+        let mut out = Vec::new();
+        for name in self.node_names(svc, after, max).await? {
+            let Ok(state) = self.node(svc, &name).await else {
+                continue;
+            };
+            if self
+                .authorize_in(svc, &state, actor, Action::RetrieveItems)
+                .await
+                .is_ok()
+            {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// After a change of access model or affiliations: cancels the subscriptions of entities the
+    /// node no longer lets read, and tells each of them (XEP-0060 8.8.4, subscription `none`).
+    /// Under the presence and roster models a subscription stays while the owner's roster cannot
+    /// be read with certainty; deliveries are checked one by one all the same ([`Self::readers`]).
+    pub(super) async fn revoke_unreadable(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        let cfg = &state.record.config;
+        let roster_model = matches!(
+            cfg.access_model,
+            AccessModel::Presence | AccessModel::Roster
+        );
+        let mut out = Vec::new();
+        for sub in &state.subscriptions {
+            let aff = state.affiliation(&sub.jid);
+            let allowed = match capability(aff, Action::RetrieveItems) {
+                // The affiliation decides alone (an outcast never reads).
+                Some(decided) => decided,
+                None if roster_model => true,
+                None => {
+                    // A pending subscription waits for the owner (authorize); it is not a right.
+                    let subscribed = sub.state == SubscriptionState::Subscribed;
+                    let pending = sub.state == SubscriptionState::Pending
+                        && cfg.access_model == AccessModel::Authorize;
+                    pending
+                        || check(
+                            aff,
+                            Action::RetrieveItems,
+                            cfg,
+                            &RosterRelation::default(),
+                            subscribed,
+                        )
+                        .is_ok()
+                }
+            };
+            if allowed {
+                continue;
+            }
+            self.store
+                .delete_subscription(svc, node, &sub.jid, &sub.subid)
+                .await?;
+            out.push(Notification {
+                service: svc.clone(),
+                node: node.to_owned(),
+                recipients: vec![Recipient {
+                    jid: sub.jid.clone(),
+                    subids: Vec::new(),
+                }],
+                event: Event::Subscription {
+                    jid: sub.jid.clone(),
+                    state: None,
+                    subid: Some(sub.subid.clone()),
+                },
+                kind: cfg.notification_type,
+                only_available: false,
+            });
+        }
+        if !out.is_empty() {
+            self.forget(svc, node);
+        }
+        Ok(out)
+    }
+
+    /// A notification to the node's subscribers who may read it now (`state` as of the change).
+    pub(super) async fn notification(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        state: &NodeState,
+        event: Event,
+        cfg: &NodeConfig,
+    ) -> Notification {
+        Notification {
+            service: svc.clone(),
+            node: node.to_owned(),
+            recipients: self.readers(svc, state, state.recipients()).await,
+            event,
+            kind: cfg.notification_type,
+            only_available: cfg.presence_based_delivery,
+        }
+    }
+}
