@@ -6,6 +6,8 @@ use super::access::{Action, RosterRelation, capability, check};
 use super::error::PubSubResult;
 use super::model::*;
 use super::notify::{Event, Notification, Recipient};
+use std::collections::{HashMap, HashSet};
+
 use crate::jid::Jid;
 
 use super::service::*;
@@ -44,11 +46,12 @@ impl PubSub {
         candidates: Vec<Recipient>,
     ) -> Vec<Recipient> {
         let cfg = &state.record.config;
+        // On the publish path: constant work per recipient, whatever the number of subscribers.
         let needs_roster = matches!(
             cfg.access_model,
             AccessModel::Presence | AccessModel::Roster
         );
-        let undecided: Vec<Jid> = if needs_roster {
+        let mut undecided: Vec<Jid> = if needs_roster {
             candidates
                 .iter()
                 .filter(|r| state.affiliation(&r.jid) == Affiliation::None)
@@ -57,28 +60,41 @@ impl PubSub {
         } else {
             Vec::new()
         };
-        let relations = if undecided.is_empty() {
-            Vec::new()
+        undecided.sort();
+        undecided.dedup();
+        let relations: HashMap<Jid, RosterRelation> = if undecided.is_empty() {
+            HashMap::new()
         } else {
-            self.roster
+            let found = self
+                .roster
                 .relations(svc, &Self::roster_owners(state), &undecided)
-                .await
+                .await;
+            undecided.into_iter().zip(found).collect()
+        };
+        // Only the authorize model asks whether a candidate holds an approved subscription.
+        let approved: HashSet<&Jid> = if cfg.access_model == AccessModel::Authorize {
+            state
+                .subscriptions
+                .iter()
+                .filter(|s| s.state == SubscriptionState::Subscribed)
+                .map(|s| &s.jid)
+                .collect()
+        } else {
+            HashSet::new()
         };
         let none = RosterRelation::default();
         candidates
             .into_iter()
             .filter(|r| {
                 let bare = r.jid.to_bare();
-                let rel = undecided
-                    .iter()
-                    .position(|j| *j == bare)
-                    .map_or(&none, |i| &relations[i]);
+                let rel = relations.get(&bare).unwrap_or(&none);
+                let subscribed = approved.contains(&r.jid) || approved.contains(&bare);
                 check(
                     state.affiliation(&r.jid),
                     Action::RetrieveItems,
                     cfg,
                     rel,
-                    state.is_subscribed(&r.jid),
+                    subscribed,
                 )
                 .is_ok()
             })
