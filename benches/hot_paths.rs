@@ -13,6 +13,7 @@ use stratus::pubsub::notify::{Event, Notification, Recipient};
 use stratus::pubsub::service::NoRoster;
 use stratus::pubsub::{Limits, PubSub};
 use stratus::storage::embedded::EmbeddedStore;
+use stratus::xml::framer::Framer;
 use stratus::xml::{Limits as XmlLimits, parse_element};
 use stratus::xmpp::notify::render;
 
@@ -23,6 +24,18 @@ fn parse(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("publish stanza (XEP-0060 example 99)", |b| {
         b.iter(|| parse_element(std::hint::black_box(PUBLISH), XmlLimits::default()).unwrap())
+    });
+    // The step before parsing on the stream: finding where the stanza ends and counting its
+    // limits (xml/framer.rs), per stanza after the header.
+    g.bench_function("frame the same stanza on a stream", |b| {
+        let mut framer = Framer::new(XmlLimits::default());
+        let header = "<stream:stream xmlns='jabber:component:accept' xmlns:stream='http://etherx.jabber.org/streams'>";
+        framer.push(header.as_bytes()).unwrap();
+        b.iter(|| {
+            let (n, frame) = framer.push(std::hint::black_box(PUBLISH.as_bytes())).unwrap();
+            assert_eq!(n, PUBLISH.len());
+            frame
+        })
     });
     g.finish();
 }
