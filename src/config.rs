@@ -442,7 +442,7 @@ mod tests {
     fn example_file_parses_and_matches_defaults_where_documented() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/stratus.example.toml");
         let cfg = Config::from_file(&path).unwrap();
-        assert_eq!(cfg.component.max_stanza_bytes, 256 * 1024);
+        assert_eq!(cfg.component.max_stanza_bytes, 512 * 1024);
         assert_eq!(cfg.storage.backend, StorageBackend::Embedded);
         cfg.validate().unwrap();
     }

@@ -92,11 +92,20 @@ async fn one_bad_stanza_one_bounce(kind: Kind) {
         ping_answered(&mut mallory, d).await;
         ping_answered(&mut bob, d).await;
     }
-    // Just under the servers' own size limit (256 KiB, scripts/templates) and under ours: served.
-    let big = format!(
-        "<iq type='get' to='{d}' id='big'><query xmlns='jabber:iq:version'>{}</query></iq>",
-        "x".repeat(250 * 1024)
+    // A publish just under the servers' own limit for a client's stanza (256 KiB,
+    // scripts/templates): the server accepts it and writes it again to us with its own additions;
+    // stratus stores it and the publisher gets its answer.
+    create_keeping_all(&mut mallory, d, "big").await;
+    let envelope = format!(
+        "<iq type='set' to='{d}' id='big'><pubsub xmlns='http://jabber.org/protocol/pubsub'>\
+         <publish node='big'><item id='b1'><e xmlns='urn:big'></e></item></publish></pubsub></iq>"
     );
+    let fill = 256 * 1024 - envelope.len() - 8;
+    let big = envelope.replace(
+        "<e xmlns='urn:big'></e>",
+        &format!("<e xmlns='urn:big'>{}</e>", "x".repeat(fill)),
+    );
+    assert!(big.len() < 256 * 1024);
     send_raw(&mallory, big).await;
     let r = mallory
         .wait_for(T, |s| s.get_attr("id") == Some("big"))

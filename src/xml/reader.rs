@@ -93,7 +93,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_stanza_bytes: 256 * 1024,
+            // Twice the 256 KiB that Prosody and ejabberd accept from a client by default: what a
+            // server accepted and wrote again (with its own from, to and declarations) still fits.
+            max_stanza_bytes: 512 * 1024,
             max_depth: 48,
             max_attributes: 64,
             max_namespace_declarations: 64,
