@@ -63,7 +63,8 @@ impl Inner {
         // A server acts only for its own users: the account the request was addressed to must
         // be one of the forwarding server's (with several `[pep] servers`, one must not reach
         // another's accounts).
-        if d.owner.domain() != server {
+        let forwarder = Jid::parse(&server).ok();
+        if forwarder.as_ref().map(Jid::domain) != Some(d.owner.domain()) {
             warn!(
                 "refusing a request forwarded by {server} for {}: not one of its users",
                 d.owner
