@@ -10,6 +10,7 @@ use super::notify::{Event, Notification};
 use crate::jid::Jid;
 use crate::storage::{ItemPage, ItemQuery};
 
+use super::policy::policy_of;
 use super::service::*;
 
 impl PubSub {
@@ -35,7 +36,7 @@ impl PubSub {
         config: NodeConfig,
     ) -> PubSubResult<Arc<NodeState>> {
         match self.node(svc, node).await {
-            Err(PubSubError::NodeNotFound) if Self::owns_service(svc, actor) => {
+            Err(PubSubError::NodeNotFound) if policy_of(svc).auto_creates_for(actor) => {
                 match self.create(svc, actor, Some(node), Some(config)).await {
                     Ok(_) | Err(PubSubError::NodeExists) => self.node(svc, node).await,
                     Err(e) => Err(e),

@@ -7,6 +7,7 @@ mod items;
 pub mod model;
 mod nodes;
 pub mod notify;
+pub mod policy;
 mod readers;
 pub mod service;
 mod subscriptions;

@@ -6,6 +6,7 @@ use super::model::*;
 use super::notify::{Event, Notification};
 use crate::jid::Jid;
 
+use super::policy::policy_of;
 use super::service::*;
 
 impl PubSub {
@@ -23,11 +24,12 @@ impl PubSub {
             None => token(16),
         };
         // A PEP service's nodes are created by its account only (XEP-0163 section 4).
-        if matches!(svc, ServiceId::Pep(_)) && !Self::owns_service(svc, actor) {
+        let policy = policy_of(svc);
+        if !policy.may_create(actor) {
             return Err(PubSubError::Forbidden);
         }
         let creator = actor.to_bare().to_string();
-        if matches!(svc, ServiceId::Host)
+        if policy.counts_nodes_per_user()
             && self.store.count_nodes_created_by(svc, &creator).await?
                 >= self.limits.max_nodes_per_user
         {

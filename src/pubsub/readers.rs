@@ -10,21 +10,10 @@ use std::collections::{HashMap, HashSet};
 
 use crate::jid::Jid;
 
+use super::policy::policy_of;
 use super::service::*;
 
 impl PubSub {
-    /// Whose roster the presence and roster access models read: on a PEP service the account's;
-    /// on the host service only the node's creator's, while it still owns the node. An owner added
-    /// by someone else never accepted to lend its roster: otherwise an owner could add any user as
-    /// owner and learn, by subscribing others, who is in that user's roster.
-    pub(super) fn roster_owners(state: &NodeState) -> Vec<Jid> {
-        let owners = state.owners();
-        match Jid::parse(&state.record.creator) {
-            Ok(creator) if owners.contains(&creator.to_bare()) => vec![creator.to_bare()],
-            _ => Vec::new(),
-        }
-    }
-
     pub(super) async fn relation(
         &self,
         svc: &ServiceId,
@@ -32,7 +21,7 @@ impl PubSub {
         actor: &Jid,
     ) -> RosterRelation {
         self.roster
-            .relation(svc, &Self::roster_owners(state), &actor.to_bare())
+            .relation(svc, &policy_of(svc).roster_owners(state), &actor.to_bare())
             .await
     }
 
@@ -67,7 +56,7 @@ impl PubSub {
         } else {
             let found = self
                 .roster
-                .relations(svc, &Self::roster_owners(state), &undecided)
+                .relations(svc, &policy_of(svc).roster_owners(state), &undecided)
                 .await;
             undecided.into_iter().zip(found).collect()
         };

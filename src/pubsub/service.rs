@@ -10,6 +10,7 @@ use super::access::RosterRelation;
 use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::{Notification, Recipient};
+use super::policy::policy_of;
 use crate::jid::Jid;
 use crate::storage::{ItemQuery, Store};
 
@@ -199,20 +200,9 @@ impl PubSub {
     }
 
     /// The configuration new nodes get unless the creator says otherwise: XEP-0060 defaults on the
-    /// host service, XEP-0163 defaults on a PEP service.
+    /// host service, XEP-0163 defaults on a PEP service ([`super::policy`]).
     pub fn default_config(&self, svc: &ServiceId) -> NodeConfig {
-        match svc {
-            ServiceId::Host => NodeConfig::host_default(self.limits.max_payload_bytes),
-            ServiceId::Pep(_) => NodeConfig::pep_default(self.limits.max_payload_bytes),
-        }
-    }
-
-    /// True when the service is the actor's own PEP service.
-    pub(super) fn owns_service(svc: &ServiceId, actor: &Jid) -> bool {
-        match svc {
-            ServiceId::Host => false,
-            ServiceId::Pep(owner) => *owner == actor.to_bare().to_string(),
-        }
+        policy_of(svc).default_config(self.limits.max_payload_bytes)
     }
 
     pub(super) fn key(svc: &ServiceId, node: &str) -> (ServiceId, String) {

@@ -300,7 +300,7 @@ async fn publish(
         }
         None => None,
     };
-    if matches!(svc, ServiceId::Pep(_)) {
+    if crate::pubsub::policy::policy_of(svc).auto_creates_for(actor) {
         // XEP-0163 3 / XEP-0060 7.1.5: a missing PEP node is created on publish, configured by the
         // publish options.
         let mut config = ps.default_config(svc);
