@@ -1,0 +1,337 @@
+//! XEP-0060 use cases on the stanza layer in this process (the real dispatcher, the memory store,
+//! no server), each citing its section: milliseconds each. The same cases through real Prosody and
+//! ejabberd are in tests/pubsub.rs, for what the servers take part in.
+
+mod common;
+
+use common::InProcess;
+use stratus::xml::Element;
+
+const PS: &str = "http://jabber.org/protocol/pubsub";
+const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
+const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+const ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+const STANZAS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+const ALICE: &str = "alice@localhost/r";
+const BOB: &str = "bob@localhost/r";
+const CAROL: &str = "carol@localhost/r";
+
+/// An IQ to the service in the component namespace.
+fn iq(id: &str, kind: &str, from: &str, payload: &str) -> String {
+    format!(
+        "<iq xmlns='jabber:component:accept' type='{kind}' id='{id}' from='{from}' to='pubsub.localhost'>{payload}</iq>"
+    )
+}
+
+fn ps(inner: &str) -> String {
+    format!("<pubsub xmlns='{PS}'>{inner}</pubsub>")
+}
+
+fn owner(inner: &str) -> String {
+    format!("<pubsub xmlns='{OWNER}'>{inner}</pubsub>")
+}
+
+fn answer<'a>(out: &'a [Element], id: &str) -> &'a Element {
+    out.iter()
+        .find(|s| s.name() == "iq" && s.get_attr("id") == Some(id))
+        .unwrap_or_else(|| panic!("no answer to {id}: {out:?}"))
+}
+
+fn ok(out: &[Element], id: &str) -> Element {
+    let a = answer(out, id);
+    assert_eq!(a.get_attr("type"), Some("result"), "{a}");
+    a.clone()
+}
+
+/// The defined condition and the pubsub#errors condition of an error answer.
+fn error(out: &[Element], id: &str) -> (String, Option<String>) {
+    let a = answer(out, id);
+    assert_eq!(a.get_attr("type"), Some("error"), "{a}");
+    let e = a.children().find(|c| c.name() == "error").unwrap();
+    let cond = e
+        .children()
+        .find(|c| c.ns() == STANZAS && c.name() != "text")
+        .map(|c| c.name().to_owned())
+        .unwrap();
+    let app = e
+        .children()
+        .find(|c| c.ns() == ERRORS)
+        .map(|c| c.name().to_owned());
+    (cond, app)
+}
+
+/// The events written to `to`.
+fn events<'a>(out: &'a [Element], to: &str) -> Vec<&'a Element> {
+    out.iter()
+        .filter(|s| s.name() == "message" && s.get_attr("to") == Some(to))
+        .filter_map(|m| m.get_child("event", EVENT))
+        .collect()
+}
+
+/// Alice creates `node` (open, defaults) and bob subscribes.
+async fn with_node(node: &str) -> InProcess {
+    let s = InProcess::new(&["localhost"]);
+    let out = s
+        .run(&[
+            iq("c", "set", ALICE, &ps(&format!("<create node='{node}'/>"))),
+            iq(
+                "s",
+                "set",
+                BOB,
+                &ps(&format!("<subscribe node='{node}' jid='{BOB}'/>")),
+            ),
+        ])
+        .await;
+    ok(&out, "c");
+    let sub = ok(&out, "s");
+    let s_el = sub
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("subscription", PS))
+        .unwrap();
+    assert_eq!(s_el.get_attr("subscription"), Some("subscribed"));
+    s
+}
+
+#[tokio::test]
+async fn s8_1_create_conflict_and_instant_node() {
+    let s = InProcess::new(&["localhost"]);
+    let out = s
+        .run(&[
+            iq("a", "set", ALICE, &ps("<create node='n'/>")),
+            // 8.1: the NodeID exists already (conflict).
+            iq("b", "set", BOB, &ps("<create node='n'/>")),
+            // 8.1: an instant node, its generated NodeID in the answer.
+            iq("c", "set", ALICE, &ps("<create/>")),
+        ])
+        .await;
+    ok(&out, "a");
+    assert_eq!(error(&out, "b").0, "conflict");
+    let instant = ok(&out, "c");
+    let name = instant
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("create", PS))
+        .and_then(|c| c.get_attr("node"))
+        .unwrap();
+    assert!(!name.is_empty());
+}
+
+#[tokio::test]
+async fn s7_1_publish_notifies_with_payload_and_s6_5_retrieves() {
+    let s = with_node("n").await;
+    let out = s
+        .run(&[
+            iq(
+                "p",
+                "set",
+                ALICE,
+                &ps("<publish node='n'><item id='i1'><entry xmlns='urn:example'>one</entry></item></publish>"),
+            ),
+            iq(
+                "p2",
+                "set",
+                ALICE,
+                &ps("<publish node='n'><item id='i2'><entry xmlns='urn:example'>two</entry></item></publish>"),
+            ),
+            // 6.5.7: the newest one.
+            iq("m", "get", BOB, &ps("<items node='n' max_items='1'/>")),
+            // 6.5.8: by id.
+            iq("i", "get", BOB, &ps("<items node='n'><item id='i1'/></items>")),
+            // 7.1.3.1: bob is not a publisher of a publishers-model node.
+            iq(
+                "f",
+                "set",
+                BOB,
+                &ps("<publish node='n'><item><entry xmlns='urn:example'/></item></publish>"),
+            ),
+        ])
+        .await;
+    let published = ok(&out, "p");
+    let id = published
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("publish", PS))
+        .and_then(|p| p.get_child("item", PS))
+        .and_then(|i| i.get_attr("id"));
+    assert_eq!(id, Some("i1"));
+    // 7.1.2.1: the event with the payload, to the subscriber.
+    let evs = events(&out, BOB);
+    assert_eq!(evs.len(), 2, "{out:?}");
+    let item = evs[0]
+        .get_child("items", EVENT)
+        .and_then(|i| i.get_child("item", EVENT))
+        .unwrap();
+    assert_eq!(item.get_attr("id"), Some("i1"));
+    assert_eq!(
+        item.get_child("entry", "urn:example")
+            .map(|e| e.text_content())
+            .as_deref(),
+        Some("one")
+    );
+    let ids = |id: &str| -> Vec<String> {
+        answer(&out, id)
+            .get_child("pubsub", PS)
+            .and_then(|p| p.get_child("items", PS))
+            .map(|i| {
+                i.children()
+                    .filter_map(|c| c.get_attr("id").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(ids("m"), ["i2"]);
+    assert_eq!(ids("i"), ["i1"]);
+    assert_eq!(error(&out, "f").0, "forbidden");
+}
+
+#[tokio::test]
+async fn s7_2_retract_s8_5_purge_s8_4_delete_notify() {
+    let s = with_node("n").await;
+    let config = "<configure node='n'><x xmlns='jabber:x:data' type='submit'>\
+                  <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>\
+                  <field var='pubsub#notify_retract'><value>1</value></field>\
+                  <field var='pubsub#notify_delete'><value>1</value></field></x></configure>";
+    let out = s
+        .run(&[
+            iq("cfg", "set", ALICE, &owner(config)),
+            iq(
+                "p",
+                "set",
+                ALICE,
+                &ps("<publish node='n'><item id='i1'><e xmlns='u'/></item></publish>"),
+            ),
+            iq(
+                "r",
+                "set",
+                ALICE,
+                &ps("<retract node='n' notify='true'><item id='i1'/></retract>"),
+            ),
+            // 7.2: no such item.
+            iq(
+                "r2",
+                "set",
+                ALICE,
+                &ps("<retract node='n'><item id='nope'/></retract>"),
+            ),
+            iq("pg", "set", ALICE, &owner("<purge node='n'/>")),
+            iq(
+                "d",
+                "set",
+                ALICE,
+                &owner("<delete node='n'><redirect uri='xmpp:pubsub.localhost?;node=m'/></delete>"),
+            ),
+            // 8.4: the node is gone.
+            iq("d2", "set", ALICE, &owner("<delete node='n'/>")),
+        ])
+        .await;
+    for id in ["cfg", "p", "r", "pg", "d"] {
+        ok(&out, id);
+    }
+    assert_eq!(error(&out, "r2").0, "item-not-found");
+    assert_eq!(error(&out, "d2").0, "item-not-found");
+    let evs = events(&out, BOB);
+    let kinds: Vec<&str> = evs
+        .iter()
+        .filter_map(|e| e.children().next().map(|c| c.name()))
+        .collect();
+    // configuration (notify_config is off by default, so none), items, retract, purge, delete.
+    assert_eq!(kinds, ["items", "items", "purge", "delete"], "{out:?}");
+    let retract = evs[1]
+        .get_child("items", EVENT)
+        .and_then(|i| i.get_child("retract", EVENT));
+    assert_eq!(retract.and_then(|r| r.get_attr("id")), Some("i1"));
+    let redirect = evs[3]
+        .get_child("delete", EVENT)
+        .and_then(|d| d.get_child("redirect", EVENT))
+        .and_then(|r| r.get_attr("uri"));
+    assert_eq!(redirect, Some("xmpp:pubsub.localhost?;node=m"));
+}
+
+#[tokio::test]
+async fn s6_2_unsubscribe_and_s6_1_3_closed_node() {
+    let s = with_node("n").await;
+    let whitelist = "<configure node='n'><x xmlns='jabber:x:data' type='submit'>\
+                     <field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#node_config</value></field>\
+                     <field var='pubsub#access_model'><value>whitelist</value></field></x></configure>";
+    let out = s
+        .run(&[
+            iq(
+                "u",
+                "set",
+                BOB,
+                &ps(&format!("<unsubscribe node='n' jid='{BOB}'/>")),
+            ),
+            // 6.2.3.2: no subscription.
+            iq(
+                "u2",
+                "set",
+                BOB,
+                &ps(&format!("<unsubscribe node='n' jid='{BOB}'/>")),
+            ),
+            // 6.1.3.1: subscribing another JID.
+            iq(
+                "x",
+                "set",
+                CAROL,
+                &ps(&format!("<subscribe node='n' jid='{BOB}'/>")),
+            ),
+            iq("w", "set", ALICE, &owner(whitelist)),
+            // 6.1.3.6: a whitelist node refuses who is not on the list.
+            iq(
+                "c",
+                "set",
+                CAROL,
+                &ps(&format!("<subscribe node='n' jid='{CAROL}'/>")),
+            ),
+        ])
+        .await;
+    ok(&out, "u");
+    assert_eq!(
+        error(&out, "u2"),
+        ("unexpected-request".into(), Some("not-subscribed".into()))
+    );
+    assert_eq!(
+        error(&out, "x"),
+        ("bad-request".into(), Some("invalid-jid".into()))
+    );
+    ok(&out, "w");
+    assert_eq!(
+        error(&out, "c"),
+        ("not-allowed".into(), Some("closed-node".into()))
+    );
+}
+
+#[tokio::test]
+async fn s8_9_outcast_loses_its_subscription_and_gets_nothing() {
+    let s = with_node("n").await;
+    let outcast = "<affiliations node='n'><affiliation jid='bob@localhost' affiliation='outcast'/></affiliations>";
+    let out = s
+        .run(&[
+            iq("o", "set", ALICE, &owner(outcast)),
+            iq(
+                "p",
+                "set",
+                ALICE,
+                &ps("<publish node='n'><item id='i1'><e xmlns='u'/></item></publish>"),
+            ),
+            // 4.1 Table 4: an outcast retrieves nothing.
+            iq("g", "get", BOB, &ps("<items node='n'/>")),
+            iq("subs", "get", ALICE, &owner("<subscriptions node='n'/>")),
+        ])
+        .await;
+    ok(&out, "o");
+    ok(&out, "p");
+    assert_eq!(error(&out, "g").0, "forbidden");
+    assert!(
+        events(&out, BOB)
+            .iter()
+            .all(|e| e.get_child("items", EVENT).is_none()),
+        "{out:?}"
+    );
+    let subs = ok(&out, "subs");
+    let listed = subs
+        .get_child("pubsub", OWNER)
+        .and_then(|p| p.get_child("subscriptions", OWNER))
+        .map(|s| s.children().count())
+        .unwrap();
+    assert_eq!(listed, 0, "{subs}");
+}
