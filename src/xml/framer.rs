@@ -311,10 +311,21 @@ impl Framer {
                             "'<' in an attribute value",
                         ));
                     } else {
-                        self.value_len += 1;
+                        // The value up to its closing quote (or a '<', an error, or the end of
+                        // this input), in one step; byte i was counted above.
+                        let run = input[i..]
+                            .iter()
+                            .position(|&c| c == q || c == b'<')
+                            .unwrap_or(input.len() - i);
+                        self.bytes += run - 1;
+                        if self.bytes > self.limits.max_stanza_bytes && self.skipping.is_none() {
+                            let max = self.limits.max_stanza_bytes;
+                            self.exceed(|| format!("larger than {max} bytes"))?;
+                        }
+                        self.value_len += run;
                         if let Some((_, v)) = &mut self.head_value {
-                            if v.len() < HEAD_VALUE_MAX {
-                                v.push(b);
+                            if v.len() + run <= HEAD_VALUE_MAX {
+                                v.extend_from_slice(&input[i..i + run]);
                             } else {
                                 self.head_value = None;
                             }
@@ -326,6 +337,11 @@ impl Framer {
                             let max = self.limits.max_uri_bytes;
                             self.exceed(|| format!("a namespace name longer than {max} bytes"))?;
                         }
+                        if self.skipping.is_some() {
+                            seg = None;
+                        }
+                        i += run;
+                        continue;
                     }
                 }
                 State::EmptyEnd => {
