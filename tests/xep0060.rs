@@ -335,3 +335,55 @@ async fn s8_9_outcast_loses_its_subscription_and_gets_nothing() {
         .unwrap();
     assert_eq!(listed, 0, "{subs}");
 }
+
+/// 6.5.4: an items answer past `max_page_bytes` (256 KiB) returns some items and says so with an
+/// RSM set (XEP-0059); 5.5: node discovery lists every item id, whatever the payloads weigh.
+#[tokio::test]
+async fn s6_5_4_a_cut_page_says_so_and_s5_5_lists_every_id() {
+    let s = with_node("n").await;
+    let big = |id: &str| {
+        iq(
+            id,
+            "set",
+            ALICE,
+            &ps(&format!(
+                "<publish node='n'><item id='{id}'><e xmlns='u'>{}</e></item></publish>",
+                "x".repeat(200 * 1024)
+            )),
+        )
+    };
+    let out = s
+        .run(&[
+            big("b1"),
+            big("b2"),
+            iq("all", "get", BOB, &ps("<items node='n'/>")),
+            iq(
+                "d",
+                "get",
+                BOB,
+                "<query xmlns='http://jabber.org/protocol/disco#items' node='n'/>",
+            ),
+        ])
+        .await;
+    ok(&out, "b1");
+    ok(&out, "b2");
+    let page = ok(&out, "all");
+    let p = page.get_child("pubsub", PS).unwrap();
+    let returned = p.get_child("items", PS).unwrap().children().count();
+    assert_eq!(returned, 1, "two 200 KiB items do not fit in 256 KiB");
+    let set = p
+        .get_child("set", "http://jabber.org/protocol/rsm")
+        .expect("a cut page carries an RSM set");
+    assert_eq!(
+        set.get_child("count", "http://jabber.org/protocol/rsm")
+            .map(|c| c.text_content())
+            .as_deref(),
+        Some("2")
+    );
+    let listed = ok(&out, "d")
+        .get_child("query", "http://jabber.org/protocol/disco#items")
+        .unwrap()
+        .children()
+        .count();
+    assert_eq!(listed, 2);
+}

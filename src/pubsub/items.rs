@@ -165,8 +165,37 @@ impl PubSub {
         Ok(out)
     }
 
-    /// Items the actor may read (6.5).
+    /// Items the actor may read (6.5), cut at `max_page_bytes` of payload; true when cut.
     pub async fn items(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        selection: ItemSelection,
+    ) -> PubSubResult<(ItemPage, bool)> {
+        let (mut page, keep_end) = self.select_items(svc, actor, node, selection).await?;
+        let truncated = self.fit_page(&mut page, keep_end);
+        Ok((page, truncated))
+    }
+
+    /// The ids of the newest items the actor may read, up to `max` (XEP-0060 5.5 discovery lists
+    /// ids only, so no byte bound applies).
+    pub async fn item_ids(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+        max: usize,
+    ) -> PubSubResult<Vec<String>> {
+        let (page, _) = self
+            .select_items(svc, actor, node, ItemSelection::Newest(Some(max)))
+            .await?;
+        Ok(page.items.into_iter().map(|i| i.id).collect())
+    }
+
+    /// The page a selection designates, after authorization; with the end of it to keep should
+    /// it be cut.
+    async fn select_items(
         &self,
         svc: &ServiceId,
         actor: &Jid,
@@ -219,8 +248,7 @@ impl PubSub {
             let cutoff = now_ms().saturating_sub(expire.saturating_mul(1000));
             page.items.retain(|i| i.published_ms >= cutoff);
         }
-        let truncated = self.fit_page(&mut page, keep_end);
-        Ok((page, truncated))
+        Ok((page, keep_end))
     }
 
     /// Drops items until the page's payloads fit in `max_page_bytes` (XEP-0060 6.5.4: a service

@@ -221,20 +221,15 @@ impl Inner {
             }
             Some(name) => {
                 // XEP-0060 5.5: the items of a node, by id.
-                let (page, _) = self
+                let ids = self
                     .pubsub
-                    .items(
-                        svc,
-                        actor,
-                        name,
-                        crate::pubsub::ItemSelection::Newest(Some(max)),
-                    )
+                    .item_ids(svc, actor, name, max)
                     .await
                     .map_err(|e| from_pubsub(&e))?;
-                let items = page.items.iter().map(|i| {
+                let items = ids.into_iter().map(|id| {
                     Element::new("item", NS_DISCO_ITEMS)
                         .attr("jid", jid.clone())
-                        .attr("name", i.id.clone())
+                        .attr("name", id)
                 });
                 Ok(disco::items_query(Some(name), items.collect()))
             }
