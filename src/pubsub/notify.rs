@@ -33,6 +33,21 @@ pub enum Event {
     AuthorizationRequest { subscriber: Jid, subid: String },
 }
 
+impl Event {
+    /// True for the events that carry something of the node (items, ids, configuration, its
+    /// end), as opposed to news of one subscription: XEP-0163 implicit recipients get these.
+    pub fn carries_node_data(&self) -> bool {
+        matches!(
+            self,
+            Event::Items { .. }
+                | Event::Retract { .. }
+                | Event::Purge
+                | Event::Delete { .. }
+                | Event::Configuration { .. }
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Notification {
     pub service: ServiceId,

@@ -72,12 +72,17 @@ impl PubSub {
             HashSet::new()
         };
         let none = RosterRelation::default();
+        let lookups = !relations.is_empty() || !approved.is_empty();
         candidates
             .into_iter()
             .filter(|r| {
-                let bare = r.jid.to_bare();
-                let rel = relations.get(&bare).unwrap_or(&none);
-                let subscribed = approved.contains(&r.jid) || approved.contains(&bare);
+                let (rel, subscribed) = if lookups {
+                    let bare = r.jid.to_bare();
+                    let subscribed = approved.contains(&r.jid) || approved.contains(&bare);
+                    (relations.get(&bare).unwrap_or(&none), subscribed)
+                } else {
+                    (&none, false)
+                };
                 check(
                     state.affiliation(&r.jid),
                     Action::RetrieveItems,

@@ -125,14 +125,9 @@ impl Default for Element {
 
 impl Element {
     pub fn new(name: impl Into<String>, ns: impl Into<String>) -> Self {
-        Element::with_shared_ns(name, Arc::from(ns.into()))
-    }
-
-    /// An element whose namespace is shared with others (no copy of the URI).
-    pub fn with_shared_ns(name: impl Into<String>, ns: Arc<str>) -> Self {
         Element {
             name: name.into().into_boxed_str(),
-            ns,
+            ns: Arc::from(ns.into()),
             prefix: None,
             decls: None,
             attrs: Vec::new(),
@@ -184,11 +179,6 @@ impl Element {
     }
 
     pub fn ns(&self) -> &str {
-        &self.ns
-    }
-
-    /// The shared namespace, for building elements in the same namespace without copying it.
-    pub fn ns_shared(&self) -> &Arc<str> {
         &self.ns
     }
 

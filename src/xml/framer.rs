@@ -138,11 +138,6 @@ impl Framer {
         self.depth = 0;
     }
 
-    /// Limits from now on (the next stanza).
-    pub fn set_limits(&mut self, limits: Limits) {
-        self.limits = limits;
-    }
-
     fn error(kind: XmlErrorKind, detail: impl Into<String>) -> XmlError {
         XmlError {
             kind,

@@ -9,7 +9,7 @@ use tracing::warn;
 use crate::component::{NS_COMPONENT, Outbox};
 use crate::jid::Jid;
 use crate::pep::Pep;
-use crate::pep::delegation::{self};
+use crate::pep::delegation;
 use crate::pep::privilege::wrap_headline;
 use crate::pubsub::access::Action;
 use crate::pubsub::model::{SendLastPublished, ServiceId};
@@ -136,15 +136,7 @@ impl Inner {
         let owner_bare = owner.to_bare().to_string();
         for n in notes {
             let mut recipients: Vec<Jid> = n.recipients.iter().map(|r| r.jid.clone()).collect();
-            let implicit = matches!(
-                n.event,
-                Event::Items { .. }
-                    | Event::Retract { .. }
-                    | Event::Purge
-                    | Event::Delete { .. }
-                    | Event::Configuration { .. }
-            );
-            if implicit {
+            if n.event.carries_node_data() {
                 recipients.extend(self.interested(pep, owner, &n.node).await);
             }
             let mut seen = HashSet::new();
