@@ -12,7 +12,6 @@ use stratus::xml::Element;
 
 const SVC: &str = "pubsub.localhost";
 const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
-const T: Duration = Duration::from_secs(30);
 
 type Error = Box<dyn std::error::Error>;
 
@@ -171,7 +170,6 @@ async fn main() -> Result<(), Error> {
     caps_flood(&mut alice, caps / 2).await?;
     ping(&mut alice).await?;
     let after_caps2 = rss_kib(pid);
-    let _ = T;
     println!("| moment | stratus RSS KiB | change KiB |");
     println!("|---|---|---|");
     println!("| connected, two users | {start} | |");

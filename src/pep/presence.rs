@@ -45,12 +45,6 @@ pub struct PresenceMap {
     asking: Mutex<HashSet<String>>,
 }
 
-impl Default for PresenceMap {
-    fn default() -> Self {
-        PresenceMap::new(super::DEFAULT_CACHE_ENTRIES)
-    }
-}
-
 /// What a presence changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PresenceChange {
@@ -61,7 +55,7 @@ pub enum PresenceChange {
 }
 
 impl PresenceMap {
-    /// `entries`: the bound of each caps cache.
+    /// `entries`: the bound of the cache of verified caps hashes.
     pub fn new(entries: u64) -> PresenceMap {
         PresenceMap {
             online: Mutex::default(),
