@@ -66,6 +66,9 @@ impl Outbox {
         stream_ns: &'static str,
     ) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
+        // Permits are taken in u32 amounts: the budget is capped there so that what is taken and
+        // what is given back are always the same number.
+        let max_bytes = max_bytes.min(u32::MAX as usize);
         let bytes = Arc::new(Semaphore::new(max_bytes));
         (
             Outbox {
@@ -93,7 +96,7 @@ impl Outbox {
     /// full in stanzas or in bytes.
     pub async fn send_raw(&self, xml: String) -> Result<(), OutboxClosed> {
         let n = xml.len().min(self.max_bytes);
-        let permits = u32::try_from(n).unwrap_or(u32::MAX);
+        let permits = n as u32; // n <= max_bytes <= u32::MAX
         match self.bytes.acquire_many(permits).await {
             Ok(p) => p.forget(),
             Err(_) => return Err(OutboxClosed),
