@@ -37,6 +37,19 @@ fn parse(c: &mut Criterion) {
             frame
         })
     });
+    // Every stanza's from and to are prepared (RFC 6122: nodeprep, IDNA + nameprep,
+    // resourceprep): the ASCII case every server sends, and a fullwidth one that needs NFKC.
+    g.bench_function("prepare a full JID, ASCII", |b| {
+        b.iter(|| Jid::parse(std::hint::black_box("alice@localhost/phone")).unwrap())
+    });
+    g.bench_function("prepare a full JID, fullwidth localpart", |b| {
+        b.iter(|| {
+            Jid::parse(std::hint::black_box(
+                "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}@localhost/phone",
+            ))
+            .unwrap()
+        })
+    });
     g.finish();
 }
 

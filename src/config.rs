@@ -40,15 +40,23 @@ impl Default for PepConfig {
 }
 
 impl Config {
-    /// The server domains PEP serves: configured, or the parent of the component domain.
+    /// The server domains PEP serves: configured, or the parent of the component domain; in
+    /// their prepared form (nameprep), as the domains of the JIDs they are compared with.
     pub fn pep_servers(&self) -> Vec<String> {
-        if !self.pep.servers.is_empty() {
-            return self.pep.servers.clone();
-        }
-        match self.component.domain.split_once('.') {
-            Some((_, parent)) if !parent.is_empty() => vec![parent.to_owned()],
-            _ => Vec::new(),
-        }
+        let configured = if !self.pep.servers.is_empty() {
+            self.pep.servers.clone()
+        } else {
+            match self.component.domain.split_once('.') {
+                Some((_, parent)) if !parent.is_empty() => vec![parent.to_owned()],
+                _ => Vec::new(),
+            }
+        };
+        configured
+            .iter()
+            .filter_map(|d| Jid::parse(d).ok())
+            .filter(|j| j.node().is_none() && j.resource().is_none())
+            .map(|j| j.domain().to_owned())
+            .collect()
     }
 }
 
@@ -350,6 +358,14 @@ impl Config {
                 c.domain
             )),
         }
+        for server in &self.pep.servers {
+            match Jid::parse(server) {
+                Ok(j) if j.node().is_none() && j.resource().is_none() => {}
+                _ => problems.push(format!(
+                    "pep.servers must list server domains such as example.org, got {server:?}"
+                )),
+            }
+        }
         if c.secret.is_empty() {
             problems.push(
                 "component.secret (--secret) is empty: set it to the server's component secret"
@@ -470,6 +486,18 @@ mod tests {
         assert!(err.contains("--server"), "{err}");
         assert!(err.contains("--domain"), "{err}");
         assert!(err.contains("--secret"), "{err}");
+    }
+
+    /// `[pep] servers` are compared with the domains of prepared JIDs (RFC 6122 section 2.2,
+    /// nameprep): a server written `LocalHost` is the one whose users arrive as `@localhost`.
+    #[test]
+    fn pep_servers_are_prepared() {
+        let mut cfg = Config::default();
+        cfg.pep.servers = vec!["LocalHost".into(), "Example.ORG.".into()];
+        assert_eq!(cfg.pep_servers(), vec!["localhost", "example.org"]);
+        cfg.pep.servers = vec!["user@example.org".into()];
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("pep.servers"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use proptest::prelude::*;
-use stratus::jid::Jid;
+use stratus::jid::{BareJid, Jid};
 use stratus::pubsub::access::RosterRelation;
 use stratus::pubsub::model::{AccessModel, Affiliation, ServiceId, SubOptions, SubscriptionState};
 use stratus::pubsub::notify::{Event, Notification};
@@ -121,13 +121,18 @@ struct ModelRoster(Arc<Mutex<HashMap<String, RosterEntry>>>);
 
 #[async_trait]
 impl RosterSource for ModelRoster {
-    async fn relation(&self, _svc: &ServiceId, owners: &[Jid], actor: &Jid) -> RosterRelation {
+    async fn relation(
+        &self,
+        _svc: &ServiceId,
+        owners: &[BareJid],
+        actor: &BareJid,
+    ) -> RosterRelation {
         // Only the owner's roster exists in this model.
         if !owners.iter().any(|o| o.to_string() == OWNER) {
             return RosterRelation::default();
         }
         let roster = self.0.lock().unwrap();
-        match roster.get(&actor.to_bare().to_string()) {
+        match roster.get(actor.as_str()) {
             Some(e) => RosterRelation {
                 presence_subscribed: e.presence,
                 groups: if e.in_group {
@@ -266,7 +271,7 @@ async fn run(ops: Vec<Op>, first: AccessModel) -> Result<(), TestCaseError> {
             }
             Op::Affiliate(w, aff) => {
                 let notes = ps
-                    .set_node_affiliations(&svc, &owner, NODE, vec![(jid(w, false), aff)])
+                    .set_node_affiliations(&svc, &owner, NODE, vec![(jid(w, false).to_bare(), aff)])
                     .await
                     .unwrap();
                 model.affiliations.insert(PEOPLE[w].into(), aff);

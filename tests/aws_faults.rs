@@ -62,9 +62,8 @@ fn publish(svc: &str, id: &str) -> Element {
 
 // Multi-threaded: the proxy must keep running while the test blocks on processes and logs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() {
-    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT")
-        .expect("STRATUS_TEST_AWS_ENDPOINT is not set: run through scripts/test.sh (it starts the local S3/DynamoDB server)");
+async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() -> Result<(), String> {
+    let endpoint = aws_endpoint()?;
     let target = endpoint
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -122,4 +121,5 @@ async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() {
         "every acknowledged item, and no failed one"
     );
     log_has_no_panic(&stratus.log_text());
+    Ok(())
 }

@@ -213,6 +213,7 @@ both_servers!(
     host_node_presence_access_uses_the_owner_roster,
     whitelist_and_outcast_stop_pep_delivery,
     an_added_owner_lends_no_roster,
+    notification_type_is_the_nodes,
 );
 
 const OWNER_NS: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -299,24 +300,7 @@ async fn whitelist_and_outcast_stop_pep_delivery(kind: Kind) {
     let whitelist = own_owner_iq(
         Element::new("configure", OWNER_NS)
             .attr("node", NODE)
-            .child(
-                Element::new("x", DATA)
-                    .attr("type", "submit")
-                    .child(
-                        Element::new("field", DATA)
-                            .attr("var", "FORM_TYPE")
-                            .attr("type", "hidden")
-                            .child(
-                                Element::new("value", DATA)
-                                    .text("http://jabber.org/protocol/pubsub#node_config"),
-                            ),
-                    )
-                    .child(
-                        Element::new("field", DATA)
-                            .attr("var", "pubsub#access_model")
-                            .child(Element::new("value", DATA).text("whitelist")),
-                    ),
-            ),
+            .child(config_form(&[("pubsub#access_model", "whitelist")])),
     );
     let r = alice.iq(whitelist).await.unwrap();
     assert_eq!(r.get_attr("type"), Some("result"), "{r}");
@@ -654,4 +638,53 @@ async fn forged_delegation_is_refused(kind: Kind) {
     let r = mallory.iq(forged).await.unwrap();
     assert_eq!(r.get_attr("type"), Some("error"), "{r}");
     assert_eq!(error_condition(&r).as_deref(), Some("forbidden"), "{r}");
+}
+
+/// XEP-0060 16.4.3 `pubsub#notification_type`: PEP notifications are messages of the node's
+/// type, as on the host service (issue 18): `normal` when the node says so (here set by
+/// publish-options on the publish that creates it, XEP-0163 section 4.2), `headline` after the
+/// owner configures it back.
+async fn notification_type_is_the_nodes(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let mut bob = new_user(&p.server, "bob").await;
+    let alice_bare = bare(&alice);
+    for c in [&mut alice, &mut bob] {
+        interested_and_online(c).await;
+    }
+    presence_subscribe(&mut bob, &mut alice).await;
+    online_with_caps(&mut alice, "alice-ver-18", &[]).await;
+    let notify = format!("{NODE}+notify");
+    online_with_caps(&mut bob, "bob-ver-18", &[DISCO_INFO, &notify]).await;
+    let r = publish_own(
+        &mut alice,
+        NODE,
+        "m1",
+        "calm",
+        &[("pubsub#notification_type", "normal")],
+    )
+    .await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let m = bob
+        .wait_for(T, |m| pep_event_from(m, &alice_bare, NODE).is_some())
+        .await
+        .expect("a contact with +notify gets the event");
+    // RFC 6121 5.2.2: a message without `type` is `normal` (ejabberd leaves the default out).
+    assert_eq!(m.get_attr("type").unwrap_or("normal"), "normal", "{m}");
+    let headline = own_owner_iq(
+        Element::new("configure", OWNER_NS)
+            .attr("node", NODE)
+            .child(config_form(&[("pubsub#notification_type", "headline")])),
+    );
+    let r = alice.iq(headline).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let r = publish_own(&mut alice, NODE, "m2", "busy", &[]).await;
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let m = bob
+        .wait_for(T, |m| {
+            pep_event_from(m, &alice_bare, NODE).is_some() && m.to_string().contains("m2")
+        })
+        .await
+        .expect("the second event");
+    assert_eq!(m.get_attr("type"), Some("headline"), "{m}");
 }

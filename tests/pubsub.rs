@@ -50,25 +50,6 @@ fn assert_result(reply: &Element) {
     assert_eq!(reply.get_attr("type"), Some("result"), "{reply}");
 }
 
-struct Env {
-    _stratus: Stratus,
-    _lease: DomainLease,
-    svc: String,
-    server: &'static Server,
-}
-
-fn env(kind: Kind) -> Env {
-    let server = shared(kind);
-    let lease = lease_domain(server);
-    let stratus = Stratus::start(server, &lease.domain);
-    Env {
-        svc: lease.domain.clone(),
-        _stratus: stratus,
-        _lease: lease,
-        server,
-    }
-}
-
 async fn create(c: &mut Client, svc: &str, node: &str) {
     let r = c
         .iq(iq(
@@ -130,25 +111,6 @@ async fn no_event(c: &mut Client) {
             .is_err(),
         "unexpected event"
     );
-}
-
-fn config_form(fields: &[(&str, &str)]) -> Element {
-    let mut x = Element::new("x", DATA).attr("type", "submit").child(
-        Element::new("field", DATA)
-            .attr("var", "FORM_TYPE")
-            .attr("type", "hidden")
-            .child(
-                Element::new("value", DATA).text("http://jabber.org/protocol/pubsub#node_config"),
-            ),
-    );
-    for (var, value) in fields {
-        x.push_child(
-            Element::new("field", DATA)
-                .attr("var", *var)
-                .child(Element::new("value", DATA).text(*value)),
-        );
-    }
-    x
 }
 
 macro_rules! both_servers {
@@ -1511,7 +1473,7 @@ async fn pipelined_publishes_keep_their_order(kind: Kind) {
     // On the embedded store the queued publishes did run together (the aws pass runs them one
     // by one: its writes are not ordered by issue).
     if std::env::var("STRATUS_TEST_STORAGE").as_deref() != Ok("aws") {
-        let log = e._stratus.log_text();
+        let log = e.stratus.log_text();
         assert!(log.contains("queued publishes run together"), "{log}");
     }
 }

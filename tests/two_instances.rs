@@ -15,9 +15,8 @@ const OWNER: &str = "http://jabber.org/protocol/pubsub#owner";
 const BOUND: Duration = Duration::from_millis(2600);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_share_subscriptions_and_access_decisions() {
-    let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT")
-        .expect("STRATUS_TEST_AWS_ENDPOINT is not set: run through scripts/test.sh (it starts the local S3/DynamoDB server)");
+async fn two_instances_share_subscriptions_and_access_decisions() -> Result<(), String> {
+    let endpoint = aws_endpoint()?;
     let server = shared(Kind::Ejabberd);
     let lease = lease_domain(server);
     let dir = tempfile::tempdir().unwrap();
@@ -111,4 +110,5 @@ async fn two_instances_share_subscriptions_and_access_decisions() {
         let r = get_items(&mut dave, &svc, "shared").await;
         assert_eq!(error_condition(&r).as_deref(), Some("not-allowed"), "{r}");
     }
+    Ok(())
 }

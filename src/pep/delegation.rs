@@ -3,7 +3,7 @@
 //! `:2` on Prosody's mod_delegation: the answer uses the namespace of the request).
 
 use crate::component::NS_COMPONENT;
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 use crate::xml::Element;
 
 use super::NS_FORWARD;
@@ -69,7 +69,7 @@ pub struct Delegated {
     /// The client's IQ as it sent it.
     pub inner: Element,
     /// Whose PEP service: bare `to` when present, else bare `from`.
-    pub owner: Jid,
+    pub owner: BareJid,
     pub sender: Jid,
 }
 

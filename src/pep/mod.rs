@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::component::{Outbox, Requests};
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 use crate::pubsub::access::RosterRelation;
 use crate::pubsub::model::ServiceId;
 use crate::pubsub::service::RosterSource;
@@ -81,10 +81,10 @@ impl Pep {
         {
             return false;
         }
-        let online = self.presence.resources(&jid.to_bare().to_string());
+        let online = self.presence.resources(jid.bare_str());
         match jid.resource() {
             None => online.is_empty(),
-            Some(r) => !online.iter().any(|(j, _)| j.resource() == Some(r)),
+            Some(r) => !online.iter().any(|(j, _)| j.resource() == r),
         }
     }
 
@@ -97,7 +97,12 @@ impl Pep {
 /// and roster access models. Read fresh for every decision: a new contact is let in at once.
 #[async_trait]
 impl RosterSource for Pep {
-    async fn relation(&self, svc: &ServiceId, owners: &[Jid], actor: &Jid) -> RosterRelation {
+    async fn relation(
+        &self,
+        svc: &ServiceId,
+        owners: &[BareJid],
+        actor: &BareJid,
+    ) -> RosterRelation {
         self.relations(svc, owners, std::slice::from_ref(actor))
             .await
             .pop()
@@ -108,11 +113,11 @@ impl RosterSource for Pep {
     async fn relations(
         &self,
         svc: &ServiceId,
-        owners: &[Jid],
-        actors: &[Jid],
+        owners: &[BareJid],
+        actors: &[BareJid],
     ) -> Vec<RosterRelation> {
-        let owners: Vec<Jid> = match svc {
-            ServiceId::Pep(owner) => Jid::parse(owner).into_iter().collect(),
+        let owners: Vec<BareJid> = match svc {
+            ServiceId::Pep(owner) => vec![owner.clone()],
             ServiceId::Host => owners
                 .iter()
                 .filter(|o| self.is_local(o))
@@ -123,7 +128,7 @@ impl RosterSource for Pep {
         for owner in owners {
             let roster = self.roster_within(&owner, std::time::Duration::ZERO).await;
             for (actor, relation) in actors.iter().zip(out.iter_mut()) {
-                if let Some(item) = roster.get(&actor.to_bare().to_string()) {
+                if let Some(item) = roster.get(actor.as_str()) {
                     relation.presence_subscribed |= item.subscription_from();
                     relation.groups.extend(item.groups.iter().cloned());
                 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::component::NS_COMPONENT;
-use crate::jid::Jid;
+use crate::jid::{BareJid, FullJid, Jid};
 use crate::xml::Element;
 
 use super::Pep;
@@ -113,17 +113,16 @@ impl PresenceMap {
     }
 
     /// The online full JIDs of an account, with their caps.
-    pub fn resources(&self, bare: &str) -> Vec<(Jid, Option<Caps>)> {
+    pub fn resources(&self, bare: &str) -> Vec<(FullJid, Option<Caps>)> {
         let online = self.online.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(resources) = online.get(bare) else {
+        let (Some(resources), Ok(account)) = (online.get(bare), BareJid::parse(bare)) else {
             return Vec::new();
         };
         resources
             .iter()
             .filter_map(|(r, c)| {
-                Jid::parse(bare)
-                    .ok()
-                    .map(|j| (j.with_resource(r), c.caps.clone()))
+                let full = account.with_resource(r).ok()?;
+                Some((full, c.caps.clone()))
             })
             .collect()
     }
@@ -239,7 +238,7 @@ impl Pep {
         for (jid, caps) in self.presence.resources(bare) {
             let Some(c) = &caps else { continue };
             match self.presence.known_features(&jid, c) {
-                Some(f) if f.contains(&wanted) => out.push(jid),
+                Some(f) if f.contains(&wanted) => out.push(jid.into()),
                 Some(_) => {}
                 None => {
                     let me = self.clone();

@@ -97,22 +97,24 @@ pub fn wrap_message(out: &mut String, component: &str, server: &str, ns: &str, i
     out.push_str("</forwarded></privilege></message>");
 }
 
-/// A headline `<message/>` from a local account carrying `body` (already serialized, in the
+/// A `<message type=KIND/>` from a local account carrying `body` (already serialized, in the
 /// jabber:client namespace), wrapped for the message privilege and appended to `out`.
-pub fn wrap_headline(
+pub fn wrap_notification(
     out: &mut String,
     component: &str,
     granted: &Granted,
-    from: &Jid,
-    to: &Jid,
+    (from, to): (&Jid, &Jid),
+    kind: &str,
     body: &str,
 ) {
     let mut inner = String::with_capacity(body.len() + 128);
     inner.push_str("<message xmlns='jabber:client' from='");
-    escape_attr_into(&mut inner, &from.to_string());
+    escape_attr_into(&mut inner, from.as_str());
     inner.push_str("' to='");
-    escape_attr_into(&mut inner, &to.to_string());
-    inner.push_str("' type='headline'>");
+    escape_attr_into(&mut inner, to.as_str());
+    inner.push_str("' type='");
+    inner.push_str(kind);
+    inner.push_str("'>");
     inner.push_str(body);
     inner.push_str("</message>");
     // The server that hosts the sender grants the privilege and routes the message.

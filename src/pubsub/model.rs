@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 
 /// Which pubsub service a node belongs to: the component's own, or a user's PEP service.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum ServiceId {
     Host,
-    Pep(String),
+    Pep(BareJid),
 }
 
 impl ServiceId {

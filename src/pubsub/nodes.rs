@@ -45,7 +45,11 @@ impl PubSub {
             created_ms: now_ms(),
             creator,
         };
-        if !self.store.create_node(svc, &record, actor).await? {
+        if !self
+            .store
+            .create_node(svc, &record, &actor.to_bare())
+            .await?
+        {
             return Err(PubSubError::NodeExists);
         }
         self.forget(svc, &name);

@@ -7,7 +7,7 @@
 
 use super::model::{Affiliation, NodeConfig, ServiceId};
 use super::service::NodeState;
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 
 pub trait ServicePolicy: Send + Sync {
     /// The configuration a node gets unless its creator says otherwise.
@@ -19,7 +19,7 @@ pub trait ServicePolicy: Send + Sync {
     /// Does `[pubsub] max_nodes_per_user` bound what `actor` creates here?
     fn counts_nodes_per_user(&self) -> bool;
     /// Whose roster the presence and roster access models of this node read.
-    fn roster_owners(&self, state: &NodeState) -> Vec<Jid>;
+    fn roster_owners(&self, state: &NodeState) -> Vec<BareJid>;
 }
 
 /// The XEP-0060 service on the component's domain.
@@ -45,11 +45,9 @@ impl ServicePolicy for HostPolicy {
     /// The node's creator's only, while it still owns the node: an owner added by someone else
     /// never accepted to lend its roster (otherwise an owner could add any user as owner and
     /// learn, by subscribing others, who is in that user's roster).
-    fn roster_owners(&self, state: &NodeState) -> Vec<Jid> {
-        match Jid::parse(&state.record.creator) {
-            Ok(creator) if state.affiliation(&creator) == Affiliation::Owner => {
-                vec![creator.to_bare()]
-            }
+    fn roster_owners(&self, state: &NodeState) -> Vec<BareJid> {
+        match BareJid::parse(&state.record.creator) {
+            Ok(creator) if state.affiliation(&creator) == Affiliation::Owner => vec![creator],
             _ => Vec::new(),
         }
     }
@@ -59,7 +57,7 @@ impl ServicePolicy for HostPolicy {
 /// missing node (section 3) with the XEP-0163 defaults (section 4), and the account's roster
 /// decides the presence and roster models.
 pub struct PepPolicy {
-    account: Jid,
+    account: BareJid,
 }
 
 impl ServicePolicy for PepPolicy {
@@ -68,7 +66,7 @@ impl ServicePolicy for PepPolicy {
     }
 
     fn may_create(&self, actor: &Jid) -> bool {
-        actor.to_bare() == self.account
+        actor.bare_str() == self.account.as_str()
     }
 
     fn auto_creates_for(&self, actor: &Jid) -> bool {
@@ -79,7 +77,7 @@ impl ServicePolicy for PepPolicy {
         false
     }
 
-    fn roster_owners(&self, _state: &NodeState) -> Vec<Jid> {
+    fn roster_owners(&self, _state: &NodeState) -> Vec<BareJid> {
         vec![self.account.clone()]
     }
 }
@@ -88,34 +86,9 @@ impl ServicePolicy for PepPolicy {
 pub fn policy_of(svc: &ServiceId) -> Box<dyn ServicePolicy> {
     match svc {
         ServiceId::Host => Box::new(HostPolicy),
-        ServiceId::Pep(account) => match Jid::parse(account) {
-            Ok(account) => Box::new(PepPolicy {
-                account: account.to_bare(),
-            }),
-            // Not an account: nobody creates there, nothing is created on publish.
-            Err(_) => Box::new(Closed),
-        },
-    }
-}
-
-/// A service nobody may create nodes on.
-struct Closed;
-
-impl ServicePolicy for Closed {
-    fn default_config(&self, max_payload_bytes: u64) -> NodeConfig {
-        NodeConfig::pep_default(max_payload_bytes)
-    }
-    fn may_create(&self, _actor: &Jid) -> bool {
-        false
-    }
-    fn auto_creates_for(&self, _actor: &Jid) -> bool {
-        false
-    }
-    fn counts_nodes_per_user(&self) -> bool {
-        false
-    }
-    fn roster_owners(&self, _state: &NodeState) -> Vec<Jid> {
-        Vec::new()
+        ServiceId::Pep(account) => Box::new(PepPolicy {
+            account: account.clone(),
+        }),
     }
 }
 
@@ -132,7 +105,7 @@ mod tests {
     #[test]
     fn pep_and_host_differ_where_the_xeps_say() {
         let host = policy_of(&ServiceId::Host);
-        let pep = policy_of(&ServiceId::Pep("alice@h".into()));
+        let pep = policy_of(&ServiceId::Pep(BareJid::parse("alice@h").unwrap()));
         assert!(host.may_create(&jid("bob@h/r")));
         assert!(pep.may_create(&jid("alice@h/phone")));
         assert!(!pep.may_create(&jid("bob@h/r")));

@@ -8,7 +8,7 @@ use super::model::*;
 use super::notify::{Event, Notification, Recipient};
 use std::collections::{HashMap, HashSet};
 
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 
 use super::policy::policy_of;
 use super::service::*;
@@ -40,7 +40,7 @@ impl PubSub {
             cfg.access_model,
             AccessModel::Presence | AccessModel::Roster
         );
-        let mut undecided: Vec<Jid> = if needs_roster {
+        let mut undecided: Vec<BareJid> = if needs_roster {
             candidates
                 .iter()
                 .filter(|r| state.affiliation(&r.jid) == Affiliation::None)
@@ -51,7 +51,7 @@ impl PubSub {
         };
         undecided.sort();
         undecided.dedup();
-        let relations: HashMap<Jid, RosterRelation> = if undecided.is_empty() {
+        let relations: HashMap<BareJid, RosterRelation> = if undecided.is_empty() {
             HashMap::new()
         } else {
             let found = self
@@ -61,12 +61,12 @@ impl PubSub {
             undecided.into_iter().zip(found).collect()
         };
         // Only the authorize model asks whether a candidate holds an approved subscription.
-        let approved: HashSet<&Jid> = if cfg.access_model == AccessModel::Authorize {
+        let approved: HashSet<&str> = if cfg.access_model == AccessModel::Authorize {
             state
                 .subscriptions
                 .iter()
                 .filter(|s| s.state == SubscriptionState::Subscribed)
-                .map(|s| &s.jid)
+                .map(|s| s.jid.as_str())
                 .collect()
         } else {
             HashSet::new()
@@ -77,9 +77,9 @@ impl PubSub {
             .into_iter()
             .filter(|r| {
                 let (rel, subscribed) = if lookups {
-                    let bare = r.jid.to_bare();
-                    let subscribed = approved.contains(&r.jid) || approved.contains(&bare);
-                    (relations.get(&bare).unwrap_or(&none), subscribed)
+                    let bare = r.jid.bare_str();
+                    let subscribed = approved.contains(r.jid.as_str()) || approved.contains(bare);
+                    (relations.get(bare).unwrap_or(&none), subscribed)
                 } else {
                     (&none, false)
                 };

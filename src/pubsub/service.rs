@@ -11,7 +11,7 @@ use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::{Notification, Recipient};
 use super::policy::policy_of;
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 use crate::storage::{ItemQuery, Store};
 
 /// Service-wide limits (config `[pubsub]`).
@@ -51,14 +51,19 @@ impl Default for Limits {
 /// Answers "what does the owner's roster say about this JID" for the presence and roster models.
 #[async_trait]
 pub trait RosterSource: Send + Sync {
-    async fn relation(&self, svc: &ServiceId, owners: &[Jid], actor: &Jid) -> RosterRelation;
+    async fn relation(
+        &self,
+        svc: &ServiceId,
+        owners: &[BareJid],
+        actor: &BareJid,
+    ) -> RosterRelation;
 
     /// The relation of each of `actors`, from one reading of the owners' rosters.
     async fn relations(
         &self,
         svc: &ServiceId,
-        owners: &[Jid],
-        actors: &[Jid],
+        owners: &[BareJid],
+        actors: &[BareJid],
     ) -> Vec<RosterRelation> {
         let mut out = Vec::with_capacity(actors.len());
         for a in actors {
@@ -73,7 +78,12 @@ pub struct NoRoster;
 
 #[async_trait]
 impl RosterSource for NoRoster {
-    async fn relation(&self, _svc: &ServiceId, _owners: &[Jid], _actor: &Jid) -> RosterRelation {
+    async fn relation(
+        &self,
+        _svc: &ServiceId,
+        _owners: &[BareJid],
+        _actor: &BareJid,
+    ) -> RosterRelation {
         RosterRelation::default()
     }
 }
@@ -82,19 +92,19 @@ impl RosterSource for NoRoster {
 #[derive(Debug, Clone)]
 pub struct NodeState {
     pub record: NodeRecord,
-    pub affiliations: HashMap<Jid, Affiliation>,
+    pub affiliations: HashMap<BareJid, Affiliation>,
     pub subscriptions: Vec<Subscription>,
 }
 
 impl NodeState {
     pub fn affiliation(&self, jid: &Jid) -> Affiliation {
         self.affiliations
-            .get(&jid.to_bare())
+            .get(jid.bare_str())
             .copied()
             .unwrap_or(Affiliation::None)
     }
 
-    pub fn owners(&self) -> Vec<Jid> {
+    pub fn owners(&self) -> Vec<BareJid> {
         self.affiliations
             .iter()
             .filter(|(_, a)| **a == Affiliation::Owner)
@@ -105,7 +115,8 @@ impl NodeState {
     /// True when `jid` (or, for a bare JID, any of its resources) has an approved subscription.
     pub fn is_subscribed(&self, jid: &Jid) -> bool {
         self.subscriptions.iter().any(|s| {
-            s.state == SubscriptionState::Subscribed && (s.jid == *jid || s.jid == jid.to_bare())
+            s.state == SubscriptionState::Subscribed
+                && (s.jid == *jid || s.jid.as_str() == jid.bare_str())
         })
     }
 

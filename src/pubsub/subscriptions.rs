@@ -5,7 +5,7 @@ use super::access::Action;
 use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::{Event, Notification, Recipient};
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 
 use super::service::*;
 
@@ -55,7 +55,7 @@ impl PubSub {
             .owners()
             .into_iter()
             .map(|jid| Recipient {
-                jid,
+                jid: jid.into(),
                 subids: Vec::new(),
             })
             .collect();
@@ -191,7 +191,7 @@ impl PubSub {
                     .owners()
                     .into_iter()
                     .map(|jid| Recipient {
-                        jid,
+                        jid: jid.into(),
                         subids: Vec::new(),
                     })
                     .collect(),
@@ -263,7 +263,7 @@ impl PubSub {
         actor: &Jid,
         node: Option<&str>,
     ) -> PubSubResult<Vec<(String, Affiliation)>> {
-        let mut affs = self.store.user_affiliations(svc, actor).await?;
+        let mut affs = self.store.user_affiliations(svc, &actor.to_bare()).await?;
         if let Some(n) = node {
             affs.retain(|(name, _)| name == n);
         }
@@ -352,11 +352,11 @@ impl PubSub {
         svc: &ServiceId,
         actor: &Jid,
         node: &str,
-    ) -> PubSubResult<Vec<(Jid, Affiliation)>> {
+    ) -> PubSubResult<Vec<(BareJid, Affiliation)>> {
         let state = self.node(svc, node).await?;
         self.authorize_in(svc, &state, actor, Action::ManageAffiliations)
             .await?;
-        let mut affs: Vec<(Jid, Affiliation)> = state
+        let mut affs: Vec<(BareJid, Affiliation)> = state
             .affiliations
             .iter()
             .map(|(j, a)| (j.clone(), *a))
@@ -372,17 +372,16 @@ impl PubSub {
         svc: &ServiceId,
         actor: &Jid,
         node: &str,
-        changes: Vec<(Jid, Affiliation)>,
+        changes: Vec<(BareJid, Affiliation)>,
     ) -> PubSubResult<Vec<Notification>> {
         let state = self.node(svc, node).await?;
         self.authorize_in(svc, &state, actor, Action::ManageAffiliations)
             .await?;
-        let mut owners: Vec<Jid> = state.owners();
+        let mut owners: Vec<BareJid> = state.owners();
         for (jid, aff) in &changes {
-            let bare = jid.to_bare();
-            owners.retain(|o| *o != bare);
+            owners.retain(|o| o != jid);
             if *aff == Affiliation::Owner {
-                owners.push(bare);
+                owners.push(jid.clone());
             }
         }
         if owners.is_empty() {

@@ -12,7 +12,7 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult};
 use crate::config::AwsConfig;
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 use tracing::warn;
 
@@ -457,7 +457,7 @@ impl Store for AwsStore {
         &self,
         svc: &ServiceId,
         node: &NodeRecord,
-        owner: &Jid,
+        owner: &BareJid,
     ) -> StoreResult<bool> {
         let pk = node_pk(svc, &node.name);
         let bare = owner.to_bare().to_string();
@@ -618,7 +618,7 @@ impl Store for AwsStore {
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &Jid,
+        jid: &BareJid,
         aff: Affiliation,
     ) -> StoreResult<()> {
         let bare = jid.to_bare().to_string();
@@ -649,13 +649,13 @@ impl Store for AwsStore {
         &self,
         svc: &ServiceId,
         node: &str,
-    ) -> StoreResult<Vec<(Jid, Affiliation)>> {
+    ) -> StoreResult<Vec<(BareJid, Affiliation)>> {
         let rows = self
             .query_prefix(&node_pk(svc, node), "a|", true, None)
             .await?;
         rows.iter()
             .map(|a| {
-                let jid = Jid::parse(&get_s(a, "sk")?[2..]).map_err(corrupt)?;
+                let jid = BareJid::parse(&get_s(a, "sk")?[2..]).map_err(corrupt)?;
                 let aff =
                     Affiliation::parse(get_s(a, "aff")?).ok_or_else(|| corrupt("affiliation"))?;
                 Ok((jid, aff))
@@ -666,7 +666,7 @@ impl Store for AwsStore {
     async fn user_affiliations(
         &self,
         svc: &ServiceId,
-        jid: &Jid,
+        jid: &BareJid,
     ) -> StoreResult<Vec<(String, Affiliation)>> {
         let rows = self
             .query_prefix(&user_pk(svc, &jid.to_bare().to_string()), "a|", true, None)

@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult};
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 
 type Bytes = &'static [u8];
@@ -317,7 +317,7 @@ impl Store for EmbeddedStore {
         &self,
         svc: &ServiceId,
         node: &NodeRecord,
-        owner: &Jid,
+        owner: &BareJid,
     ) -> StoreResult<bool> {
         let s = svc.key();
         let node = node.clone();
@@ -509,7 +509,7 @@ impl Store for EmbeddedStore {
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &Jid,
+        jid: &BareJid,
         aff: Affiliation,
     ) -> StoreResult<()> {
         let s = svc.key();
@@ -536,7 +536,7 @@ impl Store for EmbeddedStore {
         &self,
         svc: &ServiceId,
         node: &str,
-    ) -> StoreResult<Vec<(Jid, Affiliation)>> {
+    ) -> StoreResult<Vec<(BareJid, Affiliation)>> {
         let p = prefix(&[svc.key().as_bytes(), node.as_bytes()]);
         self.read(move |tx| {
             let t = tx.open_table(AFFS).map_err(err)?;
@@ -547,7 +547,7 @@ impl Store for EmbeddedStore {
                 .map_err(err)?
             {
                 let (k, v) = r.map_err(err)?;
-                let jid = Jid::parse(&utf8(&k.value()[p.len()..])?).map_err(corrupt)?;
+                let jid = BareJid::parse(&utf8(&k.value()[p.len()..])?).map_err(corrupt)?;
                 out.push((jid, aff_from(v.value())?));
             }
             Ok(out)
@@ -558,7 +558,7 @@ impl Store for EmbeddedStore {
     async fn user_affiliations(
         &self,
         svc: &ServiceId,
-        jid: &Jid,
+        jid: &BareJid,
     ) -> StoreResult<Vec<(String, Affiliation)>> {
         let p = prefix(&[svc.key().as_bytes(), jid.to_bare().to_string().as_bytes()]);
         self.read(move |tx| {

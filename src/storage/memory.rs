@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{ItemPage, ItemQuery, Store, StoreResult};
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 
 #[derive(Default)]
@@ -16,7 +16,7 @@ pub struct MemoryStore {
 
 struct NodeData {
     record: NodeRecord,
-    affiliations: BTreeMap<Jid, Affiliation>,
+    affiliations: BTreeMap<BareJid, Affiliation>,
     subscriptions: Vec<Subscription>,
     items: BTreeMap<u64, Item>,
     by_id: HashMap<String, u64>,
@@ -112,7 +112,7 @@ impl Store for MemoryStore {
         &self,
         svc: &ServiceId,
         node: &NodeRecord,
-        owner: &Jid,
+        owner: &BareJid,
     ) -> StoreResult<bool> {
         Ok(self.all(|nodes| {
             let key = (svc.clone(), node.name.clone());
@@ -120,7 +120,7 @@ impl Store for MemoryStore {
                 return false;
             }
             let mut affiliations = BTreeMap::new();
-            affiliations.insert(owner.to_bare(), Affiliation::Owner);
+            affiliations.insert(owner.clone(), Affiliation::Owner);
             nodes.insert(
                 key,
                 NodeData {
@@ -183,14 +183,14 @@ impl Store for MemoryStore {
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &Jid,
+        jid: &BareJid,
         aff: Affiliation,
     ) -> StoreResult<()> {
         self.with_node(svc, node, (), |n| {
             if aff == Affiliation::None {
-                n.affiliations.remove(&jid.to_bare());
+                n.affiliations.remove(jid);
             } else {
-                n.affiliations.insert(jid.to_bare(), aff);
+                n.affiliations.insert(jid.clone(), aff);
             }
         });
         Ok(())
@@ -200,7 +200,7 @@ impl Store for MemoryStore {
         &self,
         svc: &ServiceId,
         node: &str,
-    ) -> StoreResult<Vec<(Jid, Affiliation)>> {
+    ) -> StoreResult<Vec<(BareJid, Affiliation)>> {
         Ok(self.with_node(svc, node, Vec::new(), |n| {
             n.affiliations
                 .iter()
@@ -212,14 +212,13 @@ impl Store for MemoryStore {
     async fn user_affiliations(
         &self,
         svc: &ServiceId,
-        jid: &Jid,
+        jid: &BareJid,
     ) -> StoreResult<Vec<(String, Affiliation)>> {
-        let bare = jid.to_bare();
         Ok(self.all(|nodes| {
             nodes
                 .iter()
                 .filter(|((s, _), _)| s == svc)
-                .filter_map(|((_, name), d)| d.affiliations.get(&bare).map(|a| (name.clone(), *a)))
+                .filter_map(|((_, name), d)| d.affiliations.get(jid).map(|a| (name.clone(), *a)))
                 .collect()
         }))
     }

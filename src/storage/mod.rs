@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,7 +59,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         svc: &ServiceId,
         node: &NodeRecord,
-        owner: &Jid,
+        owner: &BareJid,
     ) -> StoreResult<bool>;
     async fn load_node(&self, svc: &ServiceId, node: &str) -> StoreResult<Option<NodeRecord>>;
     async fn save_config(
@@ -84,19 +84,19 @@ pub trait Store: Send + Sync + 'static {
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &Jid,
+        jid: &BareJid,
         aff: Affiliation,
     ) -> StoreResult<()>;
     async fn affiliations(
         &self,
         svc: &ServiceId,
         node: &str,
-    ) -> StoreResult<Vec<(Jid, Affiliation)>>;
+    ) -> StoreResult<Vec<(BareJid, Affiliation)>>;
     /// Affiliations of a bare JID across the service's nodes.
     async fn user_affiliations(
         &self,
         svc: &ServiceId,
-        jid: &Jid,
+        jid: &BareJid,
     ) -> StoreResult<Vec<(String, Affiliation)>>;
 
     /// Adds or replaces (same JID and subid) a subscription.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use tracing::warn;
 
 use crate::component::{NS_COMPONENT, Outbox};
-use crate::jid::Jid;
+use crate::jid::{BareJid, Jid};
 use crate::pep::Pep;
 use crate::pep::delegation;
-use crate::pep::privilege::wrap_headline;
+use crate::pep::privilege::wrap_notification;
 use crate::pubsub::access::Action;
 use crate::pubsub::model::{SendLastPublished, ServiceId};
 use crate::pubsub::notify::{Event, Notification, Recipient};
@@ -77,7 +77,7 @@ impl Inner {
             return;
         }
         let svc = if d.owner.node().is_some() && pep.is_local(&d.owner) {
-            ServiceId::Pep(d.owner.to_string())
+            ServiceId::Pep(d.owner.clone())
         } else {
             // A pubsub IQ to the server domain itself: the host service answers it.
             ServiceId::Host
@@ -116,7 +116,7 @@ impl Inner {
     pub(super) async fn send_pep_notifications(
         &self,
         pep: &Arc<Pep>,
-        owner: &Jid,
+        owner: &BareJid,
         notes: &[Notification],
         out: &Outbox,
     ) {
@@ -133,7 +133,7 @@ impl Inner {
         if !granted.message_outgoing {
             return;
         }
-        let owner_bare = owner.to_bare().to_string();
+        let owner_bare = owner.as_str();
         for n in notes {
             let mut recipients: Vec<Jid> = n.recipients.iter().map(|r| r.jid.clone()).collect();
             if n.event.carries_node_data() {
@@ -142,12 +142,13 @@ impl Inner {
             let mut seen = HashSet::new();
             recipients.retain(|j| seen.insert(j.clone()));
             let mut body = String::with_capacity(256);
-            notify::event_element(n, &owner_bare).write_to(&mut body, crate::client::NS_CLIENT);
+            notify::event_element(n, owner_bare).write_to(&mut body, crate::client::NS_CLIENT);
             let mut sink = Sink::new(out);
-            let from = owner.to_bare();
+            let kind = notify::message_type(n);
             for r in recipients {
-                let wrap =
-                    |b: &mut String| wrap_headline(b, &pep.component, &granted, &from, &r, &body);
+                let wrap = |b: &mut String| {
+                    wrap_notification(b, &pep.component, &granted, (owner, &r), kind, &body)
+                };
                 if sink.push(wrap).await.is_err() {
                     return;
                 }
@@ -162,10 +163,9 @@ impl Inner {
     /// section 4: contacts with a presence subscription, caps with `node+notify`), each passing
     /// the same authorization as a read of the node now: outcasts, and contacts a whitelist or a
     /// roster group leaves out, get nothing.
-    pub(super) async fn interested(&self, pep: &Arc<Pep>, owner: &Jid, node: &str) -> Vec<Jid> {
-        let owner_bare = owner.to_bare().to_string();
-        let mut candidates = pep.notify_resources(&owner_bare, node);
-        let svc = ServiceId::Pep(owner_bare.clone());
+    pub(super) async fn interested(&self, pep: &Arc<Pep>, owner: &BareJid, node: &str) -> Vec<Jid> {
+        let mut candidates = pep.notify_resources(owner.as_str(), node);
+        let svc = ServiceId::Pep(owner.clone());
         let Ok(state) = self.pubsub.node(&svc, node).await else {
             // Deleted: only the account itself hears of it.
             return candidates;
@@ -215,7 +215,7 @@ impl Inner {
         let roster = pep.roster_of(&who).await;
         for (contact, item) in roster.iter() {
             if item.subscription_to()
-                && let Ok(j) = Jid::parse(contact)
+                && let Ok(j) = BareJid::parse(contact)
                 && pep.is_local(&j)
             {
                 owners.push(j);
@@ -223,7 +223,7 @@ impl Inner {
         }
         let mut sink = Sink::new(out);
         for owner in owners {
-            let svc = ServiceId::Pep(owner.to_string());
+            let svc = ServiceId::Pep(owner.clone());
             let Ok(names) = self.pubsub.node_names(&svc, None, 1000).await else {
                 continue;
             };
@@ -263,8 +263,9 @@ impl Inner {
                 };
                 let mut body = String::new();
                 notify::event_element(&n, "").write_to(&mut body, crate::client::NS_CLIENT);
+                let kind = notify::message_type(&n);
                 let wrap = |b: &mut String| {
-                    wrap_headline(b, &pep.component, &granted, &owner, &who, &body)
+                    wrap_notification(b, &pep.component, &granted, (&owner, &who), kind, &body)
                 };
                 if sink.push(wrap).await.is_err() {
                     return;

@@ -70,6 +70,10 @@ impl StanzaError {
     pub fn forbidden() -> Self {
         Self::new(ErrorType::Auth, "forbidden")
     }
+    /// RFC 6120 8.3.3.8: an address that is not a valid JID (with why, in the text).
+    pub fn jid_malformed(e: &crate::jid::JidError) -> Self {
+        Self::new(ErrorType::Modify, "jid-malformed").with_text(e.to_string())
+    }
     pub fn not_allowed() -> Self {
         Self::new(ErrorType::Cancel, "not-allowed")
     }

@@ -165,7 +165,7 @@ impl Inner {
                 {
                     return Err(StanzaError::item_not_found());
                 }
-                let owners: Vec<String> = state.owners().iter().map(Jid::to_string).collect();
+                let owners: Vec<String> = state.owners().iter().map(|o| o.to_string()).collect();
                 let form = forms::meta_data_form(&state.record, &owners, state.subscriptions.len());
                 Ok(disco::info_query(
                     Some(name),

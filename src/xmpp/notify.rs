@@ -83,12 +83,21 @@ impl Body {
     pub fn of(n: &Notification) -> Body {
         let mut xml = String::with_capacity(256);
         event_element(n, "").write_to(&mut xml, NS_COMPONENT);
-        let kind = match (&n.event, n.kind) {
-            (Event::AuthorizationRequest { .. }, _) => "normal",
-            (_, NotificationType::Headline) => "headline",
-            (_, NotificationType::Normal) => "normal",
-        };
-        Body { xml, kind }
+        Body {
+            xml,
+            kind: message_type(n),
+        }
+    }
+}
+
+/// The `type` of the message carrying a notification: the node's `pubsub#notification_type`
+/// (XEP-0060 16.4.3), on the host service and on PEP alike; an approval request is a form
+/// the owner answers (8.6), always `normal`.
+pub fn message_type(n: &Notification) -> &'static str {
+    match (&n.event, n.kind) {
+        (Event::AuthorizationRequest { .. }, _) => "normal",
+        (_, NotificationType::Headline) => "headline",
+        (_, NotificationType::Normal) => "normal",
     }
 }
 

@@ -33,11 +33,13 @@ fn node_attr(el: &Element) -> Result<&str, StanzaError> {
     }
 }
 
+/// A `jid` attribute: absent is XEP-0060's `invalid-jid`; not a JID is `jid-malformed`
+/// (RFC 6120 8.3.3.8), and a JID is compared in its prepared form.
 fn jid_attr(el: &Element) -> Result<Jid, StanzaError> {
     let j = el
         .get_attr("jid")
         .ok_or_else(|| err(PubSubError::InvalidJid))?;
-    Jid::parse(j).map_err(|_| err(PubSubError::InvalidJid))
+    Jid::parse(j).map_err(|e| StanzaError::jid_malformed(&e))
 }
 
 fn form_in(el: &Element) -> Option<&Element> {
@@ -247,7 +249,8 @@ pub async fn handle(
             let node = node_attr(act)?;
             let mut changes = Vec::new();
             for a in act.children().filter(|c| c.is("affiliation", NS_OWNER)) {
-                let jid = jid_attr(a)?;
+                // XEP-0060 8.9.2: affiliations belong to bare JIDs.
+                let jid = jid_attr(a)?.to_bare();
                 let aff = a
                     .get_attr("affiliation")
                     .and_then(Affiliation::parse)

@@ -46,8 +46,17 @@ impl Iq {
         let Some(id) = stanza.get_attr("id").map(str::to_owned) else {
             return Err(IqParseError::Ignore("iq without id"));
         };
-        let from = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok());
-        let to = stanza.get_attr("to").and_then(|t| Jid::parse(t).ok());
+        let from = match stanza.get_attr("from").map(Jid::parse) {
+            // Nothing can be addressed to a sender that is not a JID.
+            Some(Err(_)) => return Err(IqParseError::Ignore("iq from a malformed JID")),
+            other => other.and_then(Result::ok),
+        };
+        let to = stanza.get_attr("to").map(Jid::parse);
+        let bad_to = match &to {
+            Some(Err(e)) => Some(StanzaError::jid_malformed(e)),
+            _ => None,
+        };
+        let to = to.and_then(Result::ok);
         let type_attr = stanza.get_attr("type").map(str::to_owned);
         let ns = stanza.ns().to_owned();
         let mut stanza = stanza;
@@ -69,6 +78,9 @@ impl Iq {
             && matches!(type_attr.as_deref(), Some("result") | Some("error"))
         {
             return Ok(iq);
+        }
+        if let Some(err) = bad_to {
+            return Err(IqParseError::Reply(Box::new(iq), err));
         }
         if type_attr.is_none() || !matches!(type_attr.as_deref(), Some("get") | Some("set")) {
             return Err(IqParseError::Reply(

@@ -470,6 +470,60 @@ pub async fn ping_answered(c: &mut Client, domain: &str) {
     assert_eq!(pong.get_attr("type"), Some("result"), "{pong}");
 }
 
+/// A stratus on a leased component domain of a shared server: the host service's tests.
+#[allow(dead_code)]
+pub struct Env {
+    pub stratus: Stratus,
+    _lease: DomainLease,
+    pub svc: String,
+    pub server: &'static Server,
+}
+
+#[allow(dead_code)]
+pub fn env(kind: Kind) -> Env {
+    let server = shared(kind);
+    let lease = lease_domain(server);
+    let stratus = Stratus::start(server, &lease.domain);
+    Env {
+        svc: lease.domain.clone(),
+        stratus,
+        _lease: lease,
+        server,
+    }
+}
+
+/// A submitted `pubsub#node_config` form (XEP-0060 16.4.3) with these fields.
+#[allow(dead_code)]
+pub fn config_form(fields: &[(&str, &str)]) -> Element {
+    const DATA: &str = "jabber:x:data";
+    let mut x = Element::new("x", DATA).attr("type", "submit").child(
+        Element::new("field", DATA)
+            .attr("var", "FORM_TYPE")
+            .attr("type", "hidden")
+            .child(
+                Element::new("value", DATA).text("http://jabber.org/protocol/pubsub#node_config"),
+            ),
+    );
+    for (var, value) in fields {
+        x.push_child(
+            Element::new("field", DATA)
+                .attr("var", *var)
+                .child(Element::new("value", DATA).text(*value)),
+        );
+    }
+    x
+}
+
+/// The local S3 + DynamoDB server scripts/test.sh starts, or one line saying how to run the aws
+/// tests without it (the test fails with that line instead of a panic).
+#[allow(dead_code)]
+pub fn aws_endpoint() -> Result<String, String> {
+    std::env::var("STRATUS_TEST_AWS_ENDPOINT").map_err(|_| {
+        "the aws backend tests need a local S3 + DynamoDB server: run scripts/test.sh (it starts one), or start one (python3 -m moto.server -p 5000) and set STRATUS_TEST_AWS_ENDPOINT=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test"
+            .to_owned()
+    })
+}
+
 pub fn error_condition(reply: &Element) -> Option<String> {
     // The error element is in the stream's namespace (jabber:client, or jabber:component:accept).
     let err = reply.children().find(|c| c.name() == "error")?;
