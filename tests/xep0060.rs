@@ -387,3 +387,118 @@ async fn s6_5_4_a_cut_page_says_so_and_s5_5_lists_every_id() {
         .count();
     assert_eq!(listed, 2);
 }
+
+fn publish_options(fields: &[(&str, &str)]) -> String {
+    let mut x = String::from(
+        "<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>",
+    );
+    for (var, value) in fields {
+        x.push_str(&format!(
+            "<field var='{var}'><value>{value}</value></field>"
+        ));
+    }
+    x + "</x></publish-options>"
+}
+
+/// 7.1.5: publish-options are preconditions on the node's configuration: met, the item is
+/// published; not met (another value, a value the service cannot hold, a field it does not
+/// know), `conflict` with `precondition-not-met` and nothing is published.
+#[tokio::test]
+async fn s7_1_5_publish_options_are_preconditions() {
+    let s = with_node("pre").await;
+    let publish = |id: &str, opts: &[(&str, &str)]| {
+        iq(
+            id,
+            "set",
+            ALICE,
+            &ps(&format!(
+                "<publish node='pre'><item id='{id}'><x xmlns='urn:example'/></item></publish>{}",
+                publish_options(opts)
+            )),
+        )
+    };
+    let out = s
+        .run(&[
+            publish("met", &[("pubsub#access_model", "open")]),
+            publish("other", &[("pubsub#access_model", "whitelist")]),
+            publish("bogus", &[("pubsub#access_model", "bogus")]),
+            publish("unknown", &[("pubsub#frobnicate", "1")]),
+            iq("get", "get", BOB, &ps("<items node='pre'/>")),
+        ])
+        .await;
+    ok(&out, "met");
+    for id in ["other", "bogus", "unknown"] {
+        assert_eq!(
+            error(&out, id),
+            ("conflict".into(), Some("precondition-not-met".into())),
+            "{id}"
+        );
+    }
+    let items = ok(&out, "get");
+    let ids: Vec<&str> = items
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("items", PS))
+        .unwrap()
+        .children()
+        .filter_map(|i| i.get_attr("id"))
+        .collect();
+    assert_eq!(ids, vec!["met"]);
+    assert_eq!(events(&out, BOB).len(), 1);
+}
+
+/// 4.2/4.3: NodeIDs and ItemIDs are opaque but bounded (they are storage keys): an empty
+/// NodeID is `nodeid-required` (7.1.3.3 and 8.1); an oversized one is a bad request, not a
+/// storage error; 8.2.6: a cancelled configuration changes nothing.
+#[tokio::test]
+async fn s4_2_names_are_checked_at_the_boundary_and_s8_2_6_cancel() {
+    let s = with_node("names").await;
+    let long = "n".repeat(5000);
+    let out = s
+        .run(&[
+            iq("empty", "set", ALICE, &ps("<publish node=''><item/></publish>")),
+            iq(
+                "long",
+                "set",
+                ALICE,
+                &ps(&format!("<create node='{long}'/>")),
+            ),
+            iq(
+                "longid",
+                "set",
+                ALICE,
+                &ps(&format!(
+                    "<publish node='names'><item id='{long}'><x xmlns='urn:example'/></item></publish>"
+                )),
+            ),
+            iq(
+                "cancel",
+                "set",
+                ALICE,
+                &owner(
+                    "<configure node='names'><x xmlns='jabber:x:data' type='cancel'/></configure>",
+                ),
+            ),
+            iq("cfg", "get", ALICE, &owner("<configure node='names'/>")),
+        ])
+        .await;
+    assert_eq!(
+        error(&out, "empty"),
+        ("bad-request".into(), Some("nodeid-required".into()))
+    );
+    assert_eq!(error(&out, "long").0, "bad-request");
+    assert_eq!(error(&out, "longid").0, "bad-request");
+    ok(&out, "cancel");
+    let cfg = ok(&out, "cfg");
+    let access = cfg
+        .get_child("pubsub", OWNER)
+        .and_then(|p| p.get_child("configure", OWNER))
+        .and_then(|c| c.get_child("x", "jabber:x:data"))
+        .and_then(|x| {
+            x.children()
+                .find(|f| f.get_attr("var") == Some("pubsub#access_model"))
+        })
+        .and_then(|f| f.get_child("value", "jabber:x:data"))
+        .map(|v| v.text_content());
+    assert_eq!(access.as_deref(), Some("open"), "{cfg}");
+    assert!(events(&out, BOB).is_empty(), "nothing was published");
+}

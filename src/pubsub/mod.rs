@@ -2,6 +2,7 @@
 //! no XML crate; the stanza layer (`xmpp`) translates to and from XEP-0060.
 
 pub mod access;
+pub mod command;
 pub mod error;
 mod items;
 pub mod model;
@@ -12,5 +13,6 @@ mod readers;
 pub mod service;
 mod subscriptions;
 
+pub use command::{ConfigChange, ConfigPatch, ItemId, NodeName, Outcome, Reply, Request, SubId};
 pub use error::{PubSubError, PubSubResult};
 pub use service::{ItemSelection, Limits, PubSub};

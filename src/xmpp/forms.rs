@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::pubsub::PubSubError;
 use crate::pubsub::model::*;
+use crate::pubsub::{ConfigChange, ConfigPatch, PubSubError};
 use crate::xml::Element;
 
 pub const NS_DATA: &str = "jabber:x:data";
@@ -213,92 +213,89 @@ fn parse_u64(var: &str, v: &str) -> Result<u64, PubSubError> {
         .map_err(|_| PubSubError::BadConfig(format!("{var}: expected a number, got {v:?}")))
 }
 
-/// Applies one submitted field to a configuration. Unknown fields are reported as `Ok(false)`.
-pub fn apply_config_field(
-    c: &mut NodeConfig,
-    var: &str,
-    values: &[String],
-) -> Result<bool, PubSubError> {
+/// One submitted `pubsub#node_config` field as a typed change; None for a field this service
+/// does not know (and for FORM_TYPE).
+pub fn config_change(var: &str, values: &[String]) -> Result<Option<ConfigChange>, PubSubError> {
     let one = values.first().map(String::as_str).unwrap_or("");
     let bad = |what: &str| PubSubError::BadConfig(format!("{var}: {what} {one:?}"));
-    match var {
-        "FORM_TYPE" => {}
-        "pubsub#title" => c.title = one.to_owned(),
-        "pubsub#description" => c.description = one.to_owned(),
-        "pubsub#type" => c.payload_type = one.to_owned(),
-        "pubsub#max_items" => {
-            c.max_items = if one == "max" {
-                MaxItems::Max
-            } else {
-                MaxItems::Count(parse_u64(var, one)?)
-            }
-        }
+    use ConfigChange as C;
+    Ok(Some(match var {
+        "pubsub#title" => C::Title(one.to_owned()),
+        "pubsub#description" => C::Description(one.to_owned()),
+        "pubsub#type" => C::PayloadType(one.to_owned()),
+        "pubsub#max_items" => C::MaxItems(if one == "max" {
+            MaxItems::Max
+        } else {
+            MaxItems::Count(parse_u64(var, one)?)
+        }),
         "pubsub#item_expire" => {
             let n = if one.is_empty() {
                 0
             } else {
                 parse_u64(var, one)?
             };
-            c.item_expire = (n > 0).then_some(n);
+            C::ItemExpire((n > 0).then_some(n))
         }
-        "pubsub#persist_items" => c.persist_items = parse_bool(var, one)?,
-        "pubsub#deliver_payloads" => c.deliver_payloads = parse_bool(var, one)?,
-        "pubsub#deliver_notifications" => c.deliver_notifications = parse_bool(var, one)?,
-        "pubsub#notify_config" => c.notify_config = parse_bool(var, one)?,
-        "pubsub#notify_delete" => c.notify_delete = parse_bool(var, one)?,
-        "pubsub#notify_retract" => c.notify_retract = parse_bool(var, one)?,
-        "pubsub#notify_sub" => c.notify_sub = parse_bool(var, one)?,
-        "pubsub#presence_based_delivery" => c.presence_based_delivery = parse_bool(var, one)?,
-        "pubsub#notification_type" => {
-            c.notification_type = match one {
-                "normal" => NotificationType::Normal,
-                "headline" => NotificationType::Headline,
-                _ => return Err(bad("unknown notification type")),
-            }
-        }
+        "pubsub#persist_items" => C::PersistItems(parse_bool(var, one)?),
+        "pubsub#deliver_payloads" => C::DeliverPayloads(parse_bool(var, one)?),
+        "pubsub#deliver_notifications" => C::DeliverNotifications(parse_bool(var, one)?),
+        "pubsub#notify_config" => C::NotifyConfig(parse_bool(var, one)?),
+        "pubsub#notify_delete" => C::NotifyDelete(parse_bool(var, one)?),
+        "pubsub#notify_retract" => C::NotifyRetract(parse_bool(var, one)?),
+        "pubsub#notify_sub" => C::NotifySub(parse_bool(var, one)?),
+        "pubsub#presence_based_delivery" => C::PresenceBasedDelivery(parse_bool(var, one)?),
+        "pubsub#notification_type" => C::NotificationType(match one {
+            "normal" => NotificationType::Normal,
+            "headline" => NotificationType::Headline,
+            _ => return Err(bad("unknown notification type")),
+        }),
         "pubsub#send_last_published_item" => {
-            c.send_last_published_item =
-                SendLastPublished::parse(one).ok_or_else(|| bad("unknown value"))?
+            C::SendLastPublished(SendLastPublished::parse(one).ok_or_else(|| bad("unknown value"))?)
         }
-        "pubsub#access_model" => {
-            c.access_model = AccessModel::parse(one)
-                .ok_or_else(|| PubSubError::UnsupportedAccessModel(one.to_owned()))?
-        }
+        "pubsub#access_model" => C::AccessModel(
+            AccessModel::parse(one)
+                .ok_or_else(|| PubSubError::UnsupportedAccessModel(one.to_owned()))?,
+        ),
         "pubsub#publish_model" => {
-            c.publish_model =
-                PublishModel::parse(one).ok_or_else(|| bad("unknown publish model"))?
+            C::PublishModel(PublishModel::parse(one).ok_or_else(|| bad("unknown publish model"))?)
         }
-        "pubsub#roster_groups_allowed" => c.roster_groups_allowed = values.to_vec(),
-        "pubsub#max_payload_size" => c.max_payload_size = parse_u64(var, one)?,
-        _ => return Ok(false),
-    }
-    Ok(true)
+        "pubsub#roster_groups_allowed" => C::RosterGroupsAllowed(values.to_vec()),
+        "pubsub#max_payload_size" => C::MaxPayloadSize(parse_u64(var, one)?),
+        _ => return Ok(None),
+    }))
 }
 
-/// A submitted configuration form applied to `base`. Unknown fields are ignored (XEP-0004 3.2).
-pub fn apply_config(base: &NodeConfig, fields: &Fields) -> Result<NodeConfig, PubSubError> {
-    let mut c = base.clone();
-    for (var, values) in fields {
-        apply_config_field(&mut c, var, values)?;
-    }
-    Ok(c)
-}
-
-/// Checks publish-options preconditions against a node's configuration (XEP-0060 7.1.5).
-pub fn check_preconditions(c: &NodeConfig, fields: &Fields) -> Result<(), PubSubError> {
+/// A submitted configuration form as a typed patch. Unknown fields are listed, not refused: a
+/// configure ignores them (XEP-0004 3.2), a publish precondition fails on them (XEP-0060 7.1.5).
+pub fn config_patch(fields: &Fields) -> Result<ConfigPatch, PubSubError> {
+    let mut patch = ConfigPatch::default();
     for (var, values) in fields {
         if var == "FORM_TYPE" {
             continue;
         }
-        let mut wanted = c.clone();
-        match apply_config_field(&mut wanted, var, values) {
-            Ok(true) if wanted == *c => {}
-            // max_items "max" and the numeric service limit are the same for a client.
-            Ok(true) => return Err(PubSubError::PreconditionNotMet(var.clone())),
-            Ok(false) | Err(_) => return Err(PubSubError::PreconditionNotMet(var.clone())),
+        match config_change(var, values)? {
+            Some(change) => patch.changes.push(change),
+            None => patch.unknown.push(var.clone()),
         }
     }
-    Ok(())
+    Ok(patch)
+}
+
+/// publish-options (XEP-0060 7.1.5): a value this service cannot hold is a precondition that
+/// is not met, not a malformed request.
+pub fn publish_options_patch(fields: &Fields) -> Result<ConfigPatch, PubSubError> {
+    let mut patch = ConfigPatch::default();
+    for (var, values) in fields {
+        if var == "FORM_TYPE" {
+            continue;
+        }
+        match config_change(var, values) {
+            Ok(Some(change)) => patch.changes.push(change),
+            Ok(None) => patch.unknown.push(var.clone()),
+            Err(_) => return Err(PubSubError::PreconditionNotMet(var.clone())),
+        }
+    }
+    Ok(patch)
 }
 
 /// The subscription options form (XEP-0060 6.3): the options this service implements, and no
@@ -467,13 +464,22 @@ mod tests {
         c.max_items = MaxItems::Max;
         c.roster_groups_allowed = vec!["a".into(), "b".into()];
         let (_, fields) = parse(&config_form(&c, "form"));
-        let back = apply_config(&NodeConfig::host_default(5), &fields).unwrap();
-        assert_eq!(back, c);
-        assert!(check_preconditions(&c, &fields).is_ok());
+        let patch = config_patch(&fields).unwrap();
+        assert!(patch.unknown.is_empty(), "{:?}", patch.unknown);
+        assert_eq!(patch.applied_to(&NodeConfig::host_default(5)), c);
+        assert!(patch.check_preconditions(&c).is_ok());
         let mut other = Fields::new();
         other.insert("pubsub#access_model".into(), vec!["open".into()]);
         assert!(matches!(
-            check_preconditions(&c, &other),
+            publish_options_patch(&other)
+                .unwrap()
+                .check_preconditions(&c),
+            Err(PubSubError::PreconditionNotMet(_))
+        ));
+        // A value the service cannot hold is an unmet precondition (XEP-0060 7.1.5).
+        other.insert("pubsub#access_model".into(), vec!["bogus".into()]);
+        assert!(matches!(
+            publish_options_patch(&other),
             Err(PubSubError::PreconditionNotMet(_))
         ));
     }

@@ -1,9 +1,10 @@
 //! XEP-0060 requests: `<pubsub/>` and `<pubsub xmlns='#owner'/>` IQs to the core and back.
 
 use crate::jid::Jid;
+use crate::pubsub::command::NewItem;
 use crate::pubsub::model::{Affiliation, ServiceId, SubscriptionState};
 use crate::pubsub::notify::Notification;
-use crate::pubsub::{ItemSelection, PubSub, PubSubError};
+use crate::pubsub::{ItemId, ItemSelection, NodeName, PubSub, PubSubError, Reply, Request, SubId};
 use crate::storage::ItemQuery;
 use crate::xml::{Element, Node};
 
@@ -26,11 +27,32 @@ fn bad(why: &str) -> StanzaError {
     StanzaError::bad_request().with_text(why.to_owned())
 }
 
-fn node_attr(el: &Element) -> Result<&str, StanzaError> {
-    match el.get_attr("node") {
-        Some(n) if !n.is_empty() => Ok(n),
-        _ => Err(from_pubsub(&PubSubError::NodeIdRequired)),
-    }
+fn node_attr(el: &Element) -> Result<NodeName, StanzaError> {
+    NodeName::new(el.get_attr("node").unwrap_or_default()).map_err(err)
+}
+
+/// An optional `node` attribute (the user's subscriptions and affiliations, 5.6 and 5.7).
+fn node_filter(el: &Element) -> Result<Option<NodeName>, StanzaError> {
+    el.get_attr("node")
+        .map(NodeName::new)
+        .transpose()
+        .map_err(err)
+}
+
+fn subid_attr(el: &Element) -> Result<Option<SubId>, StanzaError> {
+    el.get_attr("subid")
+        .map(SubId::new)
+        .transpose()
+        .map_err(err)
+}
+
+/// The ids of the `<item/>` children that carry one.
+fn item_ids(act: &Element) -> Result<Vec<ItemId>, StanzaError> {
+    act.children()
+        .filter(|c| c.is("item", NS_PUBSUB))
+        .filter_map(|i| i.get_attr("id"))
+        .map(|id| ItemId::new(id).map_err(err))
+        .collect()
 }
 
 /// A `jid` attribute: absent is XEP-0060's `invalid-jid`; not a JID is `jid-malformed`
@@ -56,6 +78,8 @@ fn action(pubsub: &Element) -> Option<&Element> {
         .or_else(|| pubsub.children().next())
 }
 
+/// A pubsub IQ: parsed once into a [`Request`], run by the core for `actor` in `svc`, its
+/// [`Reply`] rendered.
 pub async fn handle(
     ps: &PubSub,
     svc: &ServiceId,
@@ -63,104 +87,91 @@ pub async fn handle(
     iq: &Iq,
     pubsub: &Element,
 ) -> Answer {
+    let request = parse(iq.kind, pubsub, ps.limits().max_page)?;
+    let outcome = ps.execute(svc, actor, request).await.map_err(err)?;
+    Ok((render(outcome.reply), outcome.notifications))
+}
+
+/// XEP-0060 sections 5-8: the request a `<pubsub/>` payload asks for.
+pub fn parse(kind: IqType, pubsub: &Element, max_page: usize) -> Result<Request, StanzaError> {
     let owner_ns = pubsub.ns() == NS_OWNER;
     let Some(act) = action(pubsub) else {
         return Err(bad("empty pubsub request"));
     };
-    match (iq.kind, owner_ns, act.name()) {
-        (IqType::Set, false, "publish") => publish(ps, svc, actor, act, pubsub).await,
-        (IqType::Set, false, "retract") => retract(ps, svc, actor, act).await,
-        (IqType::Set, false, "create") => create(ps, svc, actor, act, pubsub).await,
-        (IqType::Set, false, "subscribe") => subscribe(ps, svc, actor, act, pubsub).await,
-        (IqType::Set, false, "unsubscribe") => {
-            let node = node_attr(act)?;
-            let jid = jid_attr(act)?;
-            let n = ps
-                .unsubscribe(svc, actor, node, &jid, act.get_attr("subid"))
-                .await
-                .map_err(err)?;
-            Ok((None, n))
-        }
+    Ok(match (kind, owner_ns, act.name()) {
+        (IqType::Set, false, "publish") => parse_publish(act, pubsub)?,
+        (IqType::Set, false, "retract") => Request::Retract {
+            node: node_attr(act)?,
+            ids: item_ids(act)?,
+            notify: match act.get_attr("notify") {
+                Some("true") | Some("1") => Some(true),
+                Some("false") | Some("0") => Some(false),
+                _ => None,
+            },
+        },
+        (IqType::Set, false, "create") => Request::Create {
+            node: act
+                .get_attr("node")
+                .map(NodeName::new)
+                .transpose()
+                .map_err(err)?,
+            config: match pubsub.get_child("configure", NS_PUBSUB).and_then(form_in) {
+                Some(x) => Some(forms::config_patch(&forms::parse(x).1).map_err(err)?),
+                None => None,
+            },
+        },
+        (IqType::Set, false, "subscribe") => Request::Subscribe {
+            node: node_attr(act)?,
+            jid: jid_attr(act)?,
+            options: match pubsub.get_child("options", NS_PUBSUB).and_then(form_in) {
+                Some(x) => {
+                    let (_, fields) = forms::parse(x);
+                    if forms::form_type(&fields).is_some_and(|t| t != FORM_SUB_OPTIONS) {
+                        return Err(bad("options FORM_TYPE must be pubsub#subscribe_options"));
+                    }
+                    forms::apply_options(&fields).map_err(err)?
+                }
+                None => Default::default(),
+            },
+        },
+        (IqType::Set, false, "unsubscribe") => Request::Unsubscribe {
+            node: node_attr(act)?,
+            jid: jid_attr(act)?,
+            subid: subid_attr(act)?,
+        },
         (IqType::Set, false, "options") => {
-            let node = node_attr(act)?;
-            let jid = jid_attr(act)?;
+            let (node, jid, subid) = (node_attr(act)?, jid_attr(act)?, subid_attr(act)?);
             let x = form_in(act).ok_or_else(|| bad("options without a data form"))?;
             let (_, fields) = forms::parse(x);
-            let opts = forms::apply_options(&fields).map_err(err)?;
-            ps.set_options(svc, actor, node, &jid, act.get_attr("subid"), opts)
-                .await
-                .map_err(err)?;
-            Ok((None, Vec::new()))
-        }
-        (IqType::Get, false, "options") => {
-            let node = node_attr(act)?;
-            let jid = jid_attr(act)?;
-            let sub = ps
-                .get_options(svc, actor, node, &jid, act.get_attr("subid"))
-                .await
-                .map_err(err)?;
-            let reply = Element::new("options", NS_PUBSUB)
-                .attr("node", node)
-                .attr("jid", jid.to_string())
-                .attr("subid", sub.subid.clone())
-                .child(forms::options_form(&sub.options, "form"));
-            Ok((Some(wrap(NS_PUBSUB, reply)), Vec::new()))
-        }
-        (IqType::Get, false, "default") => {
-            // Default subscription options (6.4).
-            let d = Element::new("default", NS_PUBSUB)
-                .child(forms::options_form(&Default::default(), "form"));
-            Ok((Some(wrap(NS_PUBSUB, d)), Vec::new()))
-        }
-        (IqType::Get, false, "items") => items(ps, svc, actor, act, pubsub).await,
-        (IqType::Get, false, "subscriptions") => {
-            let subs = ps
-                .user_subscriptions(svc, actor, act.get_attr("node"))
-                .await
-                .map_err(err)?;
-            let mut list =
-                Element::new("subscriptions", NS_PUBSUB).attr_opt("node", act.get_attr("node"));
-            for (node, s) in subs {
-                list.push_child(
-                    Element::new("subscription", NS_PUBSUB)
-                        .attr("node", node)
-                        .attr("jid", s.jid.to_string())
-                        .attr("subscription", s.state.as_str())
-                        .attr("subid", s.subid),
-                );
+            Request::SetOptions {
+                node,
+                jid,
+                subid,
+                options: forms::apply_options(&fields).map_err(err)?,
             }
-            Ok((Some(wrap(NS_PUBSUB, list)), Vec::new()))
         }
-        (IqType::Get, false, "affiliations") => {
-            let affs = ps
-                .user_affiliations(svc, actor, act.get_attr("node"))
-                .await
-                .map_err(err)?;
-            let mut list =
-                Element::new("affiliations", NS_PUBSUB).attr_opt("node", act.get_attr("node"));
-            for (node, a) in affs {
-                list.push_child(
-                    Element::new("affiliation", NS_PUBSUB)
-                        .attr("node", node)
-                        .attr("affiliation", a.as_str()),
-                );
-            }
-            Ok((Some(wrap(NS_PUBSUB, list)), Vec::new()))
-        }
-        (IqType::Get, true, "configure") => {
-            let node = node_attr(act)?;
-            let cfg = ps.get_config(svc, actor, node).await.map_err(err)?;
-            let c = Element::new("configure", NS_OWNER)
-                .attr("node", node)
-                .child(forms::config_form(&cfg, "form"));
-            Ok((Some(wrap(NS_OWNER, c)), Vec::new()))
-        }
+        (IqType::Get, false, "options") => Request::Options {
+            node: node_attr(act)?,
+            jid: jid_attr(act)?,
+            subid: subid_attr(act)?,
+        },
+        (IqType::Get, false, "default") => Request::DefaultOptions,
+        (IqType::Get, false, "items") => parse_items(act, pubsub, max_page)?,
+        (IqType::Get, false, "subscriptions") => Request::Subscriptions {
+            node: node_filter(act)?,
+        },
+        (IqType::Get, false, "affiliations") => Request::Affiliations {
+            node: node_filter(act)?,
+        },
+        (IqType::Get, true, "configure") => Request::Configuration {
+            node: node_attr(act)?,
+        },
         (IqType::Set, true, "configure") => {
             let node = node_attr(act)?;
             let x = form_in(act).ok_or_else(|| bad("configure without a data form"))?;
             let (kind, fields) = forms::parse(x);
             if kind == "cancel" {
-                return Ok((None, Vec::new()));
+                return Ok(Request::Configure { node, patch: None });
             }
             if forms::form_type(&fields).is_some_and(|t| t != FORM_NODE_CONFIG) {
                 return Err(
@@ -168,45 +179,25 @@ pub async fn handle(
                         .with_text("FORM_TYPE must be pubsub#node_config"),
                 );
             }
-            let current = ps.get_config(svc, actor, node).await.map_err(err)?;
-            let cfg = forms::apply_config(&current, &fields).map_err(err)?;
-            let n = ps.set_config(svc, actor, node, cfg).await.map_err(err)?;
-            Ok((None, n))
+            Request::Configure {
+                node,
+                patch: Some(forms::config_patch(&fields).map_err(err)?),
+            }
         }
-        (IqType::Get, true, "default") => {
-            let d = Element::new("default", NS_OWNER)
-                .child(forms::config_form(&ps.default_config(svc), "form"));
-            Ok((Some(wrap(NS_OWNER, d)), Vec::new()))
-        }
-        (IqType::Set, true, "delete") => {
-            let node = node_attr(act)?;
-            let redirect = act
+        (IqType::Get, true, "default") => Request::DefaultConfig,
+        (IqType::Set, true, "delete") => Request::Delete {
+            node: node_attr(act)?,
+            redirect: act
                 .get_child("redirect", NS_OWNER)
                 .and_then(|r| r.get_attr("uri"))
-                .map(str::to_owned);
-            Ok((
-                None,
-                ps.delete(svc, actor, node, redirect).await.map_err(err)?,
-            ))
-        }
-        (IqType::Set, true, "purge") => {
-            let node = node_attr(act)?;
-            Ok((None, ps.purge(svc, actor, node).await.map_err(err)?))
-        }
-        (IqType::Get, true, "subscriptions") => {
-            let node = node_attr(act)?;
-            let subs = ps.node_subscriptions(svc, actor, node).await.map_err(err)?;
-            let mut list = Element::new("subscriptions", NS_OWNER).attr("node", node);
-            for s in subs {
-                list.push_child(
-                    Element::new("subscription", NS_OWNER)
-                        .attr("jid", s.jid.to_string())
-                        .attr("subscription", s.state.as_str())
-                        .attr("subid", s.subid),
-                );
-            }
-            Ok((Some(wrap(NS_OWNER, list)), Vec::new()))
-        }
+                .map(str::to_owned),
+        },
+        (IqType::Set, true, "purge") => Request::Purge {
+            node: node_attr(act)?,
+        },
+        (IqType::Get, true, "subscriptions") => Request::NodeSubscriptions {
+            node: node_attr(act)?,
+        },
         (IqType::Set, true, "subscriptions") => {
             let node = node_attr(act)?;
             let mut changes = Vec::new();
@@ -223,28 +214,13 @@ pub async fn handle(
                         ));
                     }
                 };
-                changes.push((jid, state, s.get_attr("subid").map(str::to_owned)));
+                changes.push((jid, state, subid_attr(s)?));
             }
-            Ok((
-                None,
-                ps.set_node_subscriptions(svc, actor, node, changes)
-                    .await
-                    .map_err(err)?,
-            ))
+            Request::SetNodeSubscriptions { node, changes }
         }
-        (IqType::Get, true, "affiliations") => {
-            let node = node_attr(act)?;
-            let affs = ps.node_affiliations(svc, actor, node).await.map_err(err)?;
-            let mut list = Element::new("affiliations", NS_OWNER).attr("node", node);
-            for (jid, a) in affs {
-                list.push_child(
-                    Element::new("affiliation", NS_OWNER)
-                        .attr("jid", jid.to_string())
-                        .attr("affiliation", a.as_str()),
-                );
-            }
-            Ok((Some(wrap(NS_OWNER, list)), Vec::new()))
-        }
+        (IqType::Get, true, "affiliations") => Request::NodeAffiliations {
+            node: node_attr(act)?,
+        },
         (IqType::Set, true, "affiliations") => {
             let node = node_attr(act)?;
             let mut changes = Vec::new();
@@ -257,27 +233,13 @@ pub async fn handle(
                     .ok_or_else(|| bad("unknown affiliation"))?;
                 changes.push((jid, aff));
             }
-            let n = ps
-                .set_node_affiliations(svc, actor, node, changes)
-                .await
-                .map_err(err)?;
-            Ok((None, n))
+            Request::SetNodeAffiliations { node, changes }
         }
-        _ => Err(StanzaError::feature_not_implemented()),
-    }
+        _ => return Err(StanzaError::feature_not_implemented()),
+    })
 }
 
-fn wrap(ns: &str, child: Element) -> Element {
-    Element::new("pubsub", ns).child(child)
-}
-
-async fn publish(
-    ps: &PubSub,
-    svc: &ServiceId,
-    actor: &Jid,
-    act: &Element,
-    pubsub: &Element,
-) -> Answer {
+fn parse_publish(act: &Element, pubsub: &Element) -> Result<Request, StanzaError> {
     let node = node_attr(act)?;
     let mut items = Vec::new();
     for item in act.children().filter(|c| c.is("item", NS_PUBSUB)) {
@@ -285,8 +247,14 @@ async fn publish(
         if payloads.len() > 1 {
             return Err(err(PubSubError::InvalidPayload));
         }
-        let payload = payloads.first().map(|p| p.to_xml()).unwrap_or_default();
-        items.push((item.get_attr("id").map(str::to_owned), payload));
+        items.push(NewItem {
+            // An empty id is no id: the service makes one (7.1.1).
+            id: match item.get_attr("id") {
+                Some(id) if !id.is_empty() => Some(ItemId::new(id).map_err(err)?),
+                _ => None,
+            },
+            payload: payloads.first().map(|p| p.to_xml()).unwrap_or_default(),
+        });
     }
     let options = match pubsub
         .get_child("publish-options", NS_PUBSUB)
@@ -299,129 +267,20 @@ async fn publish(
                     "publish-options FORM_TYPE must be pubsub#publish-options",
                 ));
             }
-            Some(fields)
+            Some(forms::publish_options_patch(&fields).map_err(err)?)
         }
         None => None,
     };
-    if crate::pubsub::policy::policy_of(svc).auto_creates_for(actor) {
-        // XEP-0163 3 / XEP-0060 7.1.5: a missing PEP node is created on publish, configured by the
-        // publish options.
-        let mut config = ps.default_config(svc);
-        if let Some(fields) = &options {
-            config = forms::apply_config(&config, fields)
-                .map_err(|e| err(PubSubError::PreconditionNotMet(e.to_string())))?;
-        }
-        ps.auto_create(svc, actor, node, config)
-            .await
-            .map_err(err)?;
-    }
-    if let Some(fields) = &options {
-        // 7.1.5: the node's configuration must match each option.
-        let state = ps.node(svc, node).await.map_err(err)?;
-        forms::check_preconditions(&state.record.config, fields).map_err(err)?;
-    }
-    let (ids, notes) = ps.publish(svc, actor, node, items).await.map_err(err)?;
-    let mut p = Element::new("publish", NS_PUBSUB).attr("node", node);
-    for id in ids {
-        p.push_child(Element::new("item", NS_PUBSUB).attr("id", id));
-    }
-    Ok((Some(wrap(NS_PUBSUB, p)), notes))
+    Ok(Request::Publish {
+        node,
+        items,
+        options,
+    })
 }
 
-async fn retract(ps: &PubSub, svc: &ServiceId, actor: &Jid, act: &Element) -> Answer {
+fn parse_items(act: &Element, pubsub: &Element, max_page: usize) -> Result<Request, StanzaError> {
     let node = node_attr(act)?;
-    let ids: Vec<String> = act
-        .children()
-        .filter(|c| c.is("item", NS_PUBSUB))
-        .filter_map(|i| i.get_attr("id").map(str::to_owned))
-        .collect();
-    let notify = match act.get_attr("notify") {
-        Some("true") | Some("1") => Some(true),
-        Some("false") | Some("0") => Some(false),
-        _ => None,
-    };
-    Ok((
-        None,
-        ps.retract(svc, actor, node, ids, notify)
-            .await
-            .map_err(err)?,
-    ))
-}
-
-async fn create(
-    ps: &PubSub,
-    svc: &ServiceId,
-    actor: &Jid,
-    act: &Element,
-    pubsub: &Element,
-) -> Answer {
-    let requested = act.get_attr("node");
-    let config = match pubsub.get_child("configure", NS_PUBSUB).and_then(form_in) {
-        Some(x) => {
-            let (_, fields) = forms::parse(x);
-            Some(forms::apply_config(&ps.default_config(svc), &fields).map_err(err)?)
-        }
-        None => None,
-    };
-    let name = ps
-        .create(svc, actor, requested, config)
-        .await
-        .map_err(err)?;
-    // 8.1.2: an instant node's name is returned; a named node may get an empty result.
-    let payload = requested.is_none().then(|| {
-        wrap(
-            NS_PUBSUB,
-            Element::new("create", NS_PUBSUB).attr("node", name),
-        )
-    });
-    Ok((payload, Vec::new()))
-}
-
-async fn subscribe(
-    ps: &PubSub,
-    svc: &ServiceId,
-    actor: &Jid,
-    act: &Element,
-    pubsub: &Element,
-) -> Answer {
-    let node = node_attr(act)?;
-    let jid = jid_attr(act)?;
-    let options = match pubsub.get_child("options", NS_PUBSUB).and_then(form_in) {
-        Some(x) => {
-            let (_, fields) = forms::parse(x);
-            if forms::form_type(&fields).is_some_and(|t| t != FORM_SUB_OPTIONS) {
-                return Err(bad("options FORM_TYPE must be pubsub#subscribe_options"));
-            }
-            forms::apply_options(&fields).map_err(err)?
-        }
-        None => Default::default(),
-    };
-    let done = ps
-        .subscribe(svc, actor, node, &jid, options)
-        .await
-        .map_err(err)?;
-    let s = &done.subscription;
-    let reply = Element::new("subscription", NS_PUBSUB)
-        .attr("node", node)
-        .attr("jid", s.jid.to_string())
-        .attr("subid", s.subid.clone())
-        .attr("subscription", s.state.as_str());
-    Ok((Some(wrap(NS_PUBSUB, reply)), done.notifications))
-}
-
-async fn items(
-    ps: &PubSub,
-    svc: &ServiceId,
-    actor: &Jid,
-    act: &Element,
-    pubsub: &Element,
-) -> Answer {
-    let node = node_attr(act)?;
-    let ids: Vec<String> = act
-        .children()
-        .filter(|c| c.is("item", NS_PUBSUB))
-        .filter_map(|i| i.get_attr("id").map(str::to_owned))
-        .collect();
+    let ids: Vec<String> = item_ids(act)?.into_iter().map(|i| i.to_string()).collect();
     let rsm_req = match pubsub.get_child("set", NS_RSM) {
         Some(set) => Some(rsm::parse(set).map_err(|e| bad(&e))?),
         None => None,
@@ -436,7 +295,7 @@ async fn items(
     let selection = if !ids.is_empty() {
         ItemSelection::ById(ids)
     } else if let Some(r) = &rsm_req {
-        let max = r.max.unwrap_or(ps.limits().max_page);
+        let max = r.max.unwrap_or(max_page);
         let q = match (&r.after, &r.before) {
             (Some(a), _) => ItemQuery::After(Some(a.clone()), max),
             (None, Some(b)) if b.is_empty() => ItemQuery::Before(None, max),
@@ -447,26 +306,141 @@ async fn items(
     } else {
         ItemSelection::Newest(max_items)
     };
-    let (page, truncated) = ps.items(svc, actor, node, selection).await.map_err(err)?;
-    let mut list = Element::new("items", NS_PUBSUB).attr("node", node);
-    for item in &page.items {
-        let mut el = Element::new("item", NS_PUBSUB)
-            .attr("id", item.id.clone())
-            .attr("publisher", item.publisher.clone());
-        if !item.payload.is_empty() {
-            el.push_node(Node::Raw(item.payload.clone()));
+    Ok(Request::Items {
+        node,
+        selection,
+        paged: rsm_req.is_some(),
+    })
+}
+
+fn wrap(ns: &str, child: Element) -> Element {
+    Element::new("pubsub", ns).child(child)
+}
+
+/// The result payload of a reply (XEP-0060's examples), or None for an empty result.
+pub fn render(reply: Reply) -> Option<Element> {
+    Some(match reply {
+        Reply::Done => return None,
+        Reply::Created { node } => wrap(
+            NS_PUBSUB,
+            Element::new("create", NS_PUBSUB).attr("node", node),
+        ),
+        Reply::Published { node, ids } => {
+            let mut p = Element::new("publish", NS_PUBSUB).attr("node", node.as_str());
+            for id in ids {
+                p.push_child(Element::new("item", NS_PUBSUB).attr("id", id));
+            }
+            wrap(NS_PUBSUB, p)
         }
-        list.push_child(el);
-    }
-    let mut reply = wrap(NS_PUBSUB, list);
-    // XEP-0060 6.5.4: a page cut short says so with an RSM set, requested or not.
-    if rsm_req.is_some() || truncated {
-        let first = page
-            .items
-            .first()
-            .map(|i| (i.id.as_str(), page.first_index));
-        let last = page.items.last().map(|i| i.id.as_str());
-        reply.push_child(rsm::answer(first, last, page.count));
-    }
-    Ok((Some(reply), Vec::new()))
+        Reply::Subscription {
+            node,
+            subscription: s,
+            options: false,
+        } => wrap(
+            NS_PUBSUB,
+            Element::new("subscription", NS_PUBSUB)
+                .attr("node", node.as_str())
+                .attr("jid", s.jid.to_string())
+                .attr("subid", s.subid.clone())
+                .attr("subscription", s.state.as_str()),
+        ),
+        Reply::Subscription {
+            node,
+            subscription: s,
+            options: true,
+        } => wrap(
+            NS_PUBSUB,
+            Element::new("options", NS_PUBSUB)
+                .attr("node", node.as_str())
+                .attr("jid", s.jid.to_string())
+                .attr("subid", s.subid.clone())
+                .child(forms::options_form(&s.options, "form")),
+        ),
+        Reply::DefaultOptions(o) => wrap(
+            NS_PUBSUB,
+            Element::new("default", NS_PUBSUB).child(forms::options_form(&o, "form")),
+        ),
+        Reply::Items { node, page, paged } => {
+            let mut list = Element::new("items", NS_PUBSUB).attr("node", node.as_str());
+            for item in &page.items {
+                let mut el = Element::new("item", NS_PUBSUB)
+                    .attr("id", item.id.clone())
+                    .attr("publisher", item.publisher.clone());
+                if !item.payload.is_empty() {
+                    el.push_node(Node::Raw(item.payload.clone()));
+                }
+                list.push_child(el);
+            }
+            let mut reply = wrap(NS_PUBSUB, list);
+            // XEP-0060 6.5.4: a page cut short says so with an RSM set, requested or not.
+            if paged {
+                let first = page
+                    .items
+                    .first()
+                    .map(|i| (i.id.as_str(), page.first_index));
+                let last = page.items.last().map(|i| i.id.as_str());
+                reply.push_child(rsm::answer(first, last, page.count));
+            }
+            reply
+        }
+        Reply::Subscriptions { node, list } => {
+            let mut el = Element::new("subscriptions", NS_PUBSUB)
+                .attr_opt("node", node.map(|n| n.to_string()));
+            for (node, s) in list {
+                el.push_child(
+                    Element::new("subscription", NS_PUBSUB)
+                        .attr("node", node)
+                        .attr("jid", s.jid.to_string())
+                        .attr("subscription", s.state.as_str())
+                        .attr("subid", s.subid),
+                );
+            }
+            wrap(NS_PUBSUB, el)
+        }
+        Reply::Affiliations { node, list } => {
+            let mut el = Element::new("affiliations", NS_PUBSUB)
+                .attr_opt("node", node.map(|n| n.to_string()));
+            for (node, a) in list {
+                el.push_child(
+                    Element::new("affiliation", NS_PUBSUB)
+                        .attr("node", node)
+                        .attr("affiliation", a.as_str()),
+                );
+            }
+            wrap(NS_PUBSUB, el)
+        }
+        Reply::Configuration { node, config } => wrap(
+            NS_OWNER,
+            Element::new("configure", NS_OWNER)
+                .attr("node", node.as_str())
+                .child(forms::config_form(&config, "form")),
+        ),
+        Reply::DefaultConfig(config) => wrap(
+            NS_OWNER,
+            Element::new("default", NS_OWNER).child(forms::config_form(&config, "form")),
+        ),
+        Reply::NodeSubscriptions { node, list } => {
+            let mut el = Element::new("subscriptions", NS_OWNER).attr("node", node.as_str());
+            for s in list {
+                el.push_child(
+                    Element::new("subscription", NS_OWNER)
+                        .attr("jid", s.jid.to_string())
+                        .attr("subscription", s.state.as_str())
+                        .attr("subid", s.subid),
+                );
+            }
+            wrap(NS_OWNER, el)
+        }
+        Reply::NodeAffiliations { node, list } => {
+            let mut el = Element::new("affiliations", NS_OWNER).attr("node", node.as_str());
+            for (jid, a) in list {
+                el.push_child(
+                    Element::new("affiliation", NS_OWNER)
+                        .attr("jid", jid.to_string())
+                        .attr("affiliation", a.as_str()),
+                );
+            }
+            wrap(NS_OWNER, el)
+        }
+    })
 }
