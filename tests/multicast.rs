@@ -197,6 +197,25 @@ async fn ejabberd_with_the_module_fans_out_one_stanza_per_publish() {
     module_fans_out_one_stanza_per_publish(Kind::Ejabberd).await;
 }
 
+/// XEP-0033 section 8 through the project's Prosody module: `multicast_senders` leaves this
+/// component out, so the module refuses every stanza whole (`forbidden`). Nothing is lost or
+/// doubled: stratus resends each refused notification to every subscriber from the copy it kept
+/// (issue 18), and goes one by one after the first refusal.
+#[tokio::test]
+async fn prosody_module_refusing_whole_stanzas_loses_nothing() {
+    let server = Server::start_private_multicast(Kind::Prosody);
+    let ready = "through its multicast service localhost (XEP-0033, up to 99 addresses";
+    let (got, ids, log) = scenario(&server, Some("nomulticast.localhost"), ready, 6).await;
+    for g in got {
+        assert_eq!(sorted(g), sorted(ids.clone()));
+    }
+    assert!(
+        log.contains("multicast service localhost refused a notification (forbidden)"),
+        "{log}"
+    );
+    server.stop();
+}
+
 fn multicast(from: &str, id: &str, addresses: &[(&str, &str)], extra: &str) -> String {
     let list: String = addresses
         .iter()
@@ -208,11 +227,26 @@ fn multicast(from: &str, id: &str, addresses: &[(&str, &str)], extra: &str) -> S
     )
 }
 
-/// Waits for the error answer to stanza `id`; returns its condition.
-async fn refusal(c: &mut RawComponent, id: &str) -> String {
+/// Waits for the error answer to stanza `id`; returns its condition and the addresses it
+/// refuses (XEP-0033 section 8: listed, so that the sender can deliver them another way).
+async fn refusal(c: &mut RawComponent, id: &str) -> (String, Vec<String>) {
     let e = c.reply(id).await;
     assert_eq!(e.get_attr("type"), Some("error"), "{e}");
-    error_condition(&e).unwrap_or_default()
+    let listed = e
+        .get_child("addresses", ADDRESS)
+        .map(|a| {
+            a.children()
+                .filter_map(|x| x.get_attr("jid").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (error_condition(&e).unwrap_or_default(), listed)
+}
+
+async fn body_for(c: &mut Client, id: &str) -> Element {
+    c.wait_for(T, |e| e.get_attr("id") == Some(id))
+        .await
+        .unwrap_or_else(|_| panic!("{id} was not delivered"))
 }
 
 async fn nothing_for(c: &mut Client, what: &str) {
@@ -224,12 +258,13 @@ async fn nothing_for(c: &mut Client, what: &str) {
     assert!(got.is_err(), "{what}: {got:?}");
 }
 
-/// The module's rules, as XEP-0033 gives them: a stanza it cannot deliver in full is refused
-/// as a whole (section 5 step 5) with the conditions of section 8: `forbidden` for a sender
-/// that may not use the service (a user) and for addresses it does not serve (another domain),
-/// `not-acceptable` over the limit, `jid-malformed` for a bad address; nothing is delivered
-/// then. A delivered copy carries the to/cc addresses marked delivered='true' and no bcc
-/// (steps 6 to 8), and an address already marked delivered is not delivered again.
+/// The module's rules, with the conditions of XEP-0033 section 8: a sender that may not use the
+/// service (a user) gets `forbidden` and a stanza over the limit `not-acceptable`, refused whole
+/// with every address listed; an address it cannot deliver (another domain: `forbidden`; not a
+/// JID: `jid-malformed`) is refused alone, listed in the error, and every other address gets its
+/// copy (issue 18: one bad address must not cost 98 subscribers their notification). A
+/// delivered copy carries the to/cc addresses marked delivered='true' and no bcc (steps 6 to 8),
+/// and an address already marked delivered is not delivered again.
 async fn module_follows_xep_0033_rules(kind: Kind) {
     let server = Server::start_private_multicast(kind);
     let mut comp = RawComponent::connect(&server, "pubsub.localhost").await;
@@ -248,7 +283,7 @@ async fn module_follows_xep_0033_rules(kind: Kind) {
     let limit = stratus::xmpp::multicast::multicast_limit(info.children().next().unwrap());
     assert_eq!(limit, Some(99), "{info}");
 
-    // Another domain among the addresses: refused whole, a at localhost gets nothing either.
+    // Another domain among the addresses: that address alone is refused, a gets its copy.
     comp.send(&multicast(
         "pubsub.localhost",
         "m1",
@@ -256,22 +291,33 @@ async fn module_follows_xep_0033_rules(kind: Kind) {
         "",
     ))
     .await;
-    assert_eq!(refusal(&mut comp, "m1").await, "forbidden");
-    // Over the limit.
+    assert_eq!(
+        refusal(&mut comp, "m1").await,
+        ("forbidden".into(), vec!["someone@example.net".into()])
+    );
+    body_for(&mut a, "m1").await;
+    // Over the limit: refused whole, every address listed.
     let many: Vec<String> = (0..100).map(|i| format!("u{i}@localhost")).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|j| ("bcc", j.as_str())).collect();
     comp.send(&multicast("pubsub.localhost", "m2", &many, ""))
         .await;
-    assert_eq!(refusal(&mut comp, "m2").await, "not-acceptable");
-    // A malformed address.
+    let (condition, listed) = refusal(&mut comp, "m2").await;
+    assert_eq!(condition, "not-acceptable");
+    assert_eq!(listed.len(), 100);
+    // A malformed address among valid ones.
     comp.send(&multicast(
         "pubsub.localhost",
         "m3",
-        &[("bcc", &ja), ("bcc", "a b@localhost")],
+        &[("bcc", &ja), ("bcc", "a b@localhost"), ("bcc", &jb)],
         "",
     ))
     .await;
-    assert_eq!(refusal(&mut comp, "m3").await, "jid-malformed");
+    assert_eq!(
+        refusal(&mut comp, "m3").await,
+        ("jid-malformed".into(), vec!["a b@localhost".into()])
+    );
+    body_for(&mut a, "m3").await;
+    body_for(&mut b, "m3").await;
     // A user is not a trusted sender.
     let from_user = Element::new("message", NS_CLIENT)
         .attr("to", "localhost")

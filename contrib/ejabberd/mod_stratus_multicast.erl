@@ -22,9 +22,10 @@
 %%% Rules (XEP-0033): only bare domains routed by this server that are not one of its virtual
 %%% hosts (its components and services), or those listed in `senders`, may use it; anyone else
 %%% sending an address list to the host gets `forbidden`. Only this host's users are delivered
-%%% to. A stanza that cannot be delivered in full is refused whole (section 5 step 5) with the
-%%% section 8 conditions: not-acceptable over `limit` addresses, jid-malformed for an address
-%%% that is not a valid JID, forbidden for another domain. to/cc addresses are kept in the
+%%% to. A stanza over `limit` addresses is refused whole (not-acceptable, section 8); an address
+%%% that cannot be delivered (jid-malformed: not a valid JID; forbidden: another domain) is
+%%% refused alone: the others get their copies and the error lists only the refused addresses,
+%%% so the sender can deliver to them some other way and nothing is lost. to/cc addresses are kept in the
 %%% copies marked delivered='true', bcc addresses are removed, an address already marked
 %%% delivered is skipped, and an address listed twice gets one copy.
 
@@ -153,25 +154,30 @@ deliver(Msg, _Host, Limit, Addresses, _Rest) when length(Addresses) > Limit ->
     Text = <<"More than ", (integer_to_binary(Limit))/binary, " addresses">>,
     refuse(Msg, xmpp:err_not_acceptable(Text, xmpp:get_lang(Msg)));
 deliver(Msg, Host, _Limit, Addresses, Rest) ->
-    case collect(Addresses, {Host, xmpp:get_lang(Msg)}, #{}, [], []) of
-        {ok, Recipients, Kept} ->
-            Els = case Kept of
-                      [] -> Rest;
-                      _ -> Rest ++ [#xmlel{name = <<"addresses">>,
-                                           attrs = [{<<"xmlns">>, ?NS_ADDRESS}],
-                                           children = Kept}]
-                  end,
-            Template = xmpp:set_els(Msg, Els),
-            lists:foreach(fun(To) -> ejabberd_router:route(xmpp:set_to(Template, To)) end,
-                          Recipients);
-        {error, Err} ->
-            refuse(Msg, Err)
+    {Recipients, Kept, Refused} =
+        collect(Addresses, {Host, xmpp:get_lang(Msg)}, #{}, [], [], []),
+    Template = xmpp:set_els(Msg, Rest ++ addresses(Kept)),
+    lists:foreach(fun(To) -> ejabberd_router:route(xmpp:set_to(Template, To)) end,
+                  Recipients),
+    %% Only the addresses that cannot be delivered are refused, listed in the error so that the
+    %% sender can deliver to them some other way; the others got their copy.
+    case Refused of
+        [] ->
+            ok;
+        [{_, Err} | _] ->
+            refuse(xmpp:set_els(Msg, Rest ++ addresses([A || {A, _} <- Refused])), Err)
     end.
 
-%% The recipients in order (each once) and the addresses the copies keep (section 5 steps 6-8).
-collect([], _Ctx, _Seen, Recipients, Kept) ->
-    {ok, lists:reverse(Recipients), lists:reverse(Kept)};
-collect([#xmlel{attrs = Attrs} = A | More], Ctx, Seen, Recipients, Kept) ->
+addresses([]) ->
+    [];
+addresses(List) ->
+    [#xmlel{name = <<"addresses">>, attrs = [{<<"xmlns">>, ?NS_ADDRESS}], children = List}].
+
+%% The recipients in order (each once), the addresses the copies keep (section 5 steps 6-8) and
+%% the addresses refused, each with its section 8 error.
+collect([], _Ctx, _Seen, Recipients, Kept, Refused) ->
+    {lists:reverse(Recipients), lists:reverse(Kept), lists:reverse(Refused)};
+collect([#xmlel{attrs = Attrs} = A | More], Ctx, Seen, Recipients, Kept, Refused) ->
     Type = attr(<<"type">>, Attrs),
     Delivery = (Type == <<"to">> orelse Type == <<"cc">> orelse Type == <<"bcc">>)
         andalso attr(<<"delivered">>, Attrs) /= <<"true">>,
@@ -184,19 +190,20 @@ collect([#xmlel{attrs = Attrs} = A | More], Ctx, Seen, Recipients, Kept) ->
             end,
     case Delivery of
         false ->
-            collect(More, Ctx, Seen, Recipients, Kept1);
+            collect(More, Ctx, Seen, Recipients, Kept1, Refused);
         true ->
             case recipient(Attrs, Ctx) of
                 {ok, To} ->
                     Key = jid:tolower(To),
                     case maps:is_key(Key, Seen) of
                         true ->
-                            collect(More, Ctx, Seen, Recipients, Kept1);
+                            collect(More, Ctx, Seen, Recipients, Kept1, Refused);
                         false ->
-                            collect(More, Ctx, Seen#{Key => true}, [To | Recipients], Kept1)
+                            collect(More, Ctx, Seen#{Key => true}, [To | Recipients], Kept1,
+                                    Refused)
                     end;
-                {error, _} = Err ->
-                    Err
+                {error, Err} ->
+                    collect(More, Ctx, Seen, Recipients, Kept, [{A, Err} | Refused])
             end
     end.
 

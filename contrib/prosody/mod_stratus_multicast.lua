@@ -16,9 +16,11 @@
 --       -- multicast_read_size = 65536    -- bytes per read on a sender's component stream
 --
 -- Only components may use it (those in `multicast_senders` when set), checked against the stream
--- the stanza arrived on; anyone else gets `forbidden`. Only this host's users are delivered to: a
--- stanza naming anyone else is refused as a whole (§5 step 5), so it never relays to other
--- servers.
+-- the stanza arrived on; anyone else gets `forbidden`. Only this host's users are delivered to, so
+-- it never relays to other servers. An address it cannot deliver (another domain, not a JID) is
+-- refused alone: the others get their copies, and the error lists the refused addresses. Every
+-- error carries the addresses it refuses (§8), so that the sender can deliver them some other
+-- way and nothing is lost.
 
 local st = require "util.stanza";
 local jid_prep = require "util.jid".prep;
@@ -50,13 +52,13 @@ local function trusted(origin, from)
 end
 
 -- The copies of one multicast stanza, one per recipient. Building and serializing the message
--- is most of Prosody's cost per recipient, so the copies share the template's child elements
--- and their serialization, done once:
--- - nothing on Prosody's delivery path changes a routed message's children in place (what needs
---   changes, such as stream management's delay stamps, clones first);
--- - each copy has its own attribute table and child lists, so attributes, or children added or
---   removed on one copy, affect neither the others nor what it serializes to: a copy whose
---   children are no longer the template's is serialized by Prosody's own code;
+-- is most of Prosody's cost per recipient, so a copy that nobody looks into is written from the
+-- template's serialization, done once:
+-- - a copy has no children of its own until some code reads or changes them (`tags`, an index,
+--   `#`): then it gets its own deep copy of the template's children, so a module that edits a
+--   child in place (a filter, a privacy module) changes that recipient's copy only, and a copy
+--   whose children are its own is serialized by Prosody's own code;
+-- - each copy has its own attribute table, so changed attributes affect no other copy;
 -- - a copy is a stanza to everyone else: getmetatable() gives util.stanza's metatable, so
 --   st.is_stanza(), st.clone() and stream management's checks treat it as one.
 local function copier(template)
@@ -93,24 +95,48 @@ local function copier(template)
 		end
 		children = table.concat(parts);
 	end
-	local copy_mt = {
-		__metatable = stanza_mt;
+	-- The copy's own children, deep copies of the template's, made on first use.
+	local function own_children(t)
+		local tags = {};
+		for i = 1, n do
+			local child = template[i];
+			if child.name then
+				child = st.clone(child);
+				tags[#tags + 1] = child;
+			end
+			rawset(t, i, child);
+		end
+		rawset(t, "tags", tags);
+	end
+	local methods = setmetatable({
 		-- Prosody's c2s send formats every stanza's top tag for a debug log line, even with
 		-- debug logging off: a clone and a serialization per recipient, unless answered here.
-		__index = setmetatable({
-			top_tag = function (t)
-				local open = start_tag(t);
-				if open then return open .. ">"; end
-				return stanza_mt.top_tag(t);
-			end;
-		}, { __index = stanza_mt });
+		top_tag = function (t)
+			local open = start_tag(t);
+			if open then return open .. ">"; end
+			return stanza_mt.top_tag(t);
+		end;
+	}, { __index = stanza_mt });
+	local copy_mt = {
+		__metatable = stanza_mt;
+		__index = function (t, k)
+			if k == "tags" or type(k) == "number" then
+				if rawget(t, "tags") == nil then own_children(t); end
+				return rawget(t, k);
+			end
+			return methods[k];
+		end;
+		__newindex = function (t, k, v)
+			if type(k) == "number" and rawget(t, "tags") == nil then own_children(t); end
+			rawset(t, k, v);
+		end;
+		__len = function (t)
+			if rawget(t, "tags") == nil then return n; end
+			return rawlen(t);
+		end;
 		__tostring = function (t)
-			if children and #t == n then
-				local same = true;
-				for i = 1, n do
-					if rawget(t, i) ~= template[i] then same = false; break; end
-				end
-				local open = same and start_tag(t);
+			if children and rawget(t, "tags") == nil then
+				local open = start_tag(t);
 				if open then return open .. ">" .. children .. "</" .. t.name .. ">"; end
 			end
 			return stanza_mt.__tostring(t);
@@ -120,20 +146,16 @@ local function copier(template)
 		local attr = {};
 		for k, v in pairs(template_attr) do attr[k] = v; end
 		attr.to = to;
-		local copy = { name = template.name, attr = attr, tags = {} };
-		local tags = copy.tags;
-		for i = 1, n do
-			local child = template[i];
-			copy[i] = child;
-			if child.name then tags[#tags + 1] = child; end
-		end
-		return setmetatable(copy, copy_mt);
+		return setmetatable({ name = template.name, attr = attr }, copy_mt);
 	end
 end
 
--- XEP-0033 §8 names the conditions; the whole stanza is refused, nothing is delivered (§5 step 5).
-local function refuse(origin, stanza, kind, condition, text)
-	origin.send(st.error_reply(stanza, kind, condition, text));
+-- XEP-0033 §8 names the conditions. The error carries `addresses`, the addresses refused (all
+-- of them when the stanza is refused whole): st.error_reply copies no children.
+local function refuse(origin, stanza, kind, condition, text, addresses)
+	local reply = st.error_reply(stanza, kind, condition, text);
+	if addresses then reply:reset():add_child(addresses); end
+	origin.send(reply);
 	return true;
 end
 
@@ -142,7 +164,7 @@ module:hook("message/host", function (event)
 	local addresses = stanza:get_child("addresses", xmlns_address);
 	if not addresses or stanza.attr.type == "error" then return; end
 	if not trusted(origin, stanza.attr.from or "") then
-		return refuse(origin, stanza, "auth", "forbidden", "Multicast is only for this server's trusted components");
+		return refuse(origin, stanza, "auth", "forbidden", "Multicast is only for this server's trusted components", st.clone(addresses));
 	end
 
 	-- Prosody reads a stream 4 KiB at a time by default (network_default_read_size), less than one
@@ -153,33 +175,47 @@ module:hook("message/host", function (event)
 
 	local recipients, seen, count = {}, {}, 0;
 	local keep = st.stanza("addresses", { xmlns = xmlns_address });
+	-- Refused addresses, by condition: { condition = { text, <addresses/> } }.
+	local refused, refused_order = {}, {};
+	local function refuse_address(address, condition, text)
+		local entry = refused[condition];
+		if not entry then
+			entry = { text, st.stanza("addresses", { xmlns = xmlns_address }) };
+			refused[condition] = entry;
+			refused_order[#refused_order + 1] = condition;
+		end
+		entry[2]:add_child(st.clone(address));
+	end
 	for address in addresses:childtags("address", xmlns_address) do
 		count = count + 1;
 		if count > limit then
-			return refuse(origin, stanza, "modify", "not-acceptable", "More than " .. limit .. " addresses");
+			return refuse(origin, stanza, "modify", "not-acceptable", "More than " .. limit .. " addresses", st.clone(addresses));
 		end
 		local kind, delivered = address.attr.type, address.attr.delivered == "true";
+		local ok = true;
 		if (kind == "to" or kind == "cc" or kind == "bcc") and not delivered then
-			if address.attr.uri or address.attr.node then
-				return refuse(origin, stanza, "modify", "jid-malformed", "Only 'jid' addresses are supported");
-			end
 			-- A connected resource's JID is already in canonical form: no need to prepare it.
 			local to = address.attr.jid;
-			if not full_sessions[to] then to = jid_prep(to); end
-			if not to then
-				return refuse(origin, stanza, "modify", "jid-malformed", "Invalid address");
-			end
-			if jid_host(to) ~= module.host then
-				return refuse(origin, stanza, "cancel", "forbidden", "Only addresses at " .. module.host .. " are delivered");
-			end
-			-- An address listed twice gets one copy.
-			if not seen[to] then
-				seen[to] = true;
-				recipients[#recipients + 1] = to;
+			if address.attr.uri or address.attr.node or not to then
+				ok = false;
+				refuse_address(address, "jid-malformed", "Only 'jid' addresses are supported");
+			else
+				if not full_sessions[to] then to = jid_prep(to); end
+				if not to then
+					ok = false;
+					refuse_address(address, "jid-malformed", "Invalid address");
+				elseif jid_host(to) ~= module.host then
+					ok = false;
+					refuse_address(address, "forbidden", "Only addresses at " .. module.host .. " are delivered");
+				elseif not seen[to] then
+					-- An address listed twice gets one copy.
+					seen[to] = true;
+					recipients[#recipients + 1] = to;
+				end
 			end
 		end
 		-- §5 steps 6 and 7: every address is marked delivered, bcc addresses are removed.
-		if kind ~= "bcc" then
+		if ok and kind ~= "bcc" then
 			local copy = st.clone(address);
 			if kind == "to" or kind == "cc" then copy.attr.delivered = "true"; end
 			keep:add_child(copy);
@@ -199,6 +235,11 @@ module:hook("message/host", function (event)
 	local copy_for = copier(template);
 	for i = 1, #recipients do
 		module:send(copy_for(recipients[i]), origin);
+	end
+	for _, condition in ipairs(refused_order) do
+		local entry = refused[condition];
+		local kind = condition == "forbidden" and "cancel" or "modify";
+		refuse(origin, stanza, kind, condition, entry[1], entry[2]);
 	end
 	return true;
 end, 10);

@@ -107,6 +107,24 @@ end
 check(tos[1] == "a@localhost/r" and tos[2] == "b@localhost/r" and tos[3] == "c@localhost",
 	"recipients in order, prepared: " .. table.concat(tos, " "));
 
+-- A module on the way edits a child of one copy in place (issue 18): only that copy changes.
+do
+	local first = #sent + 1;
+	hooks["message/host"]({ origin = origin, stanza = multicast() });
+	local x, y, z = sent[first], sent[first + 1], sent[first + 2];
+	local untouched = tostring(z);
+	local items = x:get_child("event", "http://jabber.org/protocol/pubsub#event").tags[1];
+	items.attr.node = "edited";
+	items.tags[1].tags[1][1] = "changed text";
+	check(same_as_prosody(x) and tostring(x):find("edited", 1, true)
+		and tostring(x):find("changed text", 1, true), "the edited copy shows its edit");
+	check(not tostring(y):find("edited", 1, true) and not tostring(y):find("changed text", 1, true),
+		"another copy does not see the edit: " .. tostring(y));
+	check(tostring(z) == untouched and same_as_prosody(z), "an untouched copy is unchanged");
+	check(#y == #z and y:get_child("event", "http://jabber.org/protocol/pubsub#event")
+		.tags[1].attr.node == "n<&>'\"", "the other copies' children are the template's");
+end
+
 -- Changes on the way: attributes, an added child, a removed child, a namespaced attribute.
 local a, b, c = sent[1], sent[2], sent[3];
 a.attr.type = "normal"; a.attr.id = "changed";
@@ -121,20 +139,32 @@ check(same_as_prosody(c) and tostring(c):find(":flag='1'", 1, true), "namespaced
 -- Copies do not see each other's changes.
 check(not tostring(sent[3]):find("urn:xmpp:delay", 1, true), "copies independent");
 
--- Refusals (XEP-0033 section 8): nothing routed, one error each.
+-- Refusals (XEP-0033 section 8): one error, listing the refused addresses; returns the
+-- condition, the listed JIDs and how many copies were routed.
 local function refused(stanza, from_origin)
 	local before = #sent;
 	origin_sent = {};
 	hooks["message/host"]({ origin = from_origin or origin, stanza = stanza });
 	local e = origin_sent[1];
-	return #sent == before and e and e.attr.type == "error" and e:get_child("error").tags[1].name;
+	if not (e and e.attr.type == "error" and #origin_sent == 1) then return nil; end
+	local listed = {};
+	local list = e:get_child("addresses", xmlns_address);
+	for address in (list and list:childtags("address") or function () end) do
+		listed[#listed + 1] = address.attr.jid;
+	end
+	return e:get_child("error").tags[1].name, table.concat(listed, " "), #sent - before;
 end
 local remote = multicast();
 remote:get_child("addresses", "http://jabber.org/protocol/address")
 	:tag("address", { xmlns = xmlns_address, type = "bcc", jid = "z@example.net" });
-check(refused(remote) == "forbidden", "another domain refused");
+local condition, listed, routed = refused(remote);
+check(condition == "forbidden" and listed == "z@example.net" and routed == 3,
+	"another domain refused alone, the others delivered: " .. tostring(condition) .. " "
+	.. tostring(listed) .. " " .. tostring(routed));
 local user = { type = "c2s", host = "localhost", send = origin.send };
-check(refused(multicast(), user) == "forbidden", "a user refused");
+condition, listed, routed = refused(multicast(), user);
+check(condition == "forbidden" and routed == 0 and select(2, listed:gsub("@", "")) == 4,
+	"a user refused whole, every address listed: " .. tostring(listed));
 
 if failures > 0 then
 	io.stderr:write(failures, " failure(s)\n");

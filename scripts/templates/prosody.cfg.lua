@@ -39,6 +39,12 @@ end
 allow_unencrypted_plain_auth = true
 
 VirtualHost "localhost"
+if multicast ~= "" then
+    -- Every test component but nomulticast.localhost may multicast (XEP-0033 refusal tests).
+    local senders = { "pubsub.localhost" }
+    for i = 1, 16 do senders[#senders + 1] = ("ps%02d.localhost"):format(i) end
+    multicast_senders = senders
+end
 if pep then
     privileged_entities = {
         ["pubsub.localhost"] = { roster = "get"; message = "outgoing"; presence = "roster" };
@@ -58,6 +64,9 @@ for i = 0, 16 do
         modules_enabled = { "privilege"; "delegation" }
     end
 end
+-- A component the multicast module refuses (multicast_senders above leaves it out).
+Component "nomulticast.localhost"
+    component_secret = "secret"
 
 -- Built-in pubsub, for side-by-side comparisons (memory storage: its fastest).
 Component "pubsub-builtin.localhost" "pubsub"

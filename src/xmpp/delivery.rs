@@ -141,8 +141,22 @@ impl Inner {
                                 n.node,
                                 chunk.len()
                             );
+                            // Kept until it can no longer bounce: a refusal loses nothing.
+                            let seq = mc.retain(
+                                &service,
+                                body.kind,
+                                &body.xml,
+                                chunk.iter().map(|r| r.jid.clone()),
+                            );
+                            let id = notify::multicast_id(body.kind, seq);
                             sink.push(|buf| {
-                                notify::render_multicast_into(&body, from, &service, chunk, buf)
+                                notify::render_multicast_into(
+                                    &body,
+                                    from,
+                                    (&service, &id),
+                                    chunk,
+                                    buf,
+                                )
                             })
                             .await?;
                         }
@@ -164,16 +178,22 @@ impl Inner {
         let (Some(mc), Some(service)) = (&self.multicast, stanza.get_attr("from")) else {
             return;
         };
-        let Some((resend, why)) =
-            multicast::resend_bounce(stanza, &self.domain.to_string(), |jid| {
-                mc.sent_through(service, jid)
-            })
-        else {
+        let Some(refusal) = multicast::refusal(stanza, mc, service) else {
             return;
         };
-        mc.disable(service, &why);
-        if !resend.is_empty() {
-            let _ = out.send_raw(resend).await;
+        if refusal.whole {
+            mc.disable(service, &refusal.why);
+        } else {
+            debug!(
+                "multicast service {service} refused {} address(es) ({}): sent one by one",
+                refusal.to.len(),
+                refusal.why
+            );
+        }
+        if !refusal.to.is_empty() {
+            let _ = out
+                .send_raw(multicast::resend(&refusal, self.domain.as_str()))
+                .await;
         }
     }
 }

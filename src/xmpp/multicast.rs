@@ -5,12 +5,16 @@
 //!
 //! Discovery (XEP-0033 section 2) runs once per recipient domain, in the background: the
 //! notifications sent while it runs go one by one, as they do to servers without the service.
-//! A service that refuses a notification bounces it (section 8); stratus then resends it to each
-//! address itself and stops using that service until the next connection.
+//! A service that refuses a notification bounces it (section 8). Every stanza sent through a
+//! service is kept (bounded in time and bytes) under the id it was sent with, so that a refusal
+//! never loses a notification: stratus resends it to each address the service did not deliver,
+//! whether or not the bounce carries the addresses, and stops using a service that refused a
+//! whole stanza until the next connection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
@@ -38,6 +42,35 @@ const DISCO_TIMEOUT: Duration = Duration::from_secs(5);
 const BARRIER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Domains remembered at most (each is one small entry).
 const MAX_DOMAINS: usize = 100_000;
+/// How long a stanza sent through a service is kept for a bounce: a service answers on the same
+/// stream, in well under a second; a bounce later than this is resent from its own addresses
+/// when it carries them.
+const RETAIN_FOR: Duration = Duration::from_secs(30);
+/// Bytes of kept stanzas at most; the oldest go first.
+const RETAIN_BYTES: usize = 32 << 20;
+
+/// A notification sent through a multicast service, as kept for its bounce.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub service: String,
+    pub kind: &'static str,
+    pub body: Arc<str>,
+    pub to: Vec<Jid>,
+    at: Instant,
+}
+
+impl Sent {
+    fn bytes(&self) -> usize {
+        self.body.len() + self.to.iter().map(|j| j.as_str().len() + 24).sum::<usize>()
+    }
+}
+
+#[derive(Default)]
+struct Retained {
+    by_seq: HashMap<u64, Sent>,
+    order: VecDeque<u64>,
+    bytes: usize,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -56,6 +89,9 @@ pub struct Multicast {
     used: Mutex<HashMap<String, String>>,
     /// Services that left a barrier unanswered.
     no_barrier: Mutex<HashSet<String>>,
+    /// What was sent through services, by the sequence number in its id.
+    retained: Mutex<Retained>,
+    next_seq: AtomicU64,
 }
 
 impl Multicast {
@@ -67,7 +103,59 @@ impl Multicast {
             domains: Mutex::new(HashMap::new()),
             used: Mutex::new(HashMap::new()),
             no_barrier: Mutex::new(HashSet::new()),
+            retained: Mutex::new(Retained::default()),
+            next_seq: AtomicU64::new(1),
         }
+    }
+
+    /// Keeps a notification about to be sent through `service` until it can no longer bounce;
+    /// returns the sequence number its id carries.
+    pub fn retain(
+        &self,
+        service: &str,
+        kind: &'static str,
+        body: &Arc<str>,
+        to: impl Iterator<Item = Jid>,
+    ) -> u64 {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let sent = Sent {
+            service: service.to_owned(),
+            kind,
+            body: body.clone(),
+            to: to.collect(),
+            at: Instant::now(),
+        };
+        let now = sent.at;
+        let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        r.bytes += sent.bytes();
+        r.by_seq.insert(seq, sent);
+        r.order.push_back(seq);
+        while let Some(&oldest) = r.order.front() {
+            let expired = match r.by_seq.get(&oldest) {
+                Some(s) => now.duration_since(s.at) > RETAIN_FOR || r.bytes > RETAIN_BYTES,
+                None => true,
+            };
+            if !expired {
+                break;
+            }
+            r.order.pop_front();
+            if let Some(s) = r.by_seq.remove(&oldest) {
+                r.bytes -= s.bytes();
+            }
+        }
+        seq
+    }
+
+    /// The notification kept as `seq`, when it was sent through `service` (a bounce counts only
+    /// from the service the stanza went to).
+    pub fn take(&self, seq: u64, service: &str) -> Option<Sent> {
+        let mut r = self.retained.lock().unwrap_or_else(|e| e.into_inner());
+        if r.by_seq.get(&seq).is_none_or(|s| s.service != service) {
+            return None;
+        }
+        let sent = r.by_seq.remove(&seq)?;
+        r.bytes -= sent.bytes();
+        Some(sent)
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, State>> {
@@ -269,19 +357,63 @@ pub fn multicast_limit(info: &Element) -> Option<usize> {
     (limit >= 2).then_some(limit.min(MAX_LIMIT))
 }
 
-/// The notification inside a bounced multicast message, as messages to each of its addresses
-/// that `allowed` accepts, and the error condition; None when `bounce` is not one of ours.
-pub fn resend_bounce(
-    bounce: &Element,
-    own_domain: &str,
-    allowed: impl Fn(&Jid) -> bool,
-) -> Option<(String, String)> {
-    let kind = super::notify::multicast_kind(bounce.get_attr("id")?)?;
-    let addresses = bounce.get_child("addresses", NS_ADDRESS)?;
+/// What a bounce of one of our multicast stanzas asks for: the notification resent to each
+/// address the service did not deliver.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The addresses to resend to, one message each.
+    pub to: Vec<Jid>,
+    pub kind: &'static str,
+    /// The notification's children, serialized in the component namespace.
+    pub body: Arc<str>,
+    /// The service refused the stanza as a whole (not just some addresses).
+    pub whole: bool,
+    /// The error condition.
+    pub why: String,
+}
+
+/// Reads a bounce from `service` (XEP-0033 section 8); None when it is not one of ours. The
+/// addresses come from what was kept of the stanza when it is still kept: a refusal without an
+/// address list (Prosody's `st.error_reply` copies no children) loses nothing. A bounce that
+/// lists addresses names those not delivered (`delivered='true'` ones were); only addresses the
+/// stanza was sent to are resent. Without the kept copy, the bounce's own addresses are used,
+/// each only when its domain was ever sent through that service.
+pub fn refusal(bounce: &Element, mc: &Multicast, service: &str) -> Option<Refusal> {
+    let (kind, seq) = super::notify::parse_multicast_id(bounce.get_attr("id")?)?;
     let why = bounce
         .get_child("error", NS_COMPONENT)
         .and_then(|e| e.children().next().map(|c| c.name().to_owned()))
         .unwrap_or_else(|| "error".to_owned());
+    let listed: Option<Vec<Jid>> = bounce.get_child("addresses", NS_ADDRESS).map(|list| {
+        list.children()
+            .filter(|a| a.name() == "address")
+            .filter(|a| matches!(a.get_attr("type"), Some("to" | "cc" | "bcc")))
+            .filter(|a| a.get_attr("delivered") != Some("true"))
+            .filter_map(|a| a.get_attr("jid").and_then(|j| Jid::parse(j).ok()))
+            .collect()
+    });
+    if let Some(sent) = seq.and_then(|seq| mc.take(seq, service)) {
+        let to: Vec<Jid> = match &listed {
+            Some(listed) if !listed.is_empty() => {
+                let mut to: Vec<Jid> = sent
+                    .to
+                    .iter()
+                    .filter(|j| listed.contains(j))
+                    .cloned()
+                    .collect();
+                to.dedup();
+                to
+            }
+            _ => sent.to.clone(),
+        };
+        return Some(Refusal {
+            whole: to.len() == sent.to.len(),
+            to,
+            kind: sent.kind,
+            body: sent.body,
+            why,
+        });
+    }
     let mut body = String::new();
     for child in bounce.children() {
         if child.is("addresses", NS_ADDRESS) || child.name() == "error" {
@@ -289,32 +421,31 @@ pub fn resend_bounce(
         }
         child.write_to(&mut body, NS_COMPONENT);
     }
-    let mut out = String::new();
-    for a in addresses.children().filter(|a| a.name() == "address") {
-        let (Some(jid), Some("to" | "cc" | "bcc")) = (a.get_attr("jid"), a.get_attr("type")) else {
-            continue;
-        };
-        if a.get_attr("delivered") == Some("true") {
-            continue;
-        }
-        let Ok(jid) = Jid::parse(jid) else {
-            continue;
-        };
-        if !allowed(&jid) {
-            continue;
-        }
+    Some(Refusal {
+        to: listed
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| mc.sent_through(service, j))
+            .collect(),
+        kind,
+        body: body.into(),
+        whole: true,
+        why,
+    })
+}
+
+/// The messages resending a refused notification, one per address, from `own_domain`.
+pub fn resend(r: &Refusal, own_domain: &str) -> String {
+    let mut out = String::with_capacity(r.to.len() * (r.body.len() + 96));
+    for jid in &r.to {
         out.push_str(&crate::xml::element::open_tag(
             "message",
-            &[
-                ("from", own_domain),
-                ("to", &jid.to_string()),
-                ("type", kind),
-            ],
+            &[("from", own_domain), ("to", jid.as_str()), ("type", r.kind)],
         ));
-        out.push_str(&body);
+        out.push_str(&r.body);
         out.push_str("</message>");
     }
-    Some((out, why))
+    out
 }
 
 #[cfg(test)]
@@ -390,15 +521,55 @@ mod tests {
         }
     }
 
+    /// Sends `n` through multicast.x as stratus does (kept, then rendered with its id); returns
+    /// the stanza as the service receives it.
+    fn sent_through(mc: &Multicast, n: &Notification) -> Element {
+        let body = Body::of(n);
+        let rs: Vec<&Recipient> = n.recipients.iter().collect();
+        let seq = mc.retain(
+            "multicast.x",
+            body.kind,
+            &body.xml,
+            rs.iter().map(|r| r.jid.clone()),
+        );
+        let id = crate::xmpp::notify::multicast_id(body.kind, seq);
+        let xml = render_multicast(&body, "pubsub.x", ("multicast.x", &id), &rs);
+        let wrapped = parse_one(&format!("<w xmlns='{NS_COMPONENT}'>{xml}</w>"));
+        assert_eq!(wrapped.children().count(), 1);
+        wrapped.children().next().unwrap().clone()
+    }
+
+    /// The service's refusal (XEP-0033 section 8): the stanza back as type error, with or
+    /// without its address list (Prosody's `st.error_reply` copies no children).
+    fn bounce_of(msg: &Element, addresses: Option<&str>) -> Element {
+        let mut xml = format!(
+            "<message xmlns='{NS_COMPONENT}' from='multicast.x' to='pubsub.x' type='error' id='{}'>",
+            msg.get_attr("id").unwrap()
+        );
+        if let Some(list) = addresses {
+            xml.push_str(&format!(
+                "<addresses xmlns='{NS_ADDRESS}'>{list}</addresses>"
+            ));
+        }
+        xml.push_str(
+            "<error type='cancel'><forbidden xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>",
+        );
+        parse_one(&xml)
+    }
+
+    fn resent_to(r: &Refusal) -> Vec<Element> {
+        let wrapped = parse_one(&format!(
+            "<w xmlns='{NS_COMPONENT}'>{}</w>",
+            resend(r, "pubsub.x")
+        ));
+        wrapped.children().cloned().collect()
+    }
+
     #[test]
     fn multicast_message_carries_bcc_addresses_and_survives_a_bounce() {
+        let mc = Multicast::new("pubsub.x", Arc::default());
         let n = notification(&["a@x/r1", "b@x/r'2"]);
-        let body = Body::of(&n);
-        let rs: Vec<&Recipient> = n.recipients.iter().collect();
-        let xml = render_multicast(&body, "pubsub.x", "multicast.x", &rs);
-        let wrapped = parse_one(&format!("<w xmlns='{NS_COMPONENT}'>{xml}</w>"));
-        let msg = wrapped.children().next().unwrap().clone();
-        assert_eq!(wrapped.children().count(), 1);
+        let msg = sent_through(&mc, &n);
         assert_eq!(msg.get_attr("to"), Some("multicast.x"));
         assert_eq!(msg.get_attr("type"), Some("headline"));
         let addrs: Vec<(&str, &str)> = msg
@@ -409,27 +580,16 @@ mod tests {
             .collect();
         assert_eq!(addrs, vec![("bcc", "a@x/r1"), ("bcc", "b@x/r'2")]);
 
-        // The service bounces it (XEP-0033 section 8): one message per address comes back out,
-        // each with the event and the original type, without addresses or error.
-        let mut bounce = msg.clone();
-        bounce.set_attr("type", "error");
-        bounce.set_attr("from", "multicast.x");
-        bounce.push_child(
-            Element::new("error", NS_COMPONENT)
-                .attr("type", "cancel")
-                .child(Element::new(
-                    "not-acceptable",
-                    "urn:ietf:params:xml:ns:xmpp-stanzas",
-                )),
-        );
-        let bounce = parse_one(&bounce.to_xml());
-        // Only the addresses the service was trusted with are resent.
-        let (none, _) = resend_bounce(&bounce, "pubsub.x", |_| false).unwrap();
-        assert!(none.is_empty());
-        let (resent, why) = resend_bounce(&bounce, "pubsub.x", |j| j.domain() == "x").unwrap();
-        assert_eq!(why, "not-acceptable");
-        let wrapped = parse_one(&format!("<w xmlns='{NS_COMPONENT}'>{resent}</w>"));
-        let msgs: Vec<&Element> = wrapped.children().collect();
+        // Refused without its addresses: what was kept is resent to every address, each with
+        // the event and the original type, without addresses or error.
+        let bounce = bounce_of(&msg, None);
+        // A bounce counts only from the service the stanza went to.
+        let stranger = refusal(&bounce, &mc, "elsewhere.x").unwrap();
+        assert!(stranger.to.is_empty(), "{stranger:?}");
+        let r = refusal(&bounce, &mc, "multicast.x").unwrap();
+        assert!(r.whole);
+        assert_eq!(r.why, "forbidden");
+        let msgs = resent_to(&r);
         assert_eq!(msgs.len(), 2);
         for (m, to) in msgs.iter().zip(["a@x/r1", "b@x/r'2"]) {
             assert_eq!(m.get_attr("to"), Some(to));
@@ -445,11 +605,47 @@ mod tests {
             assert_eq!(item.get_attr("id"), Some("i1"));
             assert_eq!(item.children().next().unwrap().text_content(), "hi & bye");
         }
+        // Taken once: the same bounce again resends nothing (its addresses were never listed).
+        assert!(refusal(&bounce, &mc, "multicast.x").unwrap().to.is_empty());
         // A message that is not one of ours is left alone.
         let other = parse_one(&format!(
             "<message xmlns='{NS_COMPONENT}' type='error' id='x'><addresses xmlns='{NS_ADDRESS}'/></message>"
         ));
-        assert!(resend_bounce(&other, "pubsub.x", |_| true).is_none());
+        assert!(refusal(&other, &mc, "multicast.x").is_none());
+    }
+
+    /// A service that refuses some addresses lists them undelivered: only those are resent, only
+    /// if the stanza was sent to them, and the service stays in use.
+    #[test]
+    fn a_partial_refusal_resends_only_the_refused_addresses() {
+        let mc = Multicast::new("pubsub.x", Arc::default());
+        let n = notification(&["a@x/r1", "b@x/r2", "c@x/r3"]);
+        let msg = sent_through(&mc, &n);
+        let bounce = bounce_of(
+            &msg,
+            Some(
+                "<address type='bcc' jid='b@x/r2'/><address type='bcc' jid='a@x/r1' delivered='true'/>\
+                 <address type='bcc' jid='intruder@x/r'/>",
+            ),
+        );
+        let r = refusal(&bounce, &mc, "multicast.x").unwrap();
+        assert!(!r.whole);
+        let to: Vec<String> = r.to.iter().map(|j| j.to_string()).collect();
+        assert_eq!(to, vec!["b@x/r2"]);
+        assert_eq!(resent_to(&r).len(), 1);
+    }
+
+    #[test]
+    fn kept_stanzas_are_bounded() {
+        let mc = Multicast::new("pubsub.x", Arc::default());
+        let body: Arc<str> = "x".repeat(1 << 20).into();
+        let first = mc.retain("m", "headline", &body, std::iter::empty());
+        for _ in 0..40 {
+            mc.retain("m", "headline", &body, std::iter::empty());
+        }
+        assert!(mc.take(first, "m").is_none(), "the oldest went first");
+        let r = mc.retained.lock().unwrap();
+        assert!(r.bytes <= RETAIN_BYTES + body.len() + 64, "{}", r.bytes);
     }
 
     /// On connecting, discovery starts for the server's own domain (XEP-0033 section 2.1:

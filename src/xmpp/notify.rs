@@ -75,7 +75,8 @@ pub fn render(n: &Notification, from: &str) -> String {
 
 /// A notification's serialized event and message type, shared by every envelope it is sent in.
 pub struct Body {
-    pub xml: String,
+    /// Shared: a multicast stanza's copy is kept (`Multicast::retain`) until it cannot bounce.
+    pub xml: std::sync::Arc<str>,
     pub kind: &'static str,
 }
 
@@ -84,7 +85,7 @@ impl Body {
         let mut xml = String::with_capacity(256);
         event_element(n, "").write_to(&mut xml, NS_COMPONENT);
         Body {
-            xml,
+            xml: xml.into(),
             kind: message_type(n),
         }
     }
@@ -137,15 +138,16 @@ pub fn render_one(body: &Body, from: &str, r: &Recipient, out: &mut String) {
 
 /// One message to a multicast service (XEP-0033 section 3) carrying the notification to every
 /// recipient as a `bcc` address, so that no subscriber learns who the others are (section 4.6.3).
-/// Its id tells the message type, should the service bounce it and stratus resend it one by one.
+/// Its id (`multicast_id`) names what stratus kept of it and the message type, should the
+/// service bounce it and stratus resend it one by one.
 pub fn render_multicast(
     body: &Body,
     from: &str,
-    service: &str,
+    (service, id): (&str, &str),
     recipients: &[&Recipient],
 ) -> String {
     let mut out = String::with_capacity(body.xml.len() + 128 + recipients.len() * 64);
-    render_multicast_into(body, from, service, recipients, &mut out);
+    render_multicast_into(body, from, (service, id), recipients, &mut out);
     out
 }
 
@@ -153,7 +155,7 @@ pub fn render_multicast(
 pub fn render_multicast_into(
     body: &Body,
     from: &str,
-    service: &str,
+    (service, id): (&str, &str),
     recipients: &[&Recipient],
     out: &mut String,
 ) {
@@ -161,12 +163,9 @@ pub fn render_multicast_into(
     escape_attr_into(out, from);
     out.push_str("' to='");
     escape_attr_into(out, service);
-    let _ = write!(
-        out,
-        "' type='{}' id='{}'>",
-        body.kind,
-        multicast_id(body.kind)
-    );
+    let _ = write!(out, "' type='{}' id='", body.kind);
+    escape_attr_into(out, id);
+    out.push_str("'>");
     out.push_str(&body.xml);
     let _ = write!(out, "<addresses xmlns='{NS_ADDRESS}'>");
     for r in recipients {
@@ -182,19 +181,30 @@ pub const NS_ADDRESS: &str = "http://jabber.org/protocol/address";
 const MULTICAST_ID_HEADLINE: &str = "stratus-mc-headline";
 const MULTICAST_ID_NORMAL: &str = "stratus-mc-normal";
 
-fn multicast_id(kind: &str) -> &'static str {
-    if kind == "normal" {
+/// The id of the multicast stanza kept as `seq`, sent as a message of type `kind`.
+pub fn multicast_id(kind: &str, seq: u64) -> String {
+    let prefix = if kind == "normal" {
         MULTICAST_ID_NORMAL
     } else {
         MULTICAST_ID_HEADLINE
-    }
+    };
+    format!("{prefix}-{seq}")
 }
 
-/// The message type of a multicast notification, from the id of its bounce (None: not ours).
-pub fn multicast_kind(id: &str) -> Option<&'static str> {
-    match id {
-        MULTICAST_ID_HEADLINE => Some("headline"),
-        MULTICAST_ID_NORMAL => Some("normal"),
-        _ => None,
+/// The message type and the sequence number of a multicast notification, from the id of its
+/// bounce (None: not ours; no number: sent by a version that kept nothing).
+pub fn parse_multicast_id(id: &str) -> Option<(&'static str, Option<u64>)> {
+    for (prefix, kind) in [
+        (MULTICAST_ID_HEADLINE, "headline"),
+        (MULTICAST_ID_NORMAL, "normal"),
+    ] {
+        if let Some(rest) = id.strip_prefix(prefix) {
+            return match rest.strip_prefix('-') {
+                None if rest.is_empty() => Some((kind, None)),
+                Some(n) => n.parse().ok().map(|n| (kind, Some(n))),
+                None => None,
+            };
+        }
     }
+    None
 }
