@@ -17,6 +17,16 @@ pub struct Config {
     pub pubsub: PubSubConfig,
     pub pep: PepConfig,
     pub log: LogConfig,
+    pub http: HttpConfig,
+}
+
+/// The operator's HTTP listener: `/metrics` (Prometheus text format) and `/health`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// host:port to listen on; none (the default) serves nothing. Keep it on loopback or behind
+    /// a firewall: the metrics tell how busy the service is.
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -281,6 +291,14 @@ pub struct Overrides {
     /// Log filter (error, warn, info, debug, trace, or tracing directives).
     #[arg(long, env = "STRATUS_LOG_LEVEL", value_name = "FILTER", global = true)]
     pub log_level: Option<String>,
+    /// host:port for /metrics and /health (e.g. 127.0.0.1:9105); off unless set.
+    #[arg(
+        long,
+        env = "STRATUS_HTTP_LISTEN",
+        value_name = "HOST:PORT",
+        global = true
+    )]
+    pub http_listen: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -338,6 +356,9 @@ impl Config {
         if let Some(v) = &o.log_level {
             self.log.level = v.clone();
         }
+        if let Some(v) = &o.http_listen {
+            self.http.listen = Some(v.clone());
+        }
     }
 
     /// Checks every value and reports all problems at once, each saying what to fix.
@@ -357,6 +378,13 @@ impl Config {
                 "component.domain (--domain) must be a domain such as pubsub.example.org, got {:?}",
                 c.domain
             )),
+        }
+        if let Some(listen) = &self.http.listen
+            && listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems.push(format!(
+                "http.listen (--http-listen) must be IP:PORT such as 127.0.0.1:9105, got {listen:?}"
+            ));
         }
         for server in &self.pep.servers {
             match Jid::parse(server) {

@@ -12,8 +12,10 @@
 pub mod client;
 pub mod component;
 pub mod config;
+pub mod http;
 pub mod jid;
 pub mod load;
+pub mod metrics;
 pub mod pep;
 pub mod pubsub;
 pub mod storage;

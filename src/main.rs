@@ -116,6 +116,20 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         ),
     }
     let component = Component::new(config.clone());
+    // Bound before connecting, so that a bad address fails the start rather than later.
+    let http = match &config.http.listen {
+        Some(addr) => {
+            let listener = stratus::http::bind(addr)
+                .await
+                .map_err(|e| format!("http.listen {addr}: {e}"))?;
+            let state = std::sync::Arc::new(stratus::http::State {
+                outbox: component.outbox(),
+                store: store.clone(),
+            });
+            Some(tokio::spawn(stratus::http::serve(listener, state)))
+        }
+        None => None,
+    };
     let servers = config.pep_servers();
     info!("PEP for the users of {servers:?} (XEP-0355/XEP-0356, when the server delegates)");
     let pep = Arc::new(Pep::new(
@@ -138,6 +152,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config.pubsub.multicast,
     )?);
     component.run(service, shutdown_signal()).await?;
+    if let Some(task) = http {
+        task.abort();
+    }
     info!("stopped");
     Ok(())
 }

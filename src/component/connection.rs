@@ -107,6 +107,7 @@ impl Component {
         let max = Duration::from_millis(cfg.reconnect_max_ms);
         let mut delay = initial;
         let mut conflicts = 0u32;
+        let mut sessions = 0u64;
         tokio::pin!(shutdown);
         loop {
             let ended = tokio::select! {
@@ -116,7 +117,15 @@ impl Component {
                     Ok(session) => {
                         delay = initial;
                         conflicts = 0;
-                        self.serve(session, &*handler, &mut shutdown).await
+                        let m = crate::metrics::metrics();
+                        if sessions > 0 {
+                            m.reconnects.inc();
+                        }
+                        sessions += 1;
+                        m.connected.set(1);
+                        let ended = self.serve(session, &*handler, &mut shutdown).await;
+                        m.connected.set(0);
+                        ended
                     }
                     Err(e) => e,
                 },
@@ -316,7 +325,10 @@ impl Component {
                         let _ = stop_tx.send(WriterStop::Abort("</stream:stream>".into()));
                         break Ended::Retry("the server closed the stream".into());
                     }
-                    Some(Ok(StreamEvent::Rejected(r))) => handler.rejected(r, &self.outbox).await,
+                    Some(Ok(StreamEvent::Rejected(r))) => {
+                        crate::metrics::metrics().bounced.inc();
+                        handler.rejected(r, &self.outbox).await
+                    }
                     Some(Ok(StreamEvent::Open(_))) => {}
                     Some(Err(e)) => {
                         let tail = match e.kind.condition() {

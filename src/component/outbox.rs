@@ -87,6 +87,7 @@ impl Outbox {
 
     /// Serializes the stanza and queues it; waits while the queue is full.
     pub async fn send(&self, stanza: &Element) -> Result<(), OutboxClosed> {
+        crate::metrics::metrics().stanzas_out.inc();
         let mut xml = String::with_capacity(256);
         stanza.write_to(&mut xml, self.stream_ns);
         self.send_raw(xml).await

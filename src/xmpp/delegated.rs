@@ -82,12 +82,14 @@ impl Inner {
             // A pubsub IQ to the server domain itself: the host service answers it.
             ServiceId::Host
         };
+        let started = std::time::Instant::now();
         let result = match iq.payload.as_ref() {
             Some(p) if p.name() == "pubsub" && matches!(p.ns(), NS_PUBSUB | NS_OWNER) => {
                 super::pubsub::handle(&self.pubsub, &svc, &d.sender, &iq, p).await
             }
             _ => Err(StanzaError::service_unavailable()),
         };
+        super::host::record(&iq, &result, started);
         let (inner_answer, notes) = match result {
             Ok((payload, notes)) => (iq.result(payload), notes),
             Err(e) => (iq.error(&e), Vec::new()),
@@ -149,6 +151,7 @@ impl Inner {
                 let wrap = |b: &mut String| {
                     wrap_notification(b, &pep.component, &granted, (owner, &r), kind, &body)
                 };
+                crate::metrics::metrics().notifications.inc();
                 if sink.push(wrap).await.is_err() {
                     return;
                 }
@@ -267,6 +270,7 @@ impl Inner {
                 let wrap = |b: &mut String| {
                     wrap_notification(b, &pep.component, &granted, (&owner, &who), kind, &body)
                 };
+                crate::metrics::metrics().notifications.inc();
                 if sink.push(wrap).await.is_err() {
                     return;
                 }

@@ -39,6 +39,7 @@ impl<'a> Sink<'a> {
         write: impl FnOnce(&mut String),
     ) -> Result<(), OutboxClosed> {
         write(&mut self.buf);
+        crate::metrics::metrics().stanzas_out.inc();
         if self.buf.len() >= SINK_BYTES {
             self.flush().await?;
         }
@@ -105,6 +106,9 @@ impl Inner {
     ) -> Result<(), OutboxClosed> {
         let body = notify::Body::of(n);
         let Some(mc) = self.multicast.as_ref().filter(|_| n.recipients.len() > 1) else {
+            crate::metrics::metrics()
+                .notifications
+                .inc_by(n.recipients.len() as u64);
             for r in &n.recipients {
                 sink.push(|buf| notify::render_one(&body, from, r, buf))
                     .await?;
@@ -141,6 +145,9 @@ impl Inner {
                                 n.node,
                                 chunk.len()
                             );
+                            let m = crate::metrics::metrics();
+                            m.notifications.inc_by(chunk.len() as u64);
+                            m.notifications_multicast.inc_by(chunk.len() as u64);
                             // Kept until it can no longer bounce: a refusal loses nothing.
                             let seq = mc.retain(
                                 &service,
@@ -165,6 +172,9 @@ impl Inner {
                 None => one_by_one.extend(rs),
             }
         }
+        crate::metrics::metrics()
+            .notifications
+            .inc_by(one_by_one.len() as u64);
         for r in one_by_one {
             sink.push(|buf| notify::render_one(&body, from, r, buf))
                 .await?;
@@ -181,6 +191,7 @@ impl Inner {
         let Some(refusal) = multicast::refusal(stanza, mc, service) else {
             return;
         };
+        crate::metrics::metrics().multicast_refusals.inc();
         if refusal.whole {
             mc.disable(service, &refusal.why);
         } else {

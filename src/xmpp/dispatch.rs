@@ -81,6 +81,13 @@ impl StanzaHandler for Service {
     async fn handle(&self, stanza: Element, out: &Outbox) {
         tracing::trace!("received {stanza}");
         let inner = &self.inner;
+        use crate::metrics::{StanzaKind, metrics};
+        match stanza.name() {
+            "iq" => metrics().stanza_in(StanzaKind::Iq),
+            "message" => metrics().stanza_in(StanzaKind::Message),
+            "presence" => metrics().stanza_in(StanzaKind::Presence),
+            _ => {}
+        }
         match stanza.name() {
             "iq" => {
                 let kind = stanza.get_attr("type");

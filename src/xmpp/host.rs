@@ -24,6 +24,27 @@ use super::{NS_DISCO_INFO, NS_DISCO_ITEMS, NS_PING, NS_VERSION, disco};
 
 use super::dispatch::Inner;
 
+/// The operation an IQ asks for, as `metrics::OPS` names it.
+pub(super) fn op_of(iq: &Iq) -> &'static str {
+    match iq.payload.as_ref() {
+        Some(p) if p.name() == "pubsub" && matches!(p.ns(), NS_PUBSUB | NS_OWNER) => {
+            super::pubsub::op_name(iq.kind, p)
+        }
+        Some(p) if p.is("query", NS_DISCO_INFO) => "disco_info",
+        Some(p) if p.is("query", NS_DISCO_ITEMS) => "disco_items",
+        _ => "other",
+    }
+}
+
+/// Counts an answered request (metrics: by operation and outcome, and its duration).
+pub(super) fn record<T>(iq: &Iq, answered: &Result<T, StanzaError>, started: std::time::Instant) {
+    crate::metrics::metrics().request(
+        op_of(iq),
+        answered.as_ref().err().map(|e| e.condition),
+        started.elapsed(),
+    );
+}
+
 impl Inner {
     pub(super) async fn handle_iq(self: &Arc<Self>, stanza: Element, out: &Outbox) {
         let iq = match Iq::parse(stanza) {
@@ -41,7 +62,10 @@ impl Inner {
             // Answers to our own requests are taken earlier; errors are never answered.
             return;
         }
-        let (reply, notifications) = match self.answer(&iq).await {
+        let started = std::time::Instant::now();
+        let answered = self.answer(&iq).await;
+        record(&iq, &answered, started);
+        let (reply, notifications) = match answered {
             Ok((payload, notes)) => (iq.result(payload), notes),
             Err(err) => (iq.error(&err), Vec::new()),
         };

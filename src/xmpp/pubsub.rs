@@ -88,8 +88,45 @@ pub async fn handle(
     pubsub: &Element,
 ) -> Answer {
     let request = parse(iq.kind, pubsub, ps.limits().max_page)?;
-    let outcome = ps.execute(svc, actor, request).await.map_err(err)?;
+    let outcome = ps.execute(svc, actor, request).await.map_err(|e| {
+        if matches!(e, PubSubError::Storage(_)) {
+            crate::metrics::metrics().storage_errors.inc();
+        }
+        err(e)
+    })?;
     Ok((render(outcome.reply), outcome.notifications))
+}
+
+/// The operation a `<pubsub/>` payload asks for, named as in `metrics::OPS` (without parsing
+/// the rest of it).
+pub fn op_name(kind: IqType, pubsub: &Element) -> &'static str {
+    let owner_ns = pubsub.ns() == NS_OWNER;
+    let Some(act) = action(pubsub) else {
+        return "other";
+    };
+    match (kind, owner_ns, act.name()) {
+        (IqType::Set, false, "publish") => "publish",
+        (IqType::Set, false, "retract") => "retract",
+        (IqType::Set, false, "create") => "create",
+        (IqType::Set, false, "subscribe") => "subscribe",
+        (IqType::Set, false, "unsubscribe") => "unsubscribe",
+        (IqType::Set, false, "options") => "set_options",
+        (IqType::Get, false, "options") => "options",
+        (IqType::Get, false, "default") => "default_options",
+        (IqType::Get, false, "items") => "items",
+        (IqType::Get, false, "subscriptions") => "subscriptions",
+        (IqType::Get, false, "affiliations") => "affiliations",
+        (IqType::Get, true, "configure") => "configuration",
+        (IqType::Set, true, "configure") => "configure",
+        (IqType::Get, true, "default") => "default_config",
+        (IqType::Set, true, "delete") => "delete",
+        (IqType::Set, true, "purge") => "purge",
+        (IqType::Get, true, "subscriptions") => "node_subscriptions",
+        (IqType::Set, true, "subscriptions") => "set_node_subscriptions",
+        (IqType::Get, true, "affiliations") => "node_affiliations",
+        (IqType::Set, true, "affiliations") => "set_node_affiliations",
+        _ => "other",
+    }
 }
 
 /// XEP-0060 sections 5-8: the request a `<pubsub/>` payload asks for.

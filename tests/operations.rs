@@ -1,0 +1,165 @@
+//! Operating stratus (issue 16): `/metrics` and `/health` on the HTTP listener, through real
+//! Prosody and ejabberd. The metrics move with a publish; `/health` turns 503 when the server
+//! goes away and 200 when stratus is connected again.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use stratus::client::Client;
+use stratus::xml::Element;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const PS: &str = "http://jabber.org/protocol/pubsub";
+const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+
+/// One HTTP/1.1 GET: the status code and the body.
+async fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("the HTTP listener accepts");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {raw}"));
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Waits until /health answers `status`; returns its body.
+async fn health_becomes(port: u16, status: u16, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (got, body) = get(port, "/health").await;
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/health stayed {got} ({body}) instead of {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0.0)
+}
+
+async fn iq_ok(c: &mut Client, svc: &str, kind: &str, payload: Element) {
+    let r = c.iq(iq(kind, svc, payload)).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+}
+
+async fn metrics_move_and_health_follows_the_stream(kind: Kind) {
+    let server = Server::start_private(kind);
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut stratus = Stratus::start_with(&server, "pubsub.localhost", &["--http-listen", &listen]);
+    assert_eq!(health_becomes(port, 200, T).await.trim(), "ok");
+    let (status, wrong) = get(port, "/nothing").await;
+    assert_eq!(status, 404, "{wrong}");
+
+    let svc = "pubsub.localhost";
+    let mut alice = new_user(&server, "opa").await;
+    let mut bob = new_user(&server, "opb").await;
+    let (_, before) = get(port, "/metrics").await;
+    iq_ok(
+        &mut alice,
+        svc,
+        "set",
+        Element::new("pubsub", PS).child(Element::new("create", PS).attr("node", "ops")),
+    )
+    .await;
+    let bob_jid = bob.jid().to_string();
+    iq_ok(
+        &mut bob,
+        svc,
+        "set",
+        Element::new("pubsub", PS).child(
+            Element::new("subscribe", PS)
+                .attr("node", "ops")
+                .attr("jid", bob_jid),
+        ),
+    )
+    .await;
+    iq_ok(
+        &mut alice,
+        svc,
+        "set",
+        Element::new("pubsub", PS).child(
+            Element::new("publish", PS)
+                .attr("node", "ops")
+                .child(Element::new("item", PS).child(Element::new("x", "urn:example").text("1"))),
+        ),
+    )
+    .await;
+    bob.wait_for(T, |m| m.get_child("event", EVENT).is_some())
+        .await
+        .expect("bob gets the event");
+    let (status, after) = get(port, "/metrics").await;
+    assert_eq!(status, 200);
+    let moved = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        moved("stratus_requests_total{op=\"publish\",outcome=\"ok\"}"),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        moved("stratus_requests_total{op=\"create\",outcome=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        moved("stratus_requests_total{op=\"subscribe\",outcome=\"ok\"}"),
+        1.0
+    );
+    assert!(
+        moved("stratus_request_duration_seconds_count") >= 3.0,
+        "{after}"
+    );
+    assert!(
+        moved("stratus_stanzas_received_total{kind=\"iq\"}") >= 3.0,
+        "{after}"
+    );
+    assert!(moved("stratus_notifications_total") >= 1.0, "{after}");
+    assert!(moved("stratus_stanzas_sent_total") >= 4.0, "{after}");
+    assert_eq!(sample(&after, "stratus_connected"), 1.0, "{after}");
+    assert!(after.contains("# TYPE stratus_request_duration_seconds histogram"));
+
+    // The server goes away: not healthy, and says why; back: healthy again, one reconnect.
+    server.stop();
+    let why = health_becomes(port, 503, T).await;
+    assert!(why.contains("component stream"), "{why}");
+    server.start();
+    health_becomes(port, 200, Duration::from_secs(40)).await;
+    stratus.wait_log("connected to", 2, T);
+    let (_, last) = get(port, "/metrics").await;
+    assert_eq!(sample(&last, "stratus_reconnects_total"), 1.0, "{last}");
+    server.stop();
+}
+
+#[tokio::test]
+async fn metrics_and_health_through_prosody() {
+    metrics_move_and_health_follows_the_stream(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn metrics_and_health_through_ejabberd() {
+    metrics_move_and_health_follows_the_stream(Kind::Ejabberd).await;
+}
