@@ -223,7 +223,18 @@ impl Default for AwsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A tracing filter: error, warn, info, debug, trace, or directives like "stratus=debug".
+    /// SIGHUP reads it again.
     pub level: String,
+    /// `text` (for people) or `json` (one object per line, for log collectors).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl Default for ComponentConfig {
@@ -263,6 +274,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
+            format: LogFormat::Text,
         }
     }
 }

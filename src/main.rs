@@ -56,10 +56,7 @@ fn main() -> ExitCode {
         print!("{}", config.to_masked_toml());
         return ExitCode::SUCCESS;
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log.level))
-        .with_target(false)
-        .init();
+    let log_filter = init_logging(&config.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -85,6 +82,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    #[cfg(unix)]
+    runtime.spawn(reload_on_sighup(cli.overrides.clone(), log_filter));
+    #[cfg(not(unix))]
+    drop(log_filter);
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -157,6 +158,55 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     info!("stopped");
     Ok(())
+}
+
+type LogFilter =
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
+
+/// Text or JSON lines on stderr, through a filter SIGHUP can replace.
+fn init_logging(log: &stratus::config::LogConfig) -> LogFilter {
+    use tracing_subscriber::prelude::*;
+    let (filter, handle) =
+        tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new(&log.level));
+    let registry = tracing_subscriber::registry().with(filter);
+    match log.format {
+        stratus::config::LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .init(),
+        stratus::config::LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_target(false)
+                    .with_current_span(false)
+                    .with_span_list(false),
+            )
+            .init(),
+    }
+    handle
+}
+
+/// SIGHUP: read the configuration again (file, environment, flags) and apply its log level;
+/// the stream and everything else keep running. An invalid file changes nothing.
+#[cfg(unix)]
+async fn reload_on_sighup(overrides: Overrides, filter: LogFilter) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Config::load(&overrides) {
+            Ok(config) => {
+                let level = config.log.level.clone();
+                match filter.reload(tracing_subscriber::EnvFilter::new(&level)) {
+                    Ok(()) => info!("SIGHUP: configuration read again; log level {level:?}"),
+                    Err(e) => tracing::warn!("SIGHUP: cannot change the log level: {e}"),
+                }
+            }
+            Err(e) => tracing::error!("SIGHUP: configuration not reloaded: {e}"),
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C (SIGINT).

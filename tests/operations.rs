@@ -163,3 +163,84 @@ async fn metrics_and_health_through_prosody() {
 async fn metrics_and_health_through_ejabberd() {
     metrics_move_and_health_follows_the_stream(Kind::Ejabberd).await;
 }
+
+/// `[log] format = "json"`: every line is one JSON object with the event's level, message and
+/// fields. SIGHUP reads the file again: a level raised to `trace` shows the stanzas received
+/// from then on, and the stream stays up (the same connection answers).
+#[tokio::test]
+async fn json_logs_and_sighup_reload() {
+    let server = shared(Kind::Prosody);
+    let lease = lease_domain(server);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stratus.toml");
+    let write_config = |level: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "[component]\nserver = \"{}\"\ndomain = \"{}\"\nsecret = \"secret\"\n\
+                 [storage]\nbackend = \"memory\"\n[log]\nlevel = \"{level}\"\nformat = \"json\"\n",
+                server.component_addr(),
+                lease.domain
+            ),
+        )
+        .unwrap()
+    };
+    write_config("info");
+    let log_path = dir.path().join("stratus.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .arg("--config")
+        .arg(&config)
+        .env_remove("STRATUS_LOG_LEVEL")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log_path).unwrap();
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + T;
+        loop {
+            let text = read();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let text = wait_for("connected to");
+    for line in text.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "{line}"
+        );
+        assert!(v.get("message").is_some(), "{line}");
+    }
+    let mut c = new_user(server, "logs").await;
+    ping_answered(&mut c, &lease.domain).await;
+    assert!(
+        !read().contains("received <iq"),
+        "trace lines at level info"
+    );
+
+    write_config("trace");
+    let kill = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    wait_for("configuration read again");
+    ping_answered(&mut c, &lease.domain).await;
+    let text = wait_for("received <iq");
+    assert_eq!(
+        text.matches("connected to").count(),
+        1,
+        "the stream was not dropped"
+    );
+    assert!(child.try_wait().unwrap().is_none(), "stratus still runs");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
