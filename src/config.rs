@@ -88,6 +88,9 @@ pub struct PubSubConfig {
     pub max_subscriptions_per_node: usize,
     /// Most subscriptions one bare JID may hold on the whole service.
     pub max_subscriptions_per_user: usize,
+    /// `pubsub#item_expire` of new nodes, in seconds; 0: items never expire unless a node says
+    /// so. Expired items are deleted (and retracted where `pubsub#notify_retract` says so).
+    pub default_item_expire_seconds: u64,
     /// Milliseconds a cached node/subscriber list/last item is trusted before re-reading storage
     /// (the staleness bound across instances sharing storage). Unset: 2000 with the aws backend,
     /// no expiry with the single-instance backends.
@@ -108,6 +111,7 @@ impl Default for PubSubConfig {
             max_page_bytes: l.max_page_bytes,
             max_subscriptions_per_node: l.max_subscriptions_per_node,
             max_subscriptions_per_user: l.max_subscriptions_per_user,
+            default_item_expire_seconds: 0,
             cache_ttl_ms: None,
             multicast: true,
         }
@@ -130,6 +134,8 @@ impl PubSubConfig {
             max_page_bytes: self.max_page_bytes,
             max_subscriptions_per_node: self.max_subscriptions_per_node,
             max_subscriptions_per_user: self.max_subscriptions_per_user,
+            default_item_expire: (self.default_item_expire_seconds > 0)
+                .then_some(self.default_item_expire_seconds),
             cache_ttl: ttl_ms
                 .filter(|ms| *ms > 0)
                 .map(std::time::Duration::from_millis),

@@ -91,6 +91,9 @@ impl PubSub {
             }
             published.push(item);
         }
+        if persistent {
+            self.schedule_expiry(svc, node, cfg, &published);
+        }
         // Filled only after the store acknowledged the write.
         if let Some(last) = published.last() {
             self.last_items
@@ -147,13 +150,7 @@ impl PubSub {
             self.authorize_in(svc, &state, actor, Action::RetractOwn)
                 .await?;
         }
-        for id in &ids {
-            self.store.delete_item(svc, node, id).await?;
-        }
-        let k = Self::key(svc, node);
-        if matches!(self.last_items.get(&k), Some(Some(i)) if ids.contains(&i.id)) {
-            self.last_items.invalidate(&k);
-        }
+        self.remove_items(svc, node, &ids).await?;
         let cfg = &state.record.config;
         let mut out = Vec::new();
         if notify.unwrap_or(cfg.notify_retract) && cfg.deliver_notifications {

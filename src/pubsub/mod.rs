@@ -4,6 +4,7 @@
 pub mod access;
 pub mod command;
 pub mod error;
+mod expiry;
 mod items;
 pub mod model;
 mod nodes;

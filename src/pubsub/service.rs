@@ -31,6 +31,9 @@ pub struct Limits {
     /// served before being read again from the store: the staleness bound when several instances
     /// share storage. None: cached until this instance changes it (one instance).
     pub cache_ttl: Option<std::time::Duration>,
+    /// `pubsub#item_expire` of new nodes, in seconds (None: items never expire unless a node
+    /// says so).
+    pub default_item_expire: Option<u64>,
 }
 
 impl Default for Limits {
@@ -44,6 +47,7 @@ impl Default for Limits {
             max_subscriptions_per_node: 16,
             max_subscriptions_per_user: 1000,
             cache_ttl: None,
+            default_item_expire: None,
         }
     }
 }
@@ -180,6 +184,8 @@ pub struct PubSub {
     pub(super) nodes: moka::sync::Cache<(ServiceId, String), Arc<NodeState>>,
     /// The last item of each node, filled only after the store acknowledged the write.
     pub(super) last_items: moka::sync::Cache<(ServiceId, String), Option<Item>>,
+    /// Items to delete when they expire (`pubsub#item_expire`).
+    pub(super) expiries: super::expiry::Schedule,
 }
 
 pub(super) fn token(len: usize) -> String {
@@ -197,6 +203,7 @@ impl PubSub {
             roster,
             nodes: cache(limits.cache_ttl),
             last_items: cache(limits.cache_ttl),
+            expiries: Default::default(),
         }
     }
 
@@ -213,7 +220,9 @@ impl PubSub {
     /// The configuration new nodes get unless the creator says otherwise: XEP-0060 defaults on the
     /// host service, XEP-0163 defaults on a PEP service ([`super::policy`]).
     pub fn default_config(&self, svc: &ServiceId) -> NodeConfig {
-        policy_of(svc).default_config(self.limits.max_payload_bytes)
+        let mut config = policy_of(svc).default_config(self.limits.max_payload_bytes);
+        config.item_expire = self.limits.default_item_expire;
+        config
     }
 
     pub(super) fn key(svc: &ServiceId, node: &str) -> (ServiceId, String) {
@@ -243,6 +252,18 @@ impl PubSub {
             .into_iter()
             .collect();
         let subscriptions = self.store.subscriptions(svc, node).await?;
+        if record.config.item_expire.is_some() && record.config.persist_items {
+            // After a restart the schedule is empty: what the node holds is scheduled again.
+            let stored = self
+                .store
+                .items(
+                    svc,
+                    node,
+                    ItemQuery::Newest(self.limits.max_items_per_node as usize),
+                )
+                .await?;
+            self.schedule_expiry(svc, node, &record.config, &stored.items);
+        }
         let state = Arc::new(NodeState {
             record,
             affiliations,

@@ -2,11 +2,13 @@
 //! a recipient's server offers it, in batches of bounded size.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tracing::{debug, warn};
 
 use crate::component::Outbox;
 use crate::component::outbox::OutboxClosed;
+use crate::pubsub::model::ServiceId;
 use crate::pubsub::notify::{Notification, Recipient};
 use crate::xml::Element;
 
@@ -55,6 +57,41 @@ impl<'a> Sink<'a> {
 }
 
 impl Inner {
+    /// `pubsub#item_expire`: every half second, deletes the items due and sends their retract
+    /// notifications (host and PEP alike). The outbox outlives connections: what is sent while
+    /// the stream is down waits in it.
+    pub(super) async fn sweep_expired(self: Arc<Self>, out: Outbox) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = crate::pubsub::model::now_ms();
+            if self.pubsub.next_expiry_ms().is_none_or(|at| at > now) {
+                continue;
+            }
+            let notes = self.pubsub.expire_due(now).await;
+            self.send_any(&notes, &out).await;
+        }
+    }
+
+    /// Sends notifications of either service: the host's directly, a PEP account's through the
+    /// server's message privilege.
+    pub(super) async fn send_any(&self, notes: &[Notification], out: &Outbox) {
+        for n in notes {
+            match &n.service {
+                ServiceId::Host => {
+                    self.send_notifications(std::slice::from_ref(n), out).await;
+                }
+                ServiceId::Pep(owner) => {
+                    if let Some(pep) = &self.pep {
+                        self.send_pep_notifications(pep, owner, std::slice::from_ref(n), out)
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
     /// Sends the notifications; returns the multicast services some of them went through.
     pub(super) async fn send_notifications(
         &self,

@@ -45,6 +45,8 @@ pub(super) struct Inner {
     pub(super) idle: Notify,
     /// Permits for tasks spawned from the reader ([`MAX_TASKS`]).
     pub(super) tasks: Arc<Semaphore>,
+    /// Set once the expiry sweep runs (started on the first connection).
+    pub(super) sweeping: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -68,6 +70,7 @@ impl Service {
                 inflight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 tasks: Arc::new(Semaphore::new(MAX_TASKS)),
+                sweeping: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -216,6 +219,13 @@ impl StanzaHandler for Service {
         if let Some(mc) = &self.inner.multicast {
             mc.reset();
             mc.discover_parent(out);
+        }
+        if !self
+            .inner
+            .sweeping
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::spawn(self.inner.clone().sweep_expired(out.clone()));
         }
     }
 
