@@ -18,6 +18,15 @@ pub struct Config {
     pub pep: PepConfig,
     pub log: LogConfig,
     pub http: HttpConfig,
+    pub admin: AdminConfig,
+}
+
+/// Administration through the HTTP listener (`stratus backup`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token the admin endpoints of `[http] listen` require; none: they are off.
+    pub token: Option<String>,
 }
 
 /// The operator's HTTP listener: `/metrics` (Prometheus text format) and `/health`.
@@ -474,6 +483,9 @@ impl Config {
         let mut shown = self.clone();
         if !shown.component.secret.is_empty() {
             shown.component.secret = "********".into();
+        }
+        if shown.admin.token.is_some() {
+            shown.admin.token = Some("********".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}"))
     }

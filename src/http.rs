@@ -32,6 +32,8 @@ const STORAGE_DEADLINE: Duration = Duration::from_secs(2);
 pub struct State {
     pub outbox: Outbox,
     pub store: Arc<dyn Store>,
+    /// The bearer token of the admin endpoints (`[admin] token`); none: they are off.
+    pub admin_token: Option<String>,
 }
 
 /// Binds `addr` (before the component connects, so a bad address fails the start).
@@ -103,7 +105,8 @@ async fn answer(
             Ok(()) => text(StatusCode::OK, plain, "ok\n".into()),
             Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, plain, format!("{why}\n")),
         },
-        (_, "/metrics" | "/health") => {
+        (&Method::GET, "/admin/backup") => backup(&req, &state).await,
+        (_, "/metrics" | "/health" | "/admin/backup") => {
             text(StatusCode::METHOD_NOT_ALLOWED, plain, "GET only\n".into())
         }
         _ => text(
@@ -112,6 +115,88 @@ async fn answer(
             "not found: /metrics and /health are served\n".into(),
         ),
     })
+}
+
+/// True when the request carries the admin token (compared in constant time).
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /admin/backup`: a consistent snapshot of the store (`stratus backup`).
+async fn backup(req: &Request<Incoming>, state: &State) -> Response<Full<Bytes>> {
+    let plain = "text/plain; charset=utf-8";
+    let Some(token) = &state.admin_token else {
+        return text(
+            StatusCode::NOT_FOUND,
+            plain,
+            "admin endpoints are off: set [admin] token\n".into(),
+        );
+    };
+    if !authorized(req, token) {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            plain,
+            "the [admin] token is required (Authorization: Bearer)\n".into(),
+        );
+    }
+    match state.store.snapshot().await {
+        Ok(Some(bytes)) => {
+            info!("backup of {} bytes taken", bytes.len());
+            text(StatusCode::OK, plain, String::new()).map(|_| Full::new(Bytes::from(bytes)))
+        }
+        Ok(None) => text(
+            StatusCode::NOT_IMPLEMENTED,
+            plain,
+            "this storage backend is not backed up through stratus: see docs/operations.md\n"
+                .into(),
+        ),
+        Err(e) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            plain,
+            format!("backup failed: {e}\n"),
+        ),
+    }
+}
+
+/// `stratus backup`: fetches `/admin/backup` from a running instance at `addr`.
+pub async fn fetch_backup(addr: &str, token: &str) -> Result<Vec<u8>, String> {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot reach stratus at {addr} ([http] listen): {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = Request::get("/admin/backup")
+        .header(hyper::header::HOST, addr)
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = res.status();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if status != StatusCode::OK {
+        return Err(format!(
+            "{status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    Ok(body.to_vec())
 }
 
 async fn health(state: &State) -> Result<(), String> {

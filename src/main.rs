@@ -34,6 +34,11 @@ enum Command {
         #[command(subcommand)]
         action: StorageAction,
     },
+    /// Copy the embedded store of the running instance into FILE, consistently, without
+    /// stopping it (through [http] listen, with the [admin] token).
+    Backup { file: std::path::PathBuf },
+    /// Load FILE (made by `stratus backup`) into the empty storage.data_dir, stratus stopped.
+    Restore { file: std::path::PathBuf },
 }
 
 #[derive(clap::Subcommand)]
@@ -86,6 +91,11 @@ fn main() -> ExitCode {
     runtime.spawn(reload_on_sighup(cli.overrides.clone(), log_filter));
     #[cfg(not(unix))]
     drop(log_filter);
+    match cli.command {
+        Some(Command::Backup { file }) => return runtime.block_on(backup(&config, &file)),
+        Some(Command::Restore { file }) => return restore(&config, &file),
+        _ => {}
+    }
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -126,6 +136,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             let state = std::sync::Arc::new(stratus::http::State {
                 outbox: component.outbox(),
                 store: store.clone(),
+                admin_token: config.admin.token.clone(),
             });
             Some(tokio::spawn(stratus::http::serve(listener, state)))
         }
@@ -158,6 +169,67 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     info!("stopped");
     Ok(())
+}
+
+async fn backup(config: &Config, file: &std::path::Path) -> ExitCode {
+    let (Some(addr), Some(token)) = (&config.http.listen, &config.admin.token) else {
+        eprintln!(
+            "stratus: backup needs [http] listen and [admin] token (those of the running instance)"
+        );
+        return ExitCode::from(2);
+    };
+    let bytes = match stratus::http::fetch_backup(addr, token).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("stratus: backup failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Written aside, then renamed: FILE is never a partial backup.
+    let partial = file.with_extension("partial");
+    let written = std::fs::write(&partial, &bytes).and_then(|()| std::fs::rename(&partial, file));
+    match written {
+        Ok(()) => {
+            println!(
+                "backup of {} bytes written to {}",
+                bytes.len(),
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stratus: cannot write {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn restore(config: &Config, file: &std::path::Path) -> ExitCode {
+    if config.storage.backend != stratus::config::StorageBackend::Embedded {
+        eprintln!("stratus: restore loads the embedded store; storage.backend is not embedded");
+        return ExitCode::from(2);
+    }
+    let input = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("stratus: cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut input = std::io::BufReader::new(input);
+    match stratus::storage::backup::restore(&config.storage.data_dir, &mut input) {
+        Ok(n) => {
+            println!(
+                "{n} records restored into {}",
+                config.storage.data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stratus: restore failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 type LogFilter =

@@ -19,24 +19,24 @@ use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult};
 use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 
-type Bytes = &'static [u8];
-const NODES: TableDefinition<Bytes, Bytes> = TableDefinition::new("nodes");
+pub(super) type Bytes = &'static [u8];
+pub(super) const NODES: TableDefinition<Bytes, Bytes> = TableDefinition::new("nodes");
 /// svc\0node -> next_seq (8 bytes BE) + item count (8 bytes BE)
-const NODE_META: TableDefinition<Bytes, Bytes> = TableDefinition::new("node_meta");
+pub(super) const NODE_META: TableDefinition<Bytes, Bytes> = TableDefinition::new("node_meta");
 /// svc\0creator -> nodes created (8 bytes BE)
-const CREATORS: TableDefinition<Bytes, u64> = TableDefinition::new("creators");
+pub(super) const CREATORS: TableDefinition<Bytes, u64> = TableDefinition::new("creators");
 /// svc\0node\0bare -> affiliation
-const AFFS: TableDefinition<Bytes, u8> = TableDefinition::new("affiliations");
+pub(super) const AFFS: TableDefinition<Bytes, u8> = TableDefinition::new("affiliations");
 /// svc\0bare\0node -> affiliation (index for a user's affiliations)
-const USER_AFFS: TableDefinition<Bytes, u8> = TableDefinition::new("user_affiliations");
+pub(super) const USER_AFFS: TableDefinition<Bytes, u8> = TableDefinition::new("user_affiliations");
 /// svc\0node\0jid\0subid -> subscription (JSON)
-const SUBS: TableDefinition<Bytes, Bytes> = TableDefinition::new("subscriptions");
+pub(super) const SUBS: TableDefinition<Bytes, Bytes> = TableDefinition::new("subscriptions");
 /// svc\0bare\0node\0jid\0subid -> () (index for a user's subscriptions)
-const USER_SUBS: TableDefinition<Bytes, ()> = TableDefinition::new("user_subscriptions");
+pub(super) const USER_SUBS: TableDefinition<Bytes, ()> = TableDefinition::new("user_subscriptions");
 /// svc\0node\0seq -> item (JSON)
-const ITEMS: TableDefinition<Bytes, Bytes> = TableDefinition::new("items");
+pub(super) const ITEMS: TableDefinition<Bytes, Bytes> = TableDefinition::new("items");
 /// svc\0node\0item-id -> seq
-const ITEM_IDS: TableDefinition<Bytes, u64> = TableDefinition::new("item_ids");
+pub(super) const ITEM_IDS: TableDefinition<Bytes, u64> = TableDefinition::new("item_ids");
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -309,6 +309,17 @@ fn remove_prefix<V: redb::Value + 'static>(
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    async fn snapshot(&self) -> StoreResult<Option<Vec<u8>>> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            super::backup::dump(&db, &mut out)?;
+            Ok(Some(out))
+        })
+        .await
+        .map_err(err)?
+    }
+
     fn ordered_writes(&self) -> bool {
         true
     }

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod backup;
 pub mod conformance;
 pub mod embedded;
 pub mod memory;
@@ -120,6 +121,13 @@ pub trait Store: Send + Sync + 'static {
         svc: &ServiceId,
         jid: &Jid,
     ) -> StoreResult<Vec<(String, Subscription)>>;
+
+    /// A consistent copy of everything stored, taken while the service runs (`stratus backup`);
+    /// None where the backend has its own means (aws: S3 versioning and DynamoDB point-in-time
+    /// recovery, docs/operations.md) or nothing to keep (memory).
+    async fn snapshot(&self) -> StoreResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
 
     /// True when writes issued concurrently are applied in the order they were first polled (a
     /// single writer queue): then publishes to one node may run together and share a commit.
