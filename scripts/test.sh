@@ -23,11 +23,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-P_C2S=$(free_port) P_COMP=$(free_port) E_C2S=$(free_port) E_COMP=$(free_port) E_DIST=$(free_port)
+# Six different free ports at once (each probe stays bound until all are chosen, so none repeats).
+read -r P_C2S P_COMP E_C2S E_COMP E_DIST MOTO < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(6)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in socks])')
 "$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$P_C2S" "$P_COMP" --watch-pid $$
 "$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$E_C2S" "$E_COMP" "$E_DIST" --watch-pid $$
-MOTO=$(free_port)
 python3 -m moto.server -H 127.0.0.1 -p "$MOTO" > "$work/moto.log" 2>&1 &
 moto_pid=$!
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$MOTO") 2>/dev/null && break; sleep 0.1; done

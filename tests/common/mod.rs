@@ -99,11 +99,20 @@ impl Server {
             .tempdir()
             .unwrap()
             .keep();
+        // Three different ports: the system may hand out a port it just handed out, once the
+        // probe that found it closed (seen: a private Prosody with c2s and component on one port).
+        let c2s = free_port();
+        let component = std::iter::repeat_with(free_port)
+            .find(|p| *p != c2s)
+            .unwrap();
+        let dist = std::iter::repeat_with(free_port)
+            .find(|p| *p != c2s && *p != component)
+            .unwrap();
         Server {
             kind,
-            c2s: free_port(),
-            component: free_port(),
-            dist: free_port(),
+            c2s,
+            component,
+            dist,
             dir,
             pep,
             tls: false,
