@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod pep;
 pub mod pubsub;
 pub mod storage;
+pub mod systemd;
 pub mod xml;
 pub mod xmpp;

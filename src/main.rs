@@ -163,7 +163,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         component.requests(),
         config.pubsub.multicast,
     )?);
-    component.run(service, shutdown_signal()).await?;
+    stratus::systemd::start_watchdog();
+    component
+        .run(service, async {
+            shutdown_signal().await;
+            stratus::systemd::stopping();
+        })
+        .await?;
     if let Some(task) = http {
         task.abort();
     }

@@ -403,3 +403,78 @@ async fn backup_under_load_restores_every_acknowledged_item() {
     }
     assert!(during > 0, "the backup ran under load");
 }
+
+/// systemd `Type=notify` (sd_notify(3)): with `NOTIFY_SOCKET` set, stratus says `READY=1` once
+/// the component stream is up (not before), feeds the watchdog `WatchdogSec=` asks for, and says
+/// `STOPPING=1` on SIGTERM.
+#[tokio::test]
+async fn readiness_and_watchdog_go_to_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let server = shared(Kind::Prosody);
+    let lease = lease_domain(server);
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(T)).unwrap();
+    let config = dir.path().join("stratus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[component]\nserver = \"{}\"\ndomain = \"{}\"\nsecret = \"secret\"\n\
+             [storage]\nbackend = \"memory\"\n",
+            server.component_addr(),
+            lease.domain
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("stratus.log");
+    let out = std::fs::File::create(&log).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 1024];
+        let n = socket.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut seen = Vec::new();
+    let ready = loop {
+        let m = next();
+        seen.push(m.clone());
+        if m.contains("READY=1") {
+            break m;
+        }
+    };
+    assert!(ready.contains("STATUS=connected to"), "{ready}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("connected to"),
+        "ready before connected:\n{text}"
+    );
+    // The watchdog is fed (every 100 ms here).
+    let mut fed = 0;
+    while fed < 2 {
+        if next().contains("WATCHDOG=1") {
+            fed += 1;
+        }
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    loop {
+        if next().contains("STOPPING=1") {
+            break;
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}; before ready: {seen:?}");
+}

@@ -123,8 +123,18 @@ impl Component {
                         }
                         sessions += 1;
                         m.connected.set(1);
+                        crate::systemd::connected(&format!(
+                            "connected to {} as {}",
+                            cfg.server, cfg.domain
+                        ));
                         let ended = self.serve(session, &*handler, &mut shutdown).await;
                         m.connected.set(0);
+                        if !matches!(ended, Ended::Shutdown) {
+                            crate::systemd::disconnected(&format!(
+                                "reconnecting to {}",
+                                cfg.server
+                            ));
+                        }
                         ended
                     }
                     Err(e) => e,
