@@ -451,6 +451,11 @@ async fn fetch_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Store
     String::from_utf8(bytes.to_vec()).map_err(corrupt)
 }
 
+mod items;
+mod nodes;
+mod subscriptions;
+
+// Each operation is written with its kind, in nodes.rs, subscriptions.rs and items.rs.
 #[async_trait]
 impl Store for AwsStore {
     async fn create_node(
@@ -459,66 +464,11 @@ impl Store for AwsStore {
         node: &NodeRecord,
         owner: &BareJid,
     ) -> StoreResult<bool> {
-        let pk = node_pk(svc, &node.name);
-        let bare = owner.to_bare().to_string();
-        let rec = serde_json::to_string(node).map_err(corrupt)?;
-        let meta = TransactWriteItem::builder()
-            .put(
-                Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(HashMap::from([
-                        ("pk".into(), s(&pk)),
-                        ("sk".into(), s("meta")),
-                        ("rec".into(), s(rec)),
-                        ("seq".into(), n(1)),
-                        ("cnt".into(), n(0)),
-                    ])))
-                    .condition_expression("attribute_not_exists(pk)")
-                    .build()
-                    .map_err(unavailable)?,
-            )
-            .build();
-        let items = vec![
-            meta,
-            self.put(HashMap::from([
-                ("pk".into(), s(nodes_pk(svc))),
-                ("sk".into(), s(&node.name)),
-            ]))?,
-            self.put(HashMap::from([
-                ("pk".into(), s(&pk)),
-                ("sk".into(), s(format!("a|{bare}"))),
-                ("aff".into(), s("owner")),
-            ]))?,
-            self.put(HashMap::from([
-                ("pk".into(), s(user_pk(svc, &bare))),
-                ("sk".into(), s(format!("a|{}", node.name))),
-                ("aff".into(), s("owner")),
-            ]))?,
-            self.add(&creator_pk(svc, &node.creator), "count", "n", 1)?,
-        ];
-        match self.transact(items).await {
-            Ok(()) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
-                // The condition failed: the node exists (other reasons surface on the next call).
-                match self.get(&pk, "meta").await? {
-                    Some(_) => Ok(false),
-                    None => Err(unavailable(e)),
-                }
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.create_node_in(svc, node, owner).await
     }
 
     async fn load_node(&self, svc: &ServiceId, node: &str) -> StoreResult<Option<NodeRecord>> {
-        match self.get(&node_pk(svc, node), "meta").await? {
-            Some(a) => Ok(Some(
-                serde_json::from_str(get_s(&a, "rec")?).map_err(corrupt)?,
-            )),
-            None => Ok(None),
-        }
+        self.load_node_in(svc, node).await
     }
 
     async fn save_config(
@@ -527,62 +477,11 @@ impl Store for AwsStore {
         node: &str,
         config: &NodeConfig,
     ) -> StoreResult<()> {
-        let Some(mut rec) = self.load_node(svc, node).await? else {
-            return Ok(());
-        };
-        rec.config = config.clone();
-        self.ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&node_pk(svc, node), "meta")))
-            .update_expression("SET rec = :r")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":r", s(serde_json::to_string(&rec).map_err(corrupt)?))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+        self.save_config_in(svc, node, config).await
     }
 
     async fn delete_node(&self, svc: &ServiceId, node: &str) -> StoreResult<bool> {
-        let pk = node_pk(svc, node);
-        let Some(rec) = self.load_node(svc, node).await? else {
-            return Ok(false);
-        };
-        let all = self.query_prefix(&pk, "", true, None).await?;
-        let mut keys = Vec::with_capacity(all.len() + 4);
-        let mut objects = Vec::new();
-        for a in &all {
-            let sk = get_s(a, "sk")?.to_owned();
-            if let Some(bare) = sk.strip_prefix("a|") {
-                keys.push((user_pk(svc, bare), format!("a|{node}")));
-            } else if let Some(rest) = sk.strip_prefix("s|") {
-                let sub: Subscription = serde_json::from_str(get_s(a, "sub")?).map_err(corrupt)?;
-                keys.push((
-                    user_pk(svc, &sub.jid.to_bare().to_string()),
-                    format!("s|{node}|{rest}"),
-                ));
-            } else if sk.starts_with("i|") {
-                let obj = get_s(a, "obj")?;
-                if !obj.is_empty() {
-                    objects.push(obj.to_owned());
-                }
-            }
-            keys.push((pk.clone(), sk));
-        }
-        keys.push((nodes_pk(svc), node.to_owned()));
-        self.delete_keys(keys).await?;
-        self.transact_or_fail(vec![self.add(
-            &creator_pk(svc, &rec.creator),
-            "count",
-            "n",
-            -1,
-        )?])
-        .await?;
-        for o in objects {
-            self.delete_object(&o).await?;
-        }
-        Ok(true)
+        self.delete_node_in(svc, node).await
     }
 
     async fn node_names(
@@ -591,27 +490,11 @@ impl Store for AwsStore {
         after: Option<&str>,
         max: usize,
     ) -> StoreResult<Vec<String>> {
-        let rows = match after {
-            Some(a) => {
-                self.query_range(&nodes_pk(svc), "", Some(a), true, Some(max))
-                    .await?
-            }
-            None => {
-                self.query_prefix(&nodes_pk(svc), "", true, Some(max))
-                    .await?
-            }
-        };
-        rows.iter()
-            .map(|a| get_s(a, "sk").map(str::to_owned))
-            .collect()
+        self.node_names_in(svc, after, max).await
     }
 
     async fn count_nodes_created_by(&self, svc: &ServiceId, creator: &str) -> StoreResult<u64> {
-        Ok(self
-            .get(&creator_pk(svc, creator), "count")
-            .await?
-            .map(|a| get_n(&a, "n"))
-            .unwrap_or(0))
+        self.count_nodes_created_by_in(svc, creator).await
     }
 
     async fn set_affiliation(
@@ -621,28 +504,7 @@ impl Store for AwsStore {
         jid: &BareJid,
         aff: Affiliation,
     ) -> StoreResult<()> {
-        let bare = jid.to_bare().to_string();
-        let (pk, upk) = (node_pk(svc, node), user_pk(svc, &bare));
-        let items = if aff == Affiliation::None {
-            vec![
-                self.delete(&pk, &format!("a|{bare}"))?,
-                self.delete(&upk, &format!("a|{node}"))?,
-            ]
-        } else {
-            vec![
-                self.put(HashMap::from([
-                    ("pk".into(), s(&pk)),
-                    ("sk".into(), s(format!("a|{bare}"))),
-                    ("aff".into(), s(aff_str(aff))),
-                ]))?,
-                self.put(HashMap::from([
-                    ("pk".into(), s(&upk)),
-                    ("sk".into(), s(format!("a|{node}"))),
-                    ("aff".into(), s(aff_str(aff))),
-                ]))?,
-            ]
-        };
-        self.transact_or_fail(items).await
+        self.set_affiliation_in(svc, node, jid, aff).await
     }
 
     async fn affiliations(
@@ -650,17 +512,7 @@ impl Store for AwsStore {
         svc: &ServiceId,
         node: &str,
     ) -> StoreResult<Vec<(BareJid, Affiliation)>> {
-        let rows = self
-            .query_prefix(&node_pk(svc, node), "a|", true, None)
-            .await?;
-        rows.iter()
-            .map(|a| {
-                let jid = BareJid::parse(&get_s(a, "sk")?[2..]).map_err(corrupt)?;
-                let aff =
-                    Affiliation::parse(get_s(a, "aff")?).ok_or_else(|| corrupt("affiliation"))?;
-                Ok((jid, aff))
-            })
-            .collect()
+        self.affiliations_in(svc, node).await
     }
 
     async fn user_affiliations(
@@ -668,18 +520,7 @@ impl Store for AwsStore {
         svc: &ServiceId,
         jid: &BareJid,
     ) -> StoreResult<Vec<(String, Affiliation)>> {
-        let rows = self
-            .query_prefix(&user_pk(svc, &jid.to_bare().to_string()), "a|", true, None)
-            .await?;
-        rows.iter()
-            .map(|a| {
-                let node = get_s(a, "sk")?[2..].to_owned();
-                Ok((
-                    node,
-                    Affiliation::parse(get_s(a, "aff")?).ok_or_else(|| corrupt("affiliation"))?,
-                ))
-            })
-            .collect()
+        self.user_affiliations_in(svc, jid).await
     }
 
     async fn put_subscription(
@@ -688,22 +529,7 @@ impl Store for AwsStore {
         node: &str,
         sub: &Subscription,
     ) -> StoreResult<()> {
-        let json = serde_json::to_string(sub).map_err(corrupt)?;
-        let rest = format!("{}|{}", part(&sub.jid.to_string()), part(&sub.subid));
-        let items = vec![
-            self.put(HashMap::from([
-                ("pk".into(), s(node_pk(svc, node))),
-                ("sk".into(), s(format!("s|{rest}"))),
-                ("sub".into(), s(&json)),
-            ]))?,
-            self.put(HashMap::from([
-                ("pk".into(), s(user_pk(svc, &sub.jid.to_bare().to_string()))),
-                ("sk".into(), s(format!("s|{node}|{rest}"))),
-                ("sub".into(), s(&json)),
-                ("node".into(), s(node)),
-            ]))?,
-        ];
-        self.transact_or_fail(items).await
+        self.put_subscription_in(svc, node, sub).await
     }
 
     async fn delete_subscription(
@@ -713,36 +539,11 @@ impl Store for AwsStore {
         jid: &Jid,
         subid: &str,
     ) -> StoreResult<bool> {
-        let rest = format!("{}|{}", part(&jid.to_string()), part(subid));
-        let old = self
-            .ddb
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&node_pk(svc, node), &format!("s|{rest}"))))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        self.ddb
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(
-                &user_pk(svc, &jid.to_bare().to_string()),
-                &format!("s|{node}|{rest}"),
-            )))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(old.attributes.is_some_and(|a| !a.is_empty()))
+        self.delete_subscription_in(svc, node, jid, subid).await
     }
 
     async fn subscriptions(&self, svc: &ServiceId, node: &str) -> StoreResult<Vec<Subscription>> {
-        let rows = self
-            .query_prefix(&node_pk(svc, node), "s|", true, None)
-            .await?;
-        rows.iter()
-            .map(|a| serde_json::from_str(get_s(a, "sub")?).map_err(corrupt))
-            .collect()
+        self.subscriptions_in(svc, node).await
     }
 
     async fn user_subscriptions(
@@ -750,17 +551,7 @@ impl Store for AwsStore {
         svc: &ServiceId,
         jid: &Jid,
     ) -> StoreResult<Vec<(String, Subscription)>> {
-        let rows = self
-            .query_prefix(&user_pk(svc, &jid.to_bare().to_string()), "s|", true, None)
-            .await?;
-        let mut out = Vec::new();
-        for a in &rows {
-            let sub: Subscription = serde_json::from_str(get_s(a, "sub")?).map_err(corrupt)?;
-            if jid.is_bare() || sub.jid == *jid {
-                out.push((get_s(a, "node")?.to_owned(), sub));
-            }
-        }
-        Ok(out)
+        self.user_subscriptions_in(svc, jid).await
     }
 
     async fn put_item(
@@ -770,146 +561,11 @@ impl Store for AwsStore {
         item: &Item,
         max_items: Option<u64>,
     ) -> StoreResult<Vec<String>> {
-        let pk = node_pk(svc, node);
-        let id_sk = format!("id|{}", item.id);
-        // The payload gets a key of its own, so that three independent requests run at once:
-        // look up the id, reserve a sequence number, and make the payload durable in S3.
-        let obj = if item.payload.is_empty() {
-            String::new()
-        } else {
-            Self::new_object_key(svc, node)
-        };
-        let reserve = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&pk, "meta")))
-            .update_expression("ADD seq :one")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":one", n(1))
-            .return_values(ReturnValue::AllNew)
-            .send();
-        let upload = async {
-            if obj.is_empty() {
-                Ok(())
-            } else {
-                self.put_object(&obj, &item.payload).await
-            }
-        };
-        let (old, meta, uploaded) = tokio::join!(self.get(&pk, &id_sk), reserve, upload);
-        let prepared = (|| Ok((old?, meta.map_err(unavailable)?, uploaded?)))();
-        let (old, meta, ()) = match prepared {
-            Ok(v) => v,
-            Err(e) => {
-                self.delete_objects_later(vec![obj]);
-                return Err(e);
-            }
-        };
-        let attrs = meta.attributes.unwrap_or_default();
-        let seq = get_n(&attrs, "seq").saturating_sub(1);
-        let is_new = old.is_none();
-        let count = get_n(&attrs, "cnt") + u64::from(is_new);
-        let mut tx = vec![
-            self.put(HashMap::from([
-                ("pk".into(), s(&pk)),
-                ("sk".into(), s(seq_sk(seq))),
-                ("id".into(), s(&item.id)),
-                ("pub".into(), s(&item.publisher)),
-                ("ts".into(), n(item.published_ms)),
-                ("obj".into(), s(&obj)),
-            ]))?,
-            self.put(HashMap::from([
-                ("pk".into(), s(&pk)),
-                ("sk".into(), s(&id_sk)),
-                ("seq".into(), n(seq)),
-                ("obj".into(), s(&obj)),
-            ]))?,
-        ];
-        let mut stale_objects = Vec::new();
-        match &old {
-            // Counted in the same transaction as the index entries: a crash cannot leave the
-            // count off by one.
-            None => tx.push(self.add(&pk, "meta", "cnt", 1)?),
-            Some(a) => {
-                tx.push(self.delete(&pk, &seq_sk(get_n(a, "seq")))?);
-                stale_objects.push(Self::payload_key(a, svc, node));
-            }
-        }
-        if let Err(e) = self.transact_or_fail(tx).await {
-            self.delete_objects_later(vec![obj]);
-            return Err(e);
-        }
-        let mut evicted = Vec::new();
-        if let Some(max) = max_items
-            && count > max
-        {
-            // The item is durable now: a failed trim is retried by the next publish rather than
-            // failing this one.
-            match self.trim(&pk, (count - max) as usize).await {
-                Ok((ids, objects)) => {
-                    evicted = ids;
-                    stale_objects.extend(objects);
-                }
-                Err(e) => warn!("trimming node {node} failed, the next publish retries: {e}"),
-            }
-        }
-        // Nothing points at these any more: deleted off the publish path.
-        self.delete_objects_later(stale_objects);
-        Ok(evicted)
+        self.put_item_in(svc, node, item, max_items).await
     }
 
     async fn items(&self, svc: &ServiceId, node: &str, query: ItemQuery) -> StoreResult<ItemPage> {
-        let pk = node_pk(svc, node);
-        let count = self
-            .get(&pk, "meta")
-            .await?
-            .map(|a| get_n(&a, "cnt"))
-            .unwrap_or(0);
-        let newest = matches!(query, ItemQuery::Newest(_) | ItemQuery::Before(None, _));
-        let (mut index, first_index, reversed) = match query {
-            ItemQuery::Newest(m) | ItemQuery::Before(None, m) => (
-                self.query_prefix(&pk, "i|", false, Some(m)).await?,
-                None,
-                true,
-            ),
-            ItemQuery::After(None, m) => (
-                self.query_prefix(&pk, "i|", true, Some(m)).await?,
-                Some(0),
-                false,
-            ),
-            ItemQuery::After(Some(id), m) => match self.seq_of(&pk, &id).await? {
-                Some(seq) => (
-                    self.query_range(&pk, "i|", Some(&seq_sk(seq)), true, Some(m))
-                        .await?,
-                    None,
-                    false,
-                ),
-                None => (Vec::new(), None, false),
-            },
-            ItemQuery::Before(Some(id), m) => match self.seq_of(&pk, &id).await? {
-                Some(seq) => (
-                    self.query_range(&pk, "i|", Some(&seq_sk(seq)), false, Some(m))
-                        .await?,
-                    None,
-                    true,
-                ),
-                None => (Vec::new(), None, true),
-            },
-        };
-        if reversed {
-            index.reverse();
-        }
-        let items = self.hydrate(index).await?;
-        let first_index = if newest {
-            Some(count.saturating_sub(items.len() as u64))
-        } else {
-            first_index
-        };
-        Ok(ItemPage {
-            items,
-            count,
-            first_index,
-        })
+        self.items_in(svc, node, query).await
     }
 
     async fn items_by_id(
@@ -918,60 +574,14 @@ impl Store for AwsStore {
         node: &str,
         ids: &[String],
     ) -> StoreResult<Vec<Item>> {
-        let pk = node_pk(svc, node);
-        let mut index = Vec::new();
-        for id in ids {
-            if let Some(a) = self.get(&pk, &format!("id|{id}")).await?
-                && let Some(row) = self.get(&pk, &seq_sk(get_n(&a, "seq"))).await?
-            {
-                index.push(row);
-            }
-        }
-        self.hydrate(index).await
+        self.items_by_id_in(svc, node, ids).await
     }
 
     async fn delete_item(&self, svc: &ServiceId, node: &str, id: &str) -> StoreResult<bool> {
-        let pk = node_pk(svc, node);
-        let Some(a) = self.get(&pk, &format!("id|{id}")).await? else {
-            return Ok(false);
-        };
-        let seq = get_n(&a, "seq");
-        let obj = Self::payload_key(&a, svc, node);
-        self.transact_or_fail(vec![
-            self.delete(&pk, &format!("id|{id}"))?,
-            self.delete(&pk, &seq_sk(seq))?,
-            self.add(&pk, "meta", "cnt", -1)?,
-        ])
-        .await?;
-        self.delete_objects_later(vec![obj]);
-        Ok(true)
+        self.delete_item_in(svc, node, id).await
     }
 
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {
-        let pk = node_pk(svc, node);
-        let rows = self.query_prefix(&pk, "i|", true, None).await?;
-        let mut keys = Vec::new();
-        let mut objects = Vec::new();
-        for a in &rows {
-            keys.push((pk.clone(), get_s(a, "sk")?.to_owned()));
-            keys.push((pk.clone(), format!("id|{}", get_s(a, "id")?)));
-            let o = get_s(a, "obj")?;
-            if !o.is_empty() {
-                objects.push(o.to_owned());
-            }
-        }
-        self.delete_keys(keys).await?;
-        self.ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&pk, "meta")))
-            .update_expression("SET cnt = :z")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":z", n(0))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        self.delete_objects_later(objects);
-        Ok(())
+        self.purge_items_in(svc, node).await
     }
 }
