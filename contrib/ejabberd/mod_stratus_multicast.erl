@@ -69,7 +69,25 @@ mod_options(_Host) ->
 mod_doc() ->
     #{desc => ["XEP-0033 multicast on the virtual host itself, for this server's components "
                "(the stratus pubsub service sends one notification stanza for up to 'limit' "
-               "subscribers)."]}.
+               "subscribers). An address that cannot be delivered (not a JID, another domain) "
+               "is refused alone and listed in the error; the others get their copies."],
+      opts =>
+          [{limit,
+            #{value => "2..1000",
+              desc => "Addresses per stanza at most (XEP-0033 section 8: more than 20 and "
+                      "less than 100). A stanza with more is refused whole with "
+                      "'not-acceptable', every address listed. The default is 99."}},
+           {senders,
+            #{value => "[Domain, ...]",
+              desc => "The domains allowed to use the service, such as the stratus "
+                      "component's. The default, an empty list, allows every domain this "
+                      "server routes that is not one of its virtual hosts; list the stratus "
+                      "domains to exclude other services (MUC, upload)."}}],
+      example =>
+          ["modules:",
+           "  mod_stratus_multicast:",
+           "    limit: 99",
+           "    senders: [pubsub.example.org]"]}.
 
 %%% Disco (XEP-0033 section 2.1): the feature for those who may use it, and the limit as a
 %%% XEP-0128 form (the form mod_multicast uses).
