@@ -16,9 +16,13 @@ const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 
 /// One HTTP/1.1 GET: the status code and the body.
 async fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("the HTTP listener accepts");
+    exchange(s, path).await
+}
+
+async fn exchange(mut s: tokio::net::TcpStream, path: &str) -> (u16, String) {
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
@@ -42,7 +46,11 @@ async fn get(port: u16, path: &str) -> (u16, String) {
 async fn health_becomes(port: u16, status: u16, within: Duration) -> String {
     let deadline = Instant::now() + within;
     loop {
-        let (got, body) = get(port, "/health").await;
+        // A listener not bound yet (stratus still starting) counts as not healthy yet.
+        let (got, body) = match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => exchange(s, "/health").await,
+            Err(e) => (0, e.to_string()),
+        };
         if got == status {
             return body;
         }
@@ -187,28 +195,9 @@ async fn json_logs_and_sighup_reload() {
     };
     write_config("info");
     let log_path = dir.path().join("stratus.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .arg("--config")
-        .arg(&config)
-        .env_remove("STRATUS_LOG_LEVEL")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = spawn_on_config(&config, &log_path, &[]);
     let read = || std::fs::read_to_string(&log_path).unwrap();
-    let wait_for = |needle: &str| {
-        let deadline = Instant::now() + T;
-        loop {
-            let text = read();
-            if text.contains(needle) {
-                return text;
-            }
-            assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let wait_for = |needle: &str| wait_log(&log_path, needle);
     let text = wait_for("connected to");
     for line in text.lines() {
         let v: serde_json::Value =
@@ -245,13 +234,18 @@ async fn json_logs_and_sighup_reload() {
     let _ = child.wait();
 }
 
-/// Starts the stratus binary on a config file (no test flags), its output in `log`.
-fn spawn_on_config(config: &std::path::Path, log: &std::path::Path) -> std::process::Child {
+/// Starts the stratus binary on a config file (no test flags; `env` added), its output in `log`.
+fn spawn_on_config(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Child {
     let out = std::fs::File::create(log).unwrap();
     std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
         .arg("--config")
         .arg(config)
         .env_remove("STRATUS_LOG_LEVEL")
+        .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -259,12 +253,13 @@ fn spawn_on_config(config: &std::path::Path, log: &std::path::Path) -> std::proc
         .unwrap()
 }
 
-fn wait_log(log: &std::path::Path, needle: &str) {
+/// Waits until the log holds `needle` (here the log is what the test is about); returns it.
+fn wait_log(log: &std::path::Path, needle: &str) -> String {
     let deadline = Instant::now() + T;
     loop {
         let text = std::fs::read_to_string(log).unwrap();
         if text.contains(needle) {
-            return;
+            return text;
         }
         assert!(Instant::now() < deadline, "no {needle:?} in:\n{text}");
         std::thread::sleep(Duration::from_millis(50));
@@ -316,8 +311,8 @@ async fn backup_under_load_restores_every_acknowledged_item() {
     };
     let live = config_at("live.toml", "data");
     let log = dir.path().join("stratus.log");
-    let mut child = spawn_on_config(&live, &log);
-    wait_log(&log, "connected to");
+    let mut child = spawn_on_config(&live, &log, &[]);
+    // Healthy: connected, and the store answers.
     health_becomes(port, 200, T).await;
     let svc = lease.domain.clone();
     let mut alice = new_user(server, "bka").await;
@@ -428,17 +423,14 @@ async fn readiness_and_watchdog_go_to_notify_socket() {
     )
     .unwrap();
     let log = dir.path().join("stratus.log");
-    let out = std::fs::File::create(&log).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .arg("--config")
-        .arg(&config)
-        .env("NOTIFY_SOCKET", &socket_path)
-        .env("WATCHDOG_USEC", "200000")
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .spawn()
-        .unwrap();
+    let child = spawn_on_config(
+        &config,
+        &log,
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("200000")),
+        ],
+    );
     let next = || {
         let mut buf = [0u8; 1024];
         let n = socket.recv(&mut buf).expect("a notification");
