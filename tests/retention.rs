@@ -93,9 +93,14 @@ async fn expired_items_are_deleted_and_retracted() {
     )
     .await
     .unwrap();
-    let first = stratus::pubsub::model::now_ms();
+    let first = ps
+        .last_item(&svc, "news")
+        .await
+        .unwrap()
+        .unwrap()
+        .published_ms;
     // The republication must carry a later time than the first: wait for the clock to tick.
-    while stratus::pubsub::model::now_ms() == first {
+    while stratus::pubsub::model::now_ms() <= first {
         std::hint::spin_loop();
     }
     ps.publish(
@@ -106,7 +111,8 @@ async fn expired_items_are_deleted_and_retracted() {
     )
     .await
     .unwrap();
-    let notes = ps.expire_due(first + 2_001).await;
+    // The first publication is due at first + 2 s; the republication later.
+    let notes = ps.expire_due(first + 2_000).await;
     assert!(
         notes.is_empty(),
         "the replaced publication's schedule expired the new one"
