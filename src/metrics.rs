@@ -135,41 +135,32 @@ pub struct Metrics {
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("stratus");
-        let stanzas_in: Family<Vec<(&'static str, &'static str)>, Counter> = Family::default();
-        registry.register(
+        let stanzas_in: Family<Vec<(&'static str, &'static str)>, Counter> = registered(
+            &mut registry,
             "stanzas_received",
             "Stanzas received from the server, by kind",
-            stanzas_in.clone(),
         );
         let stanzas_in = ["iq", "message", "presence"]
             .map(|k| stanzas_in.get_or_create(&vec![("kind", k)]).clone());
-        let requests: Family<Vec<(&'static str, &'static str)>, Counter> = Family::default();
-        registry.register(
+        let requests: Family<Vec<(&'static str, &'static str)>, Counter> = registered(
+            &mut registry,
             "requests",
             "Requests answered, by operation and outcome (ok or error)",
-            requests.clone(),
         );
-        let requests_ok = OPS
-            .iter()
-            .map(|op| {
-                requests
-                    .get_or_create(&vec![("op", op), ("outcome", "ok")])
-                    .clone()
-            })
-            .collect();
-        let requests_error = OPS
-            .iter()
-            .map(|op| {
-                requests
-                    .get_or_create(&vec![("op", op), ("outcome", "error")])
-                    .clone()
-            })
-            .collect();
-        let request_errors = Family::default();
-        registry.register(
+        let by_op = |outcome: &'static str| -> Vec<Counter> {
+            OPS.iter()
+                .map(|op| {
+                    requests
+                        .get_or_create(&vec![("op", op), ("outcome", outcome)])
+                        .clone()
+                })
+                .collect()
+        };
+        let (requests_ok, requests_error) = (by_op("ok"), by_op("error"));
+        let request_errors = registered(
+            &mut registry,
             "request_errors",
             "Requests answered with an error, by stanza error condition",
-            request_errors.clone(),
         );
         // 50 us .. ~1.6 s, then +Inf.
         let request_seconds = Durations::new(Duration::from_micros(50), 16);
@@ -178,76 +169,53 @@ impl Metrics {
             "Time from a request's arrival to its answer being queued",
             request_seconds.clone(),
         );
-        let m = Metrics {
+        let r = &mut registry;
+        Metrics {
             stanzas_in,
-            stanzas_out: Counter::default(),
+            stanzas_out: registered(r, "stanzas_sent", "Stanzas written to the server"),
             requests_ok,
             requests_error,
             request_errors,
             request_seconds,
-            notifications: Counter::default(),
-            notifications_multicast: Counter::default(),
-            multicast_refusals: Counter::default(),
-            reconnects: Counter::default(),
-            bounced: Counter::default(),
-            storage_errors: Counter::default(),
-            outbound_queue_stanzas: Gauge::default(),
-            outbound_queue_bytes: Gauge::default(),
-            connected: Gauge::default(),
+            notifications: registered(
+                r,
+                "notifications",
+                "Notification messages sent (one per recipient, multicast copies included)",
+            ),
+            notifications_multicast: registered(
+                r,
+                "notifications_multicast",
+                "Notification messages handed to a XEP-0033 multicast service (one per recipient)",
+            ),
+            multicast_refusals: registered(
+                r,
+                "multicast_refusals",
+                "Multicast stanzas a service refused (their notifications were resent one by one)",
+            ),
+            reconnects: registered(r, "reconnects", "Connections to the server after the first"),
+            bounced: registered(
+                r,
+                "bounced_stanzas",
+                "Stanzas refused for breaking a [component] limit (policy-violation)",
+            ),
+            storage_errors: registered(
+                r,
+                "storage_errors",
+                "Requests failed by a storage error (nothing acknowledged)",
+            ),
+            outbound_queue_stanzas: registered(
+                r,
+                "outbound_queue_stanzas",
+                "Stanzas waiting to be written to the server",
+            ),
+            outbound_queue_bytes: registered(
+                r,
+                "outbound_queue_bytes",
+                "Bytes waiting to be written to the server",
+            ),
+            connected: registered(r, "connected", "1 while the component stream is up"),
             registry,
-        };
-        let mut registry = m.registry;
-        registry.register(
-            "stanzas_sent",
-            "Stanzas written to the server",
-            m.stanzas_out.clone(),
-        );
-        registry.register(
-            "notifications",
-            "Notification messages sent (one per recipient, multicast copies included)",
-            m.notifications.clone(),
-        );
-        registry.register(
-            "notifications_multicast",
-            "Notification messages handed to a XEP-0033 multicast service (one per recipient)",
-            m.notifications_multicast.clone(),
-        );
-        registry.register(
-            "multicast_refusals",
-            "Multicast stanzas a service refused (their notifications were resent one by one)",
-            m.multicast_refusals.clone(),
-        );
-        registry.register(
-            "reconnects",
-            "Connections to the server after the first",
-            m.reconnects.clone(),
-        );
-        registry.register(
-            "bounced_stanzas",
-            "Stanzas refused for breaking a [component] limit (policy-violation)",
-            m.bounced.clone(),
-        );
-        registry.register(
-            "storage_errors",
-            "Requests failed by a storage error (nothing acknowledged)",
-            m.storage_errors.clone(),
-        );
-        registry.register(
-            "outbound_queue_stanzas",
-            "Stanzas waiting to be written to the server",
-            m.outbound_queue_stanzas.clone(),
-        );
-        registry.register(
-            "outbound_queue_bytes",
-            "Bytes waiting to be written to the server",
-            m.outbound_queue_bytes.clone(),
-        );
-        registry.register(
-            "connected",
-            "1 while the component stream is up",
-            m.connected.clone(),
-        );
-        Metrics { registry, ..m }
+        }
     }
 
     pub fn stanza_in(&self, kind: StanzaKind) {
@@ -279,6 +247,16 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// A new metric of type `M`, registered under `name`.
+fn registered<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 /// The process's metrics.
