@@ -154,7 +154,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let pubsub = Arc::new(PubSub::new(
         store,
         config.pubsub.limits(config.storage.backend),
-        pep.clone(),
+        Arc::new(pep.clone()),
     ));
     let service = Arc::new(Service::new(
         &config.component.domain,

@@ -13,9 +13,13 @@
 //! - 6.1.3.3 / 8.6: under authorize, a subscription of an entity without an affiliation is
 //!   pending until an owner approves it.
 //!
+//! - XEP-0163 section 4 (PEP): the same sequences also run on the owner's PEP service, where the
+//!   online resources of contacts that receive the owner's presence and whose caps ask
+//!   `n+notify` are implicit recipients: each must get node events exactly when it may read.
+//!
 //! `STRATUS_PROPTEST_CASES=20000 cargo test --test access_model` runs a long search.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -24,7 +28,7 @@ use stratus::jid::{BareJid, Jid};
 use stratus::pubsub::access::RosterRelation;
 use stratus::pubsub::model::{AccessModel, Affiliation, ServiceId, SubOptions, SubscriptionState};
 use stratus::pubsub::notify::{Event, Notification};
-use stratus::pubsub::service::RosterSource;
+use stratus::pubsub::service::{Contact, RosterSource};
 use stratus::pubsub::{ItemSelection, Limits, PubSub};
 use stratus::storage::memory::MemoryStore;
 
@@ -117,7 +121,11 @@ impl Model {
 
 // ---- the roster the core reads: the model's ----
 
-struct ModelRoster(Arc<Mutex<HashMap<String, RosterEntry>>>);
+struct ModelRoster {
+    roster: Arc<Mutex<HashMap<String, RosterEntry>>>,
+    /// Bare JIDs whose resource `/r` is online with caps asking `n+notify`.
+    online: Arc<Mutex<HashSet<String>>>,
+}
 
 #[async_trait]
 impl RosterSource for ModelRoster {
@@ -131,7 +139,7 @@ impl RosterSource for ModelRoster {
         if !owners.iter().any(|o| o.to_string() == OWNER) {
             return RosterRelation::default();
         }
-        let roster = self.0.lock().unwrap();
+        let roster = self.roster.lock().unwrap();
         match roster.get(actor.as_str()) {
             Some(e) => RosterRelation {
                 presence_subscribed: e.presence,
@@ -143,6 +151,28 @@ impl RosterSource for ModelRoster {
             },
             None => RosterRelation::default(),
         }
+    }
+
+    async fn contacts(&self, account: &BareJid) -> Vec<Contact> {
+        if account.as_str() != OWNER {
+            return Vec::new();
+        }
+        let roster = self.roster.lock().unwrap();
+        roster
+            .iter()
+            .map(|(jid, e)| Contact {
+                jid: BareJid::parse(jid).unwrap(),
+                from: e.presence,
+                to: false,
+            })
+            .collect()
+    }
+
+    fn notify_resources(&self, account: &BareJid, node: &str) -> Vec<Jid> {
+        if node != NODE || !self.online.lock().unwrap().contains(account.as_str()) {
+            return Vec::new();
+        }
+        vec![Jid::parse(&format!("{account}/r")).unwrap()]
     }
 }
 
@@ -159,6 +189,8 @@ enum Op {
     Purge,
     Roster(usize, bool, bool),
     Read(usize, bool),
+    /// A resource of the person comes online with `n+notify` in its caps, or goes offline.
+    Online(usize, bool),
 }
 
 fn access_model() -> impl Strategy<Value = AccessModel> {
@@ -192,7 +224,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(Op::Retract),
         Just(Op::Purge),
         (who.clone(), any::<bool>(), any::<bool>()).prop_map(|(w, p, g)| Op::Roster(w, p, g)),
-        (who, any::<bool>()).prop_map(|(w, full)| Op::Read(w, full)),
+        (who.clone(), any::<bool>()).prop_map(|(w, full)| Op::Read(w, full)),
+        (who, any::<bool>()).prop_map(|(w, on)| Op::Online(w, on)),
     ]
 }
 
@@ -236,14 +269,22 @@ fn check_deliveries(
     Ok(())
 }
 
-async fn run(ops: Vec<Op>, first: AccessModel) -> Result<(), TestCaseError> {
+async fn run(ops: Vec<Op>, first: AccessModel, pep: bool) -> Result<(), TestCaseError> {
     let roster = Arc::new(Mutex::new(HashMap::new()));
+    let online = Arc::new(Mutex::new(HashSet::new()));
     let ps = PubSub::new(
         Arc::new(MemoryStore::default()),
         Limits::default(),
-        Arc::new(ModelRoster(roster.clone())),
+        Arc::new(ModelRoster {
+            roster: roster.clone(),
+            online: online.clone(),
+        }),
     );
-    let svc = ServiceId::Host;
+    let svc = if pep {
+        ServiceId::Pep(BareJid::parse(OWNER).unwrap())
+    } else {
+        ServiceId::Host
+    };
     let owner = Jid::parse(&format!("{OWNER}/o")).unwrap();
     let mut cfg = ps.default_config(&svc);
     cfg.access_model = first;
@@ -337,6 +378,24 @@ async fn run(ops: Vec<Op>, first: AccessModel) -> Result<(), TestCaseError> {
                     .unwrap();
                 published.push(id);
                 check_deliveries(&model, &notes, &step)?;
+                if pep {
+                    // XEP-0163 section 4: every online contact asking `n+notify` that receives
+                    // the owner's presence and may read the node gets the item.
+                    let got: HashSet<String> = notes
+                        .iter()
+                        .flat_map(|n| n.recipients.iter().map(|r| r.jid.to_string()))
+                        .collect();
+                    for who in online.lock().unwrap().iter() {
+                        let resource = format!("{who}/r");
+                        let contact = model.roster.get(who).is_some_and(|e| e.presence);
+                        if contact && model.may_read(&resource) {
+                            prop_assert!(
+                                got.contains(&resource),
+                                "{step}: {resource} asks +notify, may read, got nothing ({model:?})"
+                            );
+                        }
+                    }
+                }
             }
             Op::Retract => {
                 let Some(id) = published.pop() else { continue };
@@ -357,6 +416,14 @@ async fn run(ops: Vec<Op>, first: AccessModel) -> Result<(), TestCaseError> {
                     .unwrap()
                     .insert(PEOPLE[w].to_owned(), e.clone());
                 model.roster.insert(PEOPLE[w].to_owned(), e);
+            }
+            Op::Online(w, on) => {
+                let mut online = online.lock().unwrap();
+                if on {
+                    online.insert(PEOPLE[w].to_owned());
+                } else {
+                    online.remove(PEOPLE[w]);
+                }
             }
             Op::Read(w, full) => {
                 let who = jid(w, full);
@@ -387,8 +454,9 @@ proptest! {
     fn no_delivery_or_read_the_model_refuses(
         first in access_model(),
         ops in prop::collection::vec(op(), 1..40),
+        pep in any::<bool>(),
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        rt.block_on(run(ops, first))?;
+        rt.block_on(run(ops, first, pep))?;
     }
 }

@@ -9,6 +9,7 @@ pub mod presence;
 pub mod privilege;
 pub mod roster;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -17,7 +18,7 @@ use crate::component::{Outbox, Requests};
 use crate::jid::{BareJid, Jid};
 use crate::pubsub::access::RosterRelation;
 use crate::pubsub::model::ServiceId;
-use crate::pubsub::service::RosterSource;
+use crate::pubsub::service::{Contact, RosterSource};
 
 pub const NS_FORWARD: &str = "urn:xmpp:forward:0";
 
@@ -93,10 +94,11 @@ impl Pep {
     }
 }
 
-/// The roster of a PEP service's account (or of a host node's local owners) decides the presence
-/// and roster access models. Read fresh for every decision: a new contact is let in at once.
+/// What the core asks the server through PEP: rosters (the presence and roster access models,
+/// contacts), presence and caps (implicit `+notify` recipients, last items on presence). Rosters
+/// are read fresh for every access decision: a new contact is let in at once.
 #[async_trait]
-impl RosterSource for Pep {
+impl RosterSource for Arc<Pep> {
     async fn relation(
         &self,
         svc: &ServiceId,
@@ -109,24 +111,17 @@ impl RosterSource for Pep {
             .unwrap_or_default()
     }
 
-    /// Each owner's roster is read once, fresh, for all the actors.
+    /// Each owner's roster is read once, fresh, for all the actors; only the rosters of accounts
+    /// of the servers we serve can be read.
     async fn relations(
         &self,
-        svc: &ServiceId,
+        _svc: &ServiceId,
         owners: &[BareJid],
         actors: &[BareJid],
     ) -> Vec<RosterRelation> {
-        let owners: Vec<BareJid> = match svc {
-            ServiceId::Pep(owner) => vec![owner.clone()],
-            ServiceId::Host => owners
-                .iter()
-                .filter(|o| self.is_local(o))
-                .cloned()
-                .collect(),
-        };
         let mut out = vec![RosterRelation::default(); actors.len()];
-        for owner in owners {
-            let roster = self.roster_within(&owner, std::time::Duration::ZERO).await;
+        for owner in owners.iter().filter(|o| self.is_local(o)) {
+            let roster = self.roster_within(owner, std::time::Duration::ZERO).await;
             for (actor, relation) in actors.iter().zip(out.iter_mut()) {
                 if let Some(item) = roster.get(actor.as_str()) {
                     relation.presence_subscribed |= item.subscription_from();
@@ -135,5 +130,40 @@ impl RosterSource for Pep {
             }
         }
         out
+    }
+
+    async fn contacts(&self, account: &BareJid) -> Vec<Contact> {
+        if !self.is_local(account) {
+            return Vec::new();
+        }
+        let roster = self.roster_of(account).await;
+        roster
+            .iter()
+            .filter_map(|(jid, item)| {
+                Some(Contact {
+                    jid: BareJid::parse(jid).ok()?,
+                    from: item.subscription_from(),
+                    to: item.subscription_to(),
+                })
+            })
+            .collect()
+    }
+
+    fn notify_resources(&self, account: &BareJid, node: &str) -> Vec<Jid> {
+        Pep::notify_resources(self, account.as_str(), node)
+    }
+
+    async fn features(&self, resource: &Jid) -> Arc<HashSet<String>> {
+        let caps = self
+            .presence
+            .resources(resource.bare_str())
+            .into_iter()
+            .find(|(j, _)| j.as_str() == resource.as_str())
+            .and_then(|(_, c)| c);
+        self.features_of(resource, &caps).await
+    }
+
+    fn serves(&self, account: &BareJid) -> bool {
+        self.is_local(account)
     }
 }

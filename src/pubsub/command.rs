@@ -5,6 +5,7 @@
 use std::fmt;
 use std::ops::Deref;
 
+use super::access::Action;
 use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::Notification;
@@ -279,6 +280,12 @@ pub enum Request {
         node: NodeName,
         changes: Vec<(BareJid, Affiliation)>,
     },
+    /// 5.2: the nodes the actor may read, by name after `after`.
+    Nodes { after: Option<String>, max: usize },
+    /// 5.3 and 5.4: a node and its meta-data, for whom may read it.
+    NodeInfo { node: NodeName },
+    /// 5.5: the ids of a node's newest items.
+    ItemIds { node: NodeName, max: usize },
 }
 
 /// What a request answers, before rendering.
@@ -328,6 +335,18 @@ pub enum Reply {
     NodeAffiliations {
         node: NodeName,
         list: Vec<(BareJid, Affiliation)>,
+    },
+    Nodes(Vec<String>),
+    /// The node's record, owners and number of subscriptions (5.4 meta-data).
+    NodeInfo {
+        node: NodeName,
+        record: NodeRecord,
+        owners: Vec<BareJid>,
+        subscriptions: usize,
+    },
+    ItemIds {
+        node: NodeName,
+        ids: Vec<String>,
     },
 }
 
@@ -478,6 +497,27 @@ impl PubSub {
                 }
             },
             R::DefaultConfig => Outcome::reply(Reply::DefaultConfig(self.default_config(svc))),
+            R::Nodes { after, max } => Outcome::reply(Reply::Nodes(
+                self.readable_node_names(svc, actor, after.as_deref(), max)
+                    .await?,
+            )),
+            R::NodeInfo { node } => {
+                // To whom may not read it, a node is as absent as one that does not exist.
+                let state = self.node(svc, &node).await?;
+                self.authorize_in(svc, &state, actor, Action::RetrieveItems)
+                    .await
+                    .map_err(|_| PubSubError::NodeNotFound)?;
+                Outcome::reply(Reply::NodeInfo {
+                    node,
+                    record: state.record.clone(),
+                    owners: state.owners(),
+                    subscriptions: state.subscriptions.len(),
+                })
+            }
+            R::ItemIds { node, max } => {
+                let ids = self.item_ids(svc, actor, &node, max).await?;
+                Outcome::reply(Reply::ItemIds { node, ids })
+            }
             R::Delete { node, redirect } => {
                 Outcome::notify(self.delete(svc, actor, &node, redirect).await?)
             }

@@ -9,6 +9,7 @@ mod items;
 pub mod model;
 mod nodes;
 pub mod notify;
+pub mod pep;
 pub mod policy;
 mod readers;
 pub mod service;

@@ -1,14 +1,19 @@
 //! What differs between the host service and a PEP service (XEP-0163), decided in one place: the
 //! defaults of new nodes, who may create, whether a publish creates a missing node, whose roster
 //! the presence and roster access models read, and which service-wide limits apply. Everything
-//! else (access, items, subscriptions, deliveries) is the same core for both. What PEP needs from
-//! the server (presence, caps, implicit `+notify` recipients, last items on presence) lives in
-//! `pep/` and `xmpp/delegated.rs`; it asks this policy nothing the core decides.
+//! else (access, items, subscriptions, deliveries) is the same core for both. The PEP policy
+//! ([`super::pep`]) also names the implicit `+notify` recipients of a node and the last items a
+//! resource gets when it comes online; what it needs from the server (rosters, presence, caps)
+//! comes through [`RosterSource`], implemented in `pep/`.
+
+use async_trait::async_trait;
 
 use super::model::{Affiliation, NodeConfig, ServiceId};
-use super::service::NodeState;
+use super::pep::PepPolicy;
+use super::service::{NodeState, RosterSource};
 use crate::jid::{BareJid, Jid};
 
+#[async_trait]
 pub trait ServicePolicy: Send + Sync {
     /// The configuration a node gets unless its creator says otherwise.
     fn default_config(&self, max_payload_bytes: u64) -> NodeConfig;
@@ -20,11 +25,23 @@ pub trait ServicePolicy: Send + Sync {
     fn counts_nodes_per_user(&self) -> bool;
     /// Whose roster the presence and roster access models of this node read.
     fn roster_owners(&self, state: &NodeState) -> Vec<BareJid>;
+    /// Whether the service has recipients beyond its subscribers (then
+    /// [`Self::implicit_candidates`] names them).
+    fn has_implicit_recipients(&self) -> bool {
+        false
+    }
+    /// Candidates for the events of `node` besides its subscribers (XEP-0163 section 4: the
+    /// account's and its contacts' resources whose caps carry `node+notify`). Candidates only:
+    /// each passes the same read check as a subscriber before anything reaches it.
+    async fn implicit_candidates(&self, _source: &dyn RosterSource, _node: &str) -> Vec<Jid> {
+        Vec::new()
+    }
 }
 
 /// The XEP-0060 service on the component's domain.
 pub struct HostPolicy;
 
+#[async_trait]
 impl ServicePolicy for HostPolicy {
     fn default_config(&self, max_payload_bytes: u64) -> NodeConfig {
         NodeConfig::host_default(max_payload_bytes)
@@ -53,66 +70,10 @@ impl ServicePolicy for HostPolicy {
     }
 }
 
-/// The PEP service of one account (XEP-0163): the account alone creates, a publish creates a
-/// missing node (section 3) with the XEP-0163 defaults (section 4), and the account's roster
-/// decides the presence and roster models.
-pub struct PepPolicy {
-    account: BareJid,
-}
-
-impl ServicePolicy for PepPolicy {
-    fn default_config(&self, max_payload_bytes: u64) -> NodeConfig {
-        NodeConfig::pep_default(max_payload_bytes)
-    }
-
-    fn may_create(&self, actor: &Jid) -> bool {
-        actor.bare_str() == self.account.as_str()
-    }
-
-    fn auto_creates_for(&self, actor: &Jid) -> bool {
-        self.may_create(actor)
-    }
-
-    fn counts_nodes_per_user(&self) -> bool {
-        false
-    }
-
-    fn roster_owners(&self, _state: &NodeState) -> Vec<BareJid> {
-        vec![self.account.clone()]
-    }
-}
-
-/// The policy of a service.
+/// The policy of a service (the host's is a zero-sized value: no allocation on its paths).
 pub fn policy_of(svc: &ServiceId) -> Box<dyn ServicePolicy> {
     match svc {
         ServiceId::Host => Box::new(HostPolicy),
-        ServiceId::Pep(account) => Box::new(PepPolicy {
-            account: account.clone(),
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pubsub::model::AccessModel;
-
-    fn jid(s: &str) -> Jid {
-        Jid::parse(s).unwrap()
-    }
-
-    /// XEP-0163 sections 3 and 4 against XEP-0060 on the host service.
-    #[test]
-    fn pep_and_host_differ_where_the_xeps_say() {
-        let host = policy_of(&ServiceId::Host);
-        let pep = policy_of(&ServiceId::Pep(BareJid::parse("alice@h").unwrap()));
-        assert!(host.may_create(&jid("bob@h/r")));
-        assert!(pep.may_create(&jid("alice@h/phone")));
-        assert!(!pep.may_create(&jid("bob@h/r")));
-        assert!(pep.auto_creates_for(&jid("alice@h/phone")));
-        assert!(!host.auto_creates_for(&jid("alice@h/phone")));
-        // XEP-0163 4.3: PEP nodes default to the presence access model.
-        assert_eq!(pep.default_config(1024).access_model, AccessModel::Presence);
-        assert!(host.counts_nodes_per_user() && !pep.counts_nodes_per_user());
+        ServiceId::Pep(account) => Box::new(PepPolicy::new(account)),
     }
 }

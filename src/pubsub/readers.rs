@@ -211,7 +211,8 @@ impl PubSub {
         Ok(out)
     }
 
-    /// A notification to the node's subscribers who may read it now (`state` as of the change).
+    /// A notification to the node's subscribers, and the service policy's implicit recipients,
+    /// who may read it now (`state` as of the change).
     pub(super) async fn notification(
         &self,
         svc: &ServiceId,
@@ -220,10 +221,27 @@ impl PubSub {
         event: Event,
         cfg: &NodeConfig,
     ) -> Notification {
+        let mut candidates = state.recipients();
+        let policy = policy_of(svc);
+        if event.carries_node_data() && policy.has_implicit_recipients() {
+            // XEP-0163 section 4: contacts asking `+notify`, unless already a subscriber; they
+            // pass the same read check as subscribers below.
+            let implicit = policy.implicit_candidates(&*self.roster, node).await;
+            let mut seen: HashSet<Jid> = candidates.iter().map(|r| r.jid.clone()).collect();
+            candidates.extend(
+                implicit
+                    .into_iter()
+                    .filter(|j| seen.insert(j.clone()))
+                    .map(|jid| Recipient {
+                        jid,
+                        subids: Vec::new(),
+                    }),
+            );
+        }
         Notification {
             service: svc.clone(),
             node: node.to_owned(),
-            recipients: self.readers(svc, state, state.recipients()).await,
+            recipients: self.readers(svc, state, candidates).await,
             event,
             kind: cfg.notification_type,
             only_available: cfg.presence_based_delivery,

@@ -52,7 +52,10 @@ impl Default for Limits {
     }
 }
 
-/// Answers "what does the owner's roster say about this JID" for the presence and roster models.
+/// What the core needs to know from outside it: what an owner's roster says about a JID (the
+/// presence and roster models), and for PEP, an account's contacts, who is online and what
+/// their caps ask for. The host service without a server behind it knows none of it
+/// ([`NoRoster`]); PEP's implementation asks the server (`pep/`).
 #[async_trait]
 pub trait RosterSource: Send + Sync {
     async fn relation(
@@ -75,6 +78,37 @@ pub trait RosterSource: Send + Sync {
         }
         out
     }
+
+    /// The contacts of `account`'s roster, each with the direction of its presence subscription.
+    async fn contacts(&self, _account: &BareJid) -> Vec<Contact> {
+        Vec::new()
+    }
+
+    /// The online resources of `account` whose caps (XEP-0115) ask for notifications of `node`
+    /// (`node+notify`, XEP-0163 section 4), as known now: never waits on a client.
+    fn notify_resources(&self, _account: &BareJid, _node: &str) -> Vec<Jid> {
+        Vec::new()
+    }
+
+    /// The features of an online resource's caps, asked once per caps hash.
+    async fn features(&self, _resource: &Jid) -> Arc<std::collections::HashSet<String>> {
+        Arc::default()
+    }
+
+    /// True when `account` is one of the accounts this service gives PEP to.
+    fn serves(&self, _account: &BareJid) -> bool {
+        false
+    }
+}
+
+/// One entry of an account's roster (RFC 6121 section 2.1.2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub jid: BareJid,
+    /// The contact receives the account's presence (subscription `from` or `both`).
+    pub from: bool,
+    /// The account receives the contact's presence (subscription `to` or `both`).
+    pub to: bool,
 }
 
 /// The host service without roster access: nobody is in an owner's roster.

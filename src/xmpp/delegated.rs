@@ -1,7 +1,6 @@
-//! PEP through the server (XEP-0163 over XEP-0355 and XEP-0356): forwarded requests, privileged
-//! notifications to explicit and implicit (`+notify`) recipients, last items on presence.
+//! PEP through the server (XEP-0163 over XEP-0355 and XEP-0356): forwarded requests in,
+//! privileged notifications out. Who gets what is the core's PEP policy (`pubsub/pep.rs`).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use tracing::warn;
@@ -11,9 +10,8 @@ use crate::jid::{BareJid, Jid};
 use crate::pep::Pep;
 use crate::pep::delegation;
 use crate::pep::privilege::wrap_notification;
-use crate::pubsub::access::Action;
-use crate::pubsub::model::{SendLastPublished, ServiceId};
-use crate::pubsub::notify::{Event, Notification, Recipient};
+use crate::pubsub::model::ServiceId;
+use crate::pubsub::notify::Notification;
 use crate::xml::Element;
 
 use super::errors::StanzaError;
@@ -112,9 +110,9 @@ impl Inner {
         }
     }
 
-    /// Sends PEP notifications as privileged messages from the account's bare JID (XEP-0356):
-    /// to explicit subscribers, and to the online resources of the account and of its contacts
-    /// whose caps carry `NODE+notify` (XEP-0163 section 4) when the node's access model lets them read.
+    /// Sends PEP notifications as privileged messages from the account's bare JID (XEP-0356) to
+    /// their recipients: explicit subscribers and the PEP policy's implicit `+notify` contacts,
+    /// each already passed by the core's read check.
     pub(super) async fn send_pep_notifications(
         &self,
         pep: &Arc<Pep>,
@@ -136,146 +134,28 @@ impl Inner {
             return;
         }
         let owner_bare = owner.as_str();
+        let mut sink = Sink::new(out);
         for n in notes {
-            let mut recipients: Vec<Jid> = n.recipients.iter().map(|r| r.jid.clone()).collect();
-            if n.event.carries_node_data() {
-                recipients.extend(self.interested(pep, owner, &n.node).await);
-            }
-            let mut seen = HashSet::new();
-            recipients.retain(|j| seen.insert(j.clone()));
             let mut body = String::with_capacity(256);
             notify::event_element(n, owner_bare).write_to(&mut body, crate::client::NS_CLIENT);
-            let mut sink = Sink::new(out);
             let kind = notify::message_type(n);
-            for r in recipients {
-                let wrap = |b: &mut String| {
-                    wrap_notification(b, &pep.component, &granted, (owner, &r), kind, &body)
-                };
+            for r in &n.recipients {
+                sink.write(|b: &mut String| {
+                    wrap_notification(b, &pep.component, &granted, (owner, &r.jid), kind, &body)
+                });
                 crate::metrics::metrics().notifications.inc();
-                if sink.push(wrap).await.is_err() {
-                    return;
-                }
-            }
-            if sink.flush().await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// The account's and its contacts' resources that want notifications of `node` (XEP-0163
-    /// section 4: contacts with a presence subscription, caps with `node+notify`), each passing
-    /// the same authorization as a read of the node now: outcasts, and contacts a whitelist or a
-    /// roster group leaves out, get nothing.
-    pub(super) async fn interested(&self, pep: &Arc<Pep>, owner: &BareJid, node: &str) -> Vec<Jid> {
-        let mut candidates = pep.notify_resources(owner.as_str(), node);
-        let svc = ServiceId::Pep(owner.clone());
-        let Ok(state) = self.pubsub.node(&svc, node).await else {
-            // Deleted: only the account itself hears of it.
-            return candidates;
-        };
-        let roster = pep.roster_of(owner).await;
-        for (contact, item) in roster.iter() {
-            if item.subscription_from() {
-                candidates.extend(pep.notify_resources(contact, node));
-            }
-        }
-        let candidates = candidates
-            .into_iter()
-            .map(|jid| Recipient {
-                jid,
-                subids: Vec::new(),
-            })
-            .collect();
-        self.pubsub
-            .readers(&svc, &state, candidates)
-            .await
-            .into_iter()
-            .map(|r| r.jid)
-            .collect()
-    }
-
-    /// A resource came online (or changed caps): send it the last items of the PEP nodes it
-    /// wants (`+notify`) of its own account and of the accounts whose presence it receives
-    /// (send_last_published_item = on_sub_and_presence, XEP-0163 section 4.3).
-    pub(super) async fn on_available(&self, pep: &Pep, who: Jid, out: &Outbox) {
-        let Some(granted) = pep.privileges.get(who.domain()) else {
-            return;
-        };
-        if !granted.message_outgoing {
-            return;
-        }
-        let caps = pep
-            .presence
-            .resources(&who.to_bare().to_string())
-            .into_iter()
-            .find(|(j, _)| *j == who)
-            .and_then(|(_, c)| c);
-        let features = pep.features_of(&who, &caps).await;
-        if !features.iter().any(|f| f.ends_with("+notify")) {
-            return;
-        }
-        let mut owners = vec![who.to_bare()];
-        let roster = pep.roster_of(&who).await;
-        for (contact, item) in roster.iter() {
-            if item.subscription_to()
-                && let Ok(j) = BareJid::parse(contact)
-                && pep.is_local(&j)
-            {
-                owners.push(j);
-            }
-        }
-        let mut sink = Sink::new(out);
-        for owner in owners {
-            let svc = ServiceId::Pep(owner.clone());
-            let Ok(names) = self.pubsub.node_names(&svc, None, 1000).await else {
-                continue;
-            };
-            for node in names {
-                if !features.contains(&format!("{node}+notify")) {
-                    continue;
-                }
-                let Ok(state) = self.pubsub.node(&svc, &node).await else {
-                    continue;
-                };
-                if state.record.config.send_last_published_item
-                    != SendLastPublished::OnSubAndPresence
-                {
-                    continue;
-                }
-                if self
-                    .pubsub
-                    .authorize_in(&svc, &state, &who, Action::RetrieveItems)
-                    .await
-                    .is_err()
-                {
-                    continue;
-                }
-                let Ok(Some(item)) = self.pubsub.last_item(&svc, &node).await else {
-                    continue;
-                };
-                let n = Notification {
-                    service: svc.clone(),
-                    node: node.clone(),
-                    recipients: Vec::new(),
-                    event: Event::Items {
-                        items: vec![item],
-                        payloads: state.record.config.deliver_payloads,
-                    },
-                    kind: state.record.config.notification_type,
-                    only_available: false,
-                };
-                let mut body = String::new();
-                notify::event_element(&n, "").write_to(&mut body, crate::client::NS_CLIENT);
-                let kind = notify::message_type(&n);
-                let wrap = |b: &mut String| {
-                    wrap_notification(b, &pep.component, &granted, (&owner, &who), kind, &body)
-                };
-                crate::metrics::metrics().notifications.inc();
-                if sink.push(wrap).await.is_err() {
+                if sink.flush_if_full().await.is_err() {
                     return;
                 }
             }
         }
         let _ = sink.flush().await;
+    }
+
+    /// A resource came online (or changed caps): the PEP policy's last items for it
+    /// (XEP-0163 section 4.3.1), sent like any PEP notification.
+    pub(super) async fn on_available(&self, who: Jid, out: &Outbox) {
+        let notes = self.pubsub.last_items_on_presence(&who).await;
+        self.send_any(&notes, out).await;
     }
 }

@@ -40,8 +40,18 @@ impl<'a> Sink<'a> {
         &mut self,
         write: impl FnOnce(&mut String),
     ) -> Result<(), OutboxClosed> {
+        self.write(write);
+        self.flush_if_full().await
+    }
+
+    /// Appends one stanza; [`Self::flush_if_full`] sends the batch once it is large enough. (Two
+    /// steps, so that a writer borrowing short-lived data is not held across an await.)
+    pub(super) fn write(&mut self, write: impl FnOnce(&mut String)) {
         write(&mut self.buf);
         crate::metrics::metrics().stanzas_out.inc();
+    }
+
+    pub(super) async fn flush_if_full(&mut self) -> Result<(), OutboxClosed> {
         if self.buf.len() >= SINK_BYTES {
             self.flush().await?;
         }

@@ -185,10 +185,10 @@ impl StanzaHandler for Service {
                     // A new session is the moment to re-read the account's roster: subscriptions
                     // may have changed since it was cached.
                     pep.rosters.forget(&who.to_bare().to_string());
-                    let (inner, pep, out) = (inner.clone(), pep.clone(), out.clone());
+                    let (inner, out) = (inner.clone(), out.clone());
                     match self.try_task() {
                         Some(permit) => self.spawn_counted(permit, async move {
-                            inner.on_available(&pep, who, &out).await
+                            inner.on_available(who, &out).await
                         }),
                         None => debug!("too busy to send last items to {who}"),
                     }

@@ -10,9 +10,9 @@ use crate::component::Outbox;
 use crate::jid::Jid;
 use crate::pep::delegation::{PEP_FEATURES, delegated_disco_node, is_delegation_ns};
 use crate::pep::privilege::{NS_PRIVILEGE_1, NS_PRIVILEGE_2};
-use crate::pubsub::access::Action;
 use crate::pubsub::model::{ServiceId, SubscriptionState};
 use crate::pubsub::notify::Notification;
+use crate::pubsub::{NodeName, Reply, Request};
 use crate::xml::Element;
 
 use super::errors::{StanzaError, from_pubsub};
@@ -123,7 +123,8 @@ impl Inner {
         };
         let payload = iq.payload.as_ref().ok_or_else(StanzaError::bad_request)?;
         let svc = ServiceId::Host;
-        let node = payload.get_attr("node");
+        // An empty node attribute names no node (the service itself).
+        let node = payload.get_attr("node").filter(|n| !n.is_empty());
         match (iq.kind, payload.name(), payload.ns()) {
             (IqType::Get, "query", NS_DISCO_INFO) => {
                 Ok((Some(self.disco_info(&svc, &actor, node).await?), Vec::new()))
@@ -175,22 +176,20 @@ impl Inner {
             }
             Some(name) => {
                 // XEP-0060 5.3/5.4: a leaf node with its meta-data, for whom may read it; to
-                // anyone else the node is as absent as one that does not exist.
-                let state = self
-                    .pubsub
-                    .node(svc, name)
-                    .await
-                    .map_err(|e| from_pubsub(&e))?;
-                if self
-                    .pubsub
-                    .authorize_in(svc, &state, actor, Action::RetrieveItems)
-                    .await
-                    .is_err()
-                {
-                    return Err(StanzaError::item_not_found());
-                }
-                let owners: Vec<String> = state.owners().iter().map(|o| o.to_string()).collect();
-                let form = forms::meta_data_form(&state.record, &owners, state.subscriptions.len());
+                // anyone else the node is as absent as one that does not exist (decided by the
+                // core).
+                let node = NodeName::new(name).map_err(|e| from_pubsub(&e))?;
+                let Reply::NodeInfo {
+                    record,
+                    owners,
+                    subscriptions,
+                    ..
+                } = self.execute(svc, actor, Request::NodeInfo { node }).await?
+                else {
+                    return Err(StanzaError::internal_server_error());
+                };
+                let owners: Vec<String> = owners.iter().map(|o| o.to_string()).collect();
+                let form = forms::meta_data_form(&record, &owners, subscriptions);
                 Ok(disco::info_query(
                     Some(name),
                     &[("pubsub", "leaf", "")],
@@ -199,6 +198,20 @@ impl Inner {
                 ))
             }
         }
+    }
+
+    /// A discovery request run by the core, its error in the one error table.
+    async fn execute(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        request: Request,
+    ) -> Result<Reply, StanzaError> {
+        self.pubsub
+            .execute(svc, actor, request)
+            .await
+            .map(|o| o.reply)
+            .map_err(|e| from_pubsub(&e))
     }
 
     pub(super) async fn disco_items(
@@ -222,12 +235,13 @@ impl Inner {
         match node {
             None => {
                 // XEP-0060 5.2: the nodes, paged by name with RSM.
-                let after = rsm_req.as_ref().and_then(|r| r.after.as_deref());
-                let names = self
-                    .pubsub
-                    .readable_node_names(svc, actor, after, max)
-                    .await
-                    .map_err(|e| from_pubsub(&e))?;
+                let after = rsm_req.as_ref().and_then(|r| r.after.clone());
+                let Reply::Nodes(names) = self
+                    .execute(svc, actor, Request::Nodes { after, max })
+                    .await?
+                else {
+                    return Err(StanzaError::internal_server_error());
+                };
                 let items = names.iter().map(|n| {
                     Element::new("item", NS_DISCO_ITEMS)
                         .attr("jid", jid.clone())
@@ -245,11 +259,13 @@ impl Inner {
             }
             Some(name) => {
                 // XEP-0060 5.5: the items of a node, by id.
-                let ids = self
-                    .pubsub
-                    .item_ids(svc, actor, name, max)
-                    .await
-                    .map_err(|e| from_pubsub(&e))?;
+                let node = NodeName::new(name).map_err(|e| from_pubsub(&e))?;
+                let Reply::ItemIds { ids, .. } = self
+                    .execute(svc, actor, Request::ItemIds { node, max })
+                    .await?
+                else {
+                    return Err(StanzaError::internal_server_error());
+                };
                 let items = ids.into_iter().map(|id| {
                     Element::new("item", NS_DISCO_ITEMS)
                         .attr("jid", jid.clone())

@@ -358,6 +358,9 @@ fn wrap(ns: &str, child: Element) -> Element {
 pub fn render(reply: Reply) -> Option<Element> {
     Some(match reply {
         Reply::Done => return None,
+        // Discovery answers are XEP-0030 queries, rendered by `host.rs` (`disco_info`,
+        // `disco_items`); no pubsub request produces them.
+        Reply::Nodes(_) | Reply::NodeInfo { .. } | Reply::ItemIds { .. } => return None,
         Reply::Created { node } => wrap(
             NS_PUBSUB,
             Element::new("create", NS_PUBSUB).attr("node", node),

@@ -753,7 +753,7 @@ impl InProcess {
         let pubsub = Arc::new(stratus::pubsub::PubSub::new(
             Arc::new(stratus::storage::memory::MemoryStore::default()),
             stratus::pubsub::Limits::default(),
-            pep.clone(),
+            Arc::new(pep.clone()),
         ));
         let service =
             stratus::xmpp::Service::new("pubsub.localhost", pubsub, Some(pep), requests, true)

@@ -1,0 +1,168 @@
+//! The PEP policy (XEP-0163): a PEP service is the same core as the host service, for one
+//! account. Here is all that differs: the account alone creates (section 3), a publish creates a
+//! missing node with the section 4 defaults, the account's roster decides the presence and roster
+//! models, the account's and its contacts' resources whose caps ask `node+notify` are implicit
+//! recipients (section 4), and a resource coming online gets the last items of the nodes it asks
+//! for (section 4.3.1, `send_last_published_item = on_sub_and_presence`). What it needs from the
+//! server (rosters, presence, caps) comes through [`RosterSource`]; every recipient it names
+//! passes the same read check as a subscriber.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+
+use super::access::Action;
+use super::model::{NodeConfig, SendLastPublished, ServiceId};
+use super::notify::{Event, Notification, Recipient};
+use super::policy::ServicePolicy;
+use super::service::{NodeState, PubSub, RosterSource};
+use crate::jid::{BareJid, Jid};
+
+/// Nodes of one account looked at when one of its contacts comes online, at most.
+const MAX_NODES_ON_PRESENCE: usize = 1000;
+
+/// The PEP service of one account.
+pub struct PepPolicy {
+    account: BareJid,
+}
+
+impl PepPolicy {
+    pub fn new(account: &BareJid) -> Self {
+        PepPolicy {
+            account: account.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl ServicePolicy for PepPolicy {
+    fn default_config(&self, max_payload_bytes: u64) -> NodeConfig {
+        NodeConfig::pep_default(max_payload_bytes)
+    }
+
+    fn may_create(&self, actor: &Jid) -> bool {
+        actor.bare_str() == self.account.as_str()
+    }
+
+    fn auto_creates_for(&self, actor: &Jid) -> bool {
+        self.may_create(actor)
+    }
+
+    fn counts_nodes_per_user(&self) -> bool {
+        false
+    }
+
+    fn roster_owners(&self, _state: &NodeState) -> Vec<BareJid> {
+        vec![self.account.clone()]
+    }
+
+    fn has_implicit_recipients(&self) -> bool {
+        true
+    }
+
+    /// The account's own resources and those of the contacts that receive its presence
+    /// (subscription `from` or `both`), when their caps carry `node+notify`.
+    async fn implicit_candidates(&self, source: &dyn RosterSource, node: &str) -> Vec<Jid> {
+        let mut out = source.notify_resources(&self.account, node);
+        for contact in source.contacts(&self.account).await {
+            if contact.from {
+                out.extend(source.notify_resources(&contact.jid, node));
+            }
+        }
+        out
+    }
+}
+
+impl PubSub {
+    /// A resource came online (or changed caps): the last item of every PEP node it asks for
+    /// (`node+notify`) on its own account and on the accounts whose presence it receives, where
+    /// the node sends its last item on presence and lets the resource read it now.
+    pub async fn last_items_on_presence(&self, who: &Jid) -> Vec<Notification> {
+        let features = self.roster.features(who).await;
+        if !features.iter().any(|f| f.ends_with("+notify")) {
+            return Vec::new();
+        }
+        let own = who.to_bare();
+        let mut accounts = vec![own.clone()];
+        for contact in self.roster.contacts(&own).await {
+            if contact.to && self.roster.serves(&contact.jid) {
+                accounts.push(contact.jid);
+            }
+        }
+        let mut seen = HashSet::new();
+        accounts.retain(|a| seen.insert(a.clone()));
+        let mut out = Vec::new();
+        for account in accounts {
+            let svc = ServiceId::Pep(account);
+            let Ok(names) = self.node_names(&svc, None, MAX_NODES_ON_PRESENCE).await else {
+                continue;
+            };
+            for node in names {
+                if !features.contains(&format!("{node}+notify")) {
+                    continue;
+                }
+                if let Some(n) = self.last_item_for(&svc, &node, who).await {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    /// The last item of `node` as a notification to `who` alone, if the node sends it on presence
+    /// and `who` may read the node now.
+    async fn last_item_for(&self, svc: &ServiceId, node: &str, who: &Jid) -> Option<Notification> {
+        let state = self.node(svc, node).await.ok()?;
+        let cfg = &state.record.config;
+        if cfg.send_last_published_item != SendLastPublished::OnSubAndPresence {
+            return None;
+        }
+        self.authorize_in(svc, &state, who, Action::RetrieveItems)
+            .await
+            .ok()?;
+        let item = self.last_item(svc, node).await.ok()??;
+        Some(Notification {
+            service: svc.clone(),
+            node: node.to_owned(),
+            recipients: vec![Recipient {
+                jid: who.clone(),
+                subids: Vec::new(),
+            }],
+            event: Event::Items {
+                items: vec![item],
+                payloads: cfg.deliver_payloads,
+            },
+            kind: cfg.notification_type,
+            only_available: false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pubsub::model::AccessModel;
+    use crate::pubsub::policy::policy_of;
+
+    fn jid(s: &str) -> Jid {
+        Jid::parse(s).unwrap()
+    }
+
+    /// XEP-0163 sections 3 and 4 against XEP-0060 on the host service.
+    #[test]
+    fn pep_and_host_differ_where_the_xeps_say() {
+        let host = policy_of(&ServiceId::Host);
+        let alice = ServiceId::Pep(BareJid::parse("alice@h").unwrap());
+        let pep = policy_of(&alice);
+        assert!(host.may_create(&jid("bob@h/r")));
+        assert!(pep.may_create(&jid("alice@h/phone")));
+        assert!(!pep.may_create(&jid("bob@h/r")));
+        assert!(pep.auto_creates_for(&jid("alice@h/phone")));
+        assert!(!host.auto_creates_for(&jid("alice@h/phone")));
+        // XEP-0163 4.3: PEP nodes default to the presence access model.
+        assert_eq!(pep.default_config(1024).access_model, AccessModel::Presence);
+        assert!(host.counts_nodes_per_user() && !pep.counts_nodes_per_user());
+        // Section 4: contacts' resources are recipients on PEP only.
+        assert!(pep.has_implicit_recipients() && !host.has_implicit_recipients());
+    }
+}
