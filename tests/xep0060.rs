@@ -502,3 +502,52 @@ async fn s4_2_names_are_checked_at_the_boundary_and_s8_2_6_cancel() {
     assert_eq!(access.as_deref(), Some("open"), "{cfg}");
     assert!(events(&out, BOB).is_empty(), "nothing was published");
 }
+
+/// 7.1 with several items, bounded: past 32 items in one request the whole publish is refused
+/// (RFC 6120 8.3.3.12 policy-violation, saying the bound) and nothing of it is stored or sent.
+#[tokio::test]
+async fn s7_1_a_publish_of_too_many_items_is_refused_whole() {
+    let s = with_node("n").await;
+    let items = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("<item id='i{i}'><entry xmlns='urn:example'>{i}</entry></item>"))
+            .collect()
+    };
+    let out = s
+        .run(&[
+            iq(
+                "big",
+                "set",
+                ALICE,
+                &ps(&format!("<publish node='n'>{}</publish>", items(33))),
+            ),
+            iq("all", "get", BOB, &ps("<items node='n'/>")),
+            iq(
+                "ok",
+                "set",
+                ALICE,
+                &ps(&format!("<publish node='n'>{}</publish>", items(32))),
+            ),
+        ])
+        .await;
+    assert_eq!(error(&out, "big").0, "policy-violation");
+    let text = answer(&out, "big")
+        .get_child("error", "jabber:component:accept")
+        .and_then(|e| e.get_child("text", STANZAS))
+        .map(|t| t.text_content())
+        .unwrap_or_default();
+    assert!(text.contains("32"), "{text}");
+    let stored = answer(&out, "all")
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("items", PS))
+        .map(|i| i.children().count());
+    assert_eq!(stored, Some(0));
+    ok(&out, "ok");
+    // One event for the accepted request, with its 32 items (7.1.2.1).
+    let evs = events(&out, BOB);
+    assert_eq!(evs.len(), 1, "{out:?}");
+    let n = evs[0]
+        .get_child("items", EVENT)
+        .map(|i| i.children().count());
+    assert_eq!(n, Some(32));
+}

@@ -135,9 +135,7 @@ impl PubSub {
         node: &str,
         ids: &[String],
     ) -> PubSubResult<()> {
-        for id in ids {
-            self.store.delete_item(svc, node, id).await?;
-        }
+        self.store.delete_items(svc, node, ids).await?;
         let k = Self::key(svc, node);
         if matches!(self.last_items.get(&k), Some(Some(i)) if ids.contains(&i.id)) {
             self.last_items.invalidate(&k);

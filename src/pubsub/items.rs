@@ -8,7 +8,7 @@ use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::{Event, Notification};
 use crate::jid::Jid;
-use crate::storage::{ItemPage, ItemQuery};
+use crate::storage::{BATCH_LIMIT, ItemPage, ItemQuery};
 
 use super::policy::policy_of;
 use super::service::*;
@@ -77,8 +77,13 @@ impl PubSub {
             MaxItems::Count(n) => Some(n.min(self.limits.max_items_per_node)),
             MaxItems::Max => Some(self.limits.max_items_per_node),
         };
+        if items.len() > BATCH_LIMIT {
+            return Err(PubSubError::LimitReached(format!(
+                "at most {BATCH_LIMIT} items per publish request; nothing was published"
+            )));
+        }
         let publisher = actor.to_bare().to_string();
-        let mut published = Vec::with_capacity(items.len());
+        let mut published: Vec<Item> = Vec::with_capacity(items.len());
         for (id, payload) in items {
             let item = Item {
                 id: id.filter(|i| !i.is_empty()).unwrap_or_else(|| token(16)),
@@ -86,10 +91,16 @@ impl PubSub {
                 payload: Arc::from(payload),
                 published_ms: now_ms(),
             };
-            if persistent {
-                self.store.put_item(svc, node, &item, max_items).await?;
-            }
+            // An id given twice in one request: the later item replaces the earlier, as two
+            // publishes would.
+            published.retain(|p| p.id != item.id);
             published.push(item);
+        }
+        if persistent {
+            // All or nothing (the store's batch contract).
+            self.store
+                .put_items(svc, node, &published, max_items)
+                .await?;
         }
         if persistent {
             self.schedule_expiry(svc, node, cfg, &published);
@@ -132,6 +143,13 @@ impl PubSub {
         if ids.is_empty() {
             return Err(PubSubError::ItemRequired);
         }
+        if ids.len() > BATCH_LIMIT {
+            return Err(PubSubError::LimitReached(format!(
+                "at most {BATCH_LIMIT} items per retract request; nothing was retracted"
+            )));
+        }
+        let mut ids = ids;
+        dedup_keep_last(&mut ids, |a, b| a == b);
         if !state.record.config.persist_items {
             return Err(PubSubError::Unsupported("persistent-items"));
         }

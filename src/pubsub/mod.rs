@@ -2,6 +2,8 @@
 //! no XML crate; the stanza layer (`xmpp`) translates to and from XEP-0060.
 
 pub mod access;
+#[cfg(test)]
+mod batch_tests;
 pub mod command;
 pub mod error;
 mod expiry;

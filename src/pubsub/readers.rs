@@ -9,6 +9,7 @@ use super::notify::{Event, Notification, Recipient};
 use std::collections::{HashMap, HashSet};
 
 use crate::jid::{BareJid, Jid};
+use crate::storage::{BATCH_LIMIT, SubscriptionChange};
 
 use super::policy::policy_of;
 use super::service::*;
@@ -161,6 +162,7 @@ impl PubSub {
             AccessModel::Presence | AccessModel::Roster
         );
         let mut out = Vec::new();
+        let mut cancelled = Vec::new();
         for sub in &state.subscriptions {
             let aff = state.affiliation(&sub.jid);
             let allowed = match capability(aff, Action::RetrieveItems) {
@@ -186,9 +188,10 @@ impl PubSub {
             if allowed {
                 continue;
             }
-            self.store
-                .delete_subscription(svc, node, &sub.jid, &sub.subid)
-                .await?;
+            cancelled.push(SubscriptionChange::Delete {
+                jid: sub.jid.clone(),
+                subid: sub.subid.clone(),
+            });
             out.push(Notification {
                 service: svc.clone(),
                 node: node.to_owned(),
@@ -205,6 +208,21 @@ impl PubSub {
                 only_available: false,
             });
         }
+        // In store batches; the subscribers of a batch are told once it is stored. A batch that
+        // fails leaves its subscriptions in place (each delivery is checked all the same) and
+        // the next change of the node tries again.
+        let mut stored = 0;
+        for chunk in cancelled.chunks(BATCH_LIMIT) {
+            if let Err(e) = self.store.change_subscriptions(svc, node, chunk).await {
+                tracing::warn!(
+                    "node {node}: cancelling {} subscriptions failed: {e}",
+                    chunk.len()
+                );
+                break;
+            }
+            stored += chunk.len();
+        }
+        out.truncate(stored);
         if !out.is_empty() {
             self.forget(svc, node);
         }

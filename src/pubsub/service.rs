@@ -229,6 +229,20 @@ pub(super) fn token(len: usize) -> String {
         .collect()
 }
 
+/// Keeps the last of each run of entries that `same` says are one (in the order of those last
+/// ones): a request that names a key twice means its later entry, and a store batch names each key
+/// once.
+pub(super) fn dedup_keep_last<T>(v: &mut Vec<T>, same: impl Fn(&T, &T) -> bool) {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i + 1..].iter().any(|later| same(&v[i], later)) {
+            v.remove(i);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 impl PubSub {
     pub fn new(store: Arc<dyn Store>, limits: Limits, roster: Arc<dyn RosterSource>) -> PubSub {
         PubSub {

@@ -6,6 +6,7 @@ use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::{Event, Notification, Recipient};
 use crate::jid::{BareJid, Jid};
+use crate::storage::{BATCH_LIMIT, SubscriptionChange};
 
 use super::service::*;
 
@@ -294,6 +295,9 @@ impl PubSub {
         self.authorize_in(svc, &state, actor, Action::ManageSubscriptions)
             .await?;
         let cfg = &state.record.config;
+        let mut changes = changes;
+        dedup_keep_last(&mut changes, |a, b| a.0 == b.0 && a.2 == b.2);
+        let mut writes = Vec::new();
         let mut out = Vec::new();
         for (jid, new_state, subid) in changes {
             let existing: Vec<&Subscription> = state
@@ -302,29 +306,23 @@ impl PubSub {
                 .filter(|s| s.jid == jid && subid.as_ref().is_none_or(|id| *id == s.subid))
                 .collect();
             match new_state {
-                None => {
-                    for s in &existing {
-                        self.store
-                            .delete_subscription(svc, node, &jid, &s.subid)
-                            .await?;
-                    }
+                None => writes.extend(existing.iter().map(|s| SubscriptionChange::Delete {
+                    jid: jid.clone(),
+                    subid: s.subid.clone(),
+                })),
+                Some(st) if existing.is_empty() => {
+                    writes.push(SubscriptionChange::Put(Subscription {
+                        jid: jid.clone(),
+                        subid: token(16),
+                        state: st,
+                        options: SubOptions::default(),
+                    }));
                 }
-                Some(st) => {
-                    if existing.is_empty() {
-                        let sub = Subscription {
-                            jid: jid.clone(),
-                            subid: token(16),
-                            state: st,
-                            options: SubOptions::default(),
-                        };
-                        self.store.put_subscription(svc, node, &sub).await?;
-                    }
-                    for s in &existing {
-                        let mut s = (*s).clone();
-                        s.state = st;
-                        self.store.put_subscription(svc, node, &s).await?;
-                    }
-                }
+                Some(st) => writes.extend(existing.iter().map(|s| {
+                    let mut s = (*s).clone();
+                    s.state = st;
+                    SubscriptionChange::Put(s)
+                })),
             }
             // The subscriber learns the new state (8.8.4).
             out.push(Notification {
@@ -343,6 +341,13 @@ impl PubSub {
                 only_available: false,
             });
         }
+        if writes.len() > BATCH_LIMIT {
+            return Err(PubSubError::LimitReached(format!(
+                "at most {BATCH_LIMIT} subscription changes per request; nothing was changed"
+            )));
+        }
+        // All or nothing: either every state of the request holds or none (8.8.2).
+        self.store.change_subscriptions(svc, node, &writes).await?;
         self.forget(svc, node);
         Ok(out)
     }
@@ -377,6 +382,13 @@ impl PubSub {
         let state = self.node(svc, node).await?;
         self.authorize_in(svc, &state, actor, Action::ManageAffiliations)
             .await?;
+        let mut changes = changes;
+        dedup_keep_last(&mut changes, |a, b| a.0 == b.0);
+        if changes.len() > BATCH_LIMIT {
+            return Err(PubSubError::LimitReached(format!(
+                "at most {BATCH_LIMIT} affiliation changes per request; nothing was changed"
+            )));
+        }
         let mut owners: Vec<BareJid> = state.owners();
         for (jid, aff) in &changes {
             owners.retain(|o| o != jid);
@@ -387,11 +399,20 @@ impl PubSub {
         if owners.is_empty() {
             return Err(PubSubError::LastOwner);
         }
-        for (jid, aff) in changes {
-            self.store.set_affiliation(svc, node, &jid, aff).await?;
-        }
+        // All or nothing (8.9.2).
+        self.store.set_affiliations(svc, node, &changes).await?;
         self.forget(svc, node);
         // An outcast, or a member dropped from a whitelist, loses its subscriptions (8.9.2).
-        self.revoke_unreadable(svc, node).await
+        // The affiliations are stored: should this fail, the request still did what it said, and
+        // every delivery checks the new affiliations all the same.
+        match self.revoke_unreadable(svc, node).await {
+            Ok(out) => Ok(out),
+            Err(e) => {
+                tracing::warn!(
+                    "node {node}: affiliations changed, cancelling subscriptions failed: {e}"
+                );
+                Ok(Vec::new())
+            }
+        }
     }
 }

@@ -5,13 +5,17 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use super::{ItemPage, ItemQuery, Store, StoreResult};
+use super::failpoint::FailPoints;
+use super::{ItemPage, ItemQuery, Store, StoreResult, SubscriptionChange};
 use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 
 #[derive(Default)]
 pub struct MemoryStore {
     nodes: Mutex<BTreeMap<(ServiceId, String), NodeData>>,
+    /// A batch is applied under the one lock, so nothing can fail between its entries; the fail
+    /// point `batch` fails it before the first.
+    fail_points: FailPoints,
 }
 
 struct NodeData {
@@ -179,18 +183,20 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn set_affiliation(
+    async fn set_affiliations(
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &BareJid,
-        aff: Affiliation,
+        changes: &[(BareJid, Affiliation)],
     ) -> StoreResult<()> {
+        self.fail_points.check("batch")?;
         self.with_node(svc, node, (), |n| {
-            if aff == Affiliation::None {
-                n.affiliations.remove(jid);
-            } else {
-                n.affiliations.insert(jid.clone(), aff);
+            for (jid, aff) in changes {
+                if *aff == Affiliation::None {
+                    n.affiliations.remove(jid);
+                } else {
+                    n.affiliations.insert(jid.clone(), *aff);
+                }
             }
         });
         Ok(())
@@ -223,20 +229,28 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn put_subscription(
+    async fn change_subscriptions(
         &self,
         svc: &ServiceId,
         node: &str,
-        sub: &Subscription,
+        changes: &[SubscriptionChange],
     ) -> StoreResult<()> {
+        self.fail_points.check("batch")?;
         self.with_node(svc, node, (), |n| {
-            match n
-                .subscriptions
-                .iter_mut()
-                .find(|s| s.jid == sub.jid && s.subid == sub.subid)
-            {
-                Some(existing) => *existing = sub.clone(),
-                None => n.subscriptions.push(sub.clone()),
+            for change in changes {
+                match change {
+                    SubscriptionChange::Put(sub) => match n
+                        .subscriptions
+                        .iter_mut()
+                        .find(|s| s.jid == sub.jid && s.subid == sub.subid)
+                    {
+                        Some(existing) => *existing = sub.clone(),
+                        None => n.subscriptions.push(sub.clone()),
+                    },
+                    SubscriptionChange::Delete { jid, subid } => n
+                        .subscriptions
+                        .retain(|s| !(s.jid == *jid && s.subid == *subid)),
+                }
             }
         });
         Ok(())
@@ -287,29 +301,32 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn put_item(
+    async fn put_items(
         &self,
         svc: &ServiceId,
         node: &str,
-        item: &Item,
+        items: &[Item],
         max_items: Option<u64>,
     ) -> StoreResult<Vec<String>> {
+        self.fail_points.check("batch")?;
         Ok(self.with_node(svc, node, Vec::new(), |n| {
-            if let Some(old) = n.by_id.remove(&item.id) {
-                n.items.remove(&old);
-            }
-            let seq = n.next_seq;
-            n.next_seq += 1;
-            n.items.insert(seq, item.clone());
-            n.by_id.insert(item.id.clone(), seq);
             let mut evicted = Vec::new();
-            if let Some(max) = max_items {
-                while n.items.len() as u64 > max {
-                    let Some((_, old)) = n.items.pop_first() else {
-                        break;
-                    };
-                    n.by_id.remove(&old.id);
-                    evicted.push(old.id);
+            for item in items {
+                if let Some(old) = n.by_id.remove(&item.id) {
+                    n.items.remove(&old);
+                }
+                let seq = n.next_seq;
+                n.next_seq += 1;
+                n.items.insert(seq, item.clone());
+                n.by_id.insert(item.id.clone(), seq);
+                if let Some(max) = max_items {
+                    while n.items.len() as u64 > max {
+                        let Some((_, old)) = n.items.pop_first() else {
+                            break;
+                        };
+                        n.by_id.remove(&old.id);
+                        evicted.push(old.id);
+                    }
                 }
             }
             evicted
@@ -341,13 +358,23 @@ impl Store for MemoryStore {
         }))
     }
 
-    async fn delete_item(&self, svc: &ServiceId, node: &str, id: &str) -> StoreResult<bool> {
-        Ok(
-            self.with_node(svc, node, false, |n| match n.by_id.remove(id) {
-                Some(seq) => n.items.remove(&seq).is_some(),
-                None => false,
-            }),
-        )
+    async fn delete_items(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        self.fail_points.check("batch")?;
+        Ok(self.with_node(svc, node, Vec::new(), |n| {
+            ids.iter()
+                .filter(|id| {
+                    n.by_id
+                        .remove(id.as_str())
+                        .is_some_and(|seq| n.items.remove(&seq).is_some())
+                })
+                .cloned()
+                .collect()
+        }))
     }
 
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {
@@ -356,5 +383,10 @@ impl Store for MemoryStore {
             n.by_id.clear();
         });
         Ok(())
+    }
+
+    #[cfg(test)]
+    fn fail_points(&self) -> &FailPoints {
+        &self.fail_points
     }
 }

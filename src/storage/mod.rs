@@ -4,8 +4,12 @@
 //! - A call that returns Ok is durable for the backend's promise (embedded: fsynced).
 //! - Items of a node are ordered by publication; republishing an id replaces the item and moves
 //!   it to the newest position.
-//! - `put_item` trims the node to `max_items` by removing the oldest, in the same transaction.
-//! - Deleting something absent is Ok and reports `false`.
+//! - `put_items` trims the node to `max_items` by removing the oldest (embedded, memory: in the same
+//!   transaction; aws: right after it, retried by the next publish).
+//! - A batch (`put_items`, `delete_items`, `set_affiliations`, `change_subscriptions`) is applied
+//!   whole or not at all: an Err leaves the store as it was. A batch holds at most [`BATCH_LIMIT`]
+//!   entries and names each key once (the core keeps the last of repeated ones).
+//! - Deleting something absent is Ok and reports `false` (or leaves it out of the ids returned).
 //! - Reads cost O(result), not O(items in node).
 
 #[cfg(feature = "aws")]
@@ -13,6 +17,7 @@ pub mod aws;
 pub mod backup;
 pub mod conformance;
 pub mod embedded;
+pub mod failpoint;
 pub mod memory;
 
 use std::sync::Arc;
@@ -31,6 +36,20 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Most entries of one batch: items of one publish, ids of one retract, changes of one owner
+/// request. Bounded by DynamoDB's 100 writes per transaction (a published item costs 3, the count
+/// 1; an affiliation or subscription 2).
+pub const BATCH_LIMIT: usize = 32;
+
+/// One change of a batch of subscription changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// Adds or replaces (same JID and subid).
+    Put(Subscription),
+    /// Removes, if present.
+    Delete { jid: Jid, subid: String },
+}
 
 /// Which items to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,14 +99,24 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<String>>;
     async fn count_nodes_created_by(&self, svc: &ServiceId, creator: &str) -> StoreResult<u64>;
 
-    /// Sets (or with `Affiliation::None`, removes) a bare JID's affiliation.
+    /// Sets (or with `Affiliation::None`, removes) bare JIDs' affiliations, all or none.
+    async fn set_affiliations(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        changes: &[(BareJid, Affiliation)],
+    ) -> StoreResult<()>;
+    /// One change of [`Store::set_affiliations`].
     async fn set_affiliation(
         &self,
         svc: &ServiceId,
         node: &str,
         jid: &BareJid,
         aff: Affiliation,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.set_affiliations(svc, node, &[(jid.clone(), aff)])
+            .await
+    }
     async fn affiliations(
         &self,
         svc: &ServiceId,
@@ -100,13 +129,23 @@ pub trait Store: Send + Sync + 'static {
         jid: &BareJid,
     ) -> StoreResult<Vec<(String, Affiliation)>>;
 
+    /// Applies subscription changes, all or none.
+    async fn change_subscriptions(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        changes: &[SubscriptionChange],
+    ) -> StoreResult<()>;
     /// Adds or replaces (same JID and subid) a subscription.
     async fn put_subscription(
         &self,
         svc: &ServiceId,
         node: &str,
         sub: &Subscription,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.change_subscriptions(svc, node, &[SubscriptionChange::Put(sub.clone())])
+            .await
+    }
     async fn delete_subscription(
         &self,
         svc: &ServiceId,
@@ -135,15 +174,26 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// Stores an item (replacing one with the same id), trims to `max_items`; returns the ids removed
-    /// by trimming.
+    /// Stores items in order (each replacing one with the same id), all or none, and trims to
+    /// `max_items`; returns the ids removed by trimming.
+    async fn put_items(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        items: &[Item],
+        max_items: Option<u64>,
+    ) -> StoreResult<Vec<String>>;
+    /// One item of [`Store::put_items`].
     async fn put_item(
         &self,
         svc: &ServiceId,
         node: &str,
         item: &Item,
         max_items: Option<u64>,
-    ) -> StoreResult<Vec<String>>;
+    ) -> StoreResult<Vec<String>> {
+        self.put_items(svc, node, std::slice::from_ref(item), max_items)
+            .await
+    }
     async fn items(&self, svc: &ServiceId, node: &str, query: ItemQuery) -> StoreResult<ItemPage>;
     async fn items_by_id(
         &self,
@@ -151,8 +201,22 @@ pub trait Store: Send + Sync + 'static {
         node: &str,
         ids: &[String],
     ) -> StoreResult<Vec<Item>>;
-    async fn delete_item(&self, svc: &ServiceId, node: &str, id: &str) -> StoreResult<bool>;
+    /// Deletes items, all or none; returns the ids that were there.
+    async fn delete_items(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>>;
+    async fn delete_item(&self, svc: &ServiceId, node: &str, id: &str) -> StoreResult<bool> {
+        let removed = self.delete_items(svc, node, &[id.to_owned()]).await?;
+        Ok(!removed.is_empty())
+    }
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()>;
+
+    /// The backend's fail points, for the conformance suite's crash and outage cases.
+    #[cfg(test)]
+    fn fail_points(&self) -> &failpoint::FailPoints;
 }
 
 /// Opens the backend the configuration names.

@@ -1,90 +1,105 @@
 //! Items: payloads in S3, the index (by sequence and by id) and counts in DynamoDB.
 
+use futures_util::future::try_join_all;
+
 use super::*;
 
 impl AwsStore {
-    pub(super) async fn put_item_in(
+    /// One transaction for the whole batch: 2 index entries per item, 1 delete per replaced item
+    /// and the count, at most 3 x BATCH_LIMIT + 1 writes.
+    pub(super) async fn put_items_in(
         &self,
         svc: &ServiceId,
         node: &str,
-        item: &Item,
+        items: &[Item],
         max_items: Option<u64>,
     ) -> StoreResult<Vec<String>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         let pk = node_pk(svc, node);
-        let id_sk = format!("id|{}", item.id);
-        // The payload gets a key of its own, so that three independent requests run at once:
-        // look up the id, reserve a sequence number, and make the payload durable in S3.
-        let obj = if item.payload.is_empty() {
-            String::new()
-        } else {
-            Self::new_object_key(svc, node)
-        };
+        // Each payload gets a key of its own, so that three kinds of independent requests run at
+        // once: look up the ids, reserve sequence numbers, and make the payloads durable in S3.
+        let objects: Vec<String> = items
+            .iter()
+            .map(|i| {
+                if i.payload.is_empty() {
+                    String::new()
+                } else {
+                    Self::new_object_key(svc, node)
+                }
+            })
+            .collect();
         let reserve = self
             .ddb
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&pk, "meta")))
-            .update_expression("ADD seq :one")
+            .update_expression("ADD seq :k")
             .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":k", n(items.len() as u64))
             .return_values(ReturnValue::AllNew)
             .send();
-        let upload = async {
-            if obj.is_empty() {
-                Ok(())
-            } else {
-                self.put_object(&obj, &item.payload).await
-            }
-        };
-        let (old, meta, uploaded) = tokio::join!(self.get(&pk, &id_sk), reserve, upload);
-        let prepared = (|| Ok((old?, meta.map_err(unavailable)?, uploaded?)))();
-        let (old, meta, ()) = match prepared {
+        let id_keys: Vec<String> = items.iter().map(|i| format!("id|{}", i.id)).collect();
+        let lookups = try_join_all(id_keys.iter().map(|k| self.get(&pk, k)));
+        let uploads = try_join_all(
+            items
+                .iter()
+                .zip(&objects)
+                .filter(|(_, o)| !o.is_empty())
+                .map(|(i, o)| self.put_object(o, &i.payload)),
+        );
+        let (olds, meta, uploaded) = tokio::join!(lookups, reserve, uploads);
+        let prepared = (|| Ok((olds?, meta.map_err(unavailable)?, uploaded?)))();
+        let (olds, meta, _) = match prepared {
             Ok(v) => v,
             Err(e) => {
-                self.delete_objects_later(vec![obj]);
+                self.delete_objects_later(objects);
                 return Err(e);
             }
         };
         let attrs = meta.attributes.unwrap_or_default();
-        let seq = get_n(&attrs, "seq").saturating_sub(1);
-        let is_new = old.is_none();
-        let count = get_n(&attrs, "cnt") + u64::from(is_new);
-        let mut tx = vec![
-            self.put(HashMap::from([
+        let first_seq = get_n(&attrs, "seq").saturating_sub(items.len() as u64);
+        let added = olds.iter().filter(|o| o.is_none()).count() as u64;
+        let count = get_n(&attrs, "cnt") + added;
+        let mut tx = Vec::with_capacity(3 * items.len() + 1);
+        let mut stale_objects = Vec::new();
+        for (k, ((item, obj), old)) in items.iter().zip(&objects).zip(&olds).enumerate() {
+            let seq = first_seq + k as u64;
+            tx.push(self.put(HashMap::from([
                 ("pk".into(), s(&pk)),
                 ("sk".into(), s(seq_sk(seq))),
                 ("id".into(), s(&item.id)),
                 ("pub".into(), s(&item.publisher)),
                 ("ts".into(), n(item.published_ms)),
-                ("obj".into(), s(&obj)),
-            ]))?,
-            self.put(HashMap::from([
+                ("obj".into(), s(obj)),
+            ]))?);
+            tx.push(self.put(HashMap::from([
                 ("pk".into(), s(&pk)),
-                ("sk".into(), s(&id_sk)),
+                ("sk".into(), s(format!("id|{}", item.id))),
                 ("seq".into(), n(seq)),
-                ("obj".into(), s(&obj)),
-            ]))?,
-        ];
-        let mut stale_objects = Vec::new();
-        match &old {
-            // Counted in the same transaction as the index entries: a crash cannot leave the
-            // count off by one.
-            None => tx.push(self.add(&pk, "meta", "cnt", 1)?),
-            Some(a) => {
+                ("obj".into(), s(obj)),
+            ]))?);
+            if let Some(a) = old {
                 tx.push(self.delete(&pk, &seq_sk(get_n(a, "seq")))?);
                 stale_objects.push(Self::payload_key(a, svc, node));
             }
         }
+        // Counted in the same transaction as the index entries: a crash cannot leave the count
+        // off.
+        if added > 0 {
+            tx.push(self.add(&pk, "meta", "cnt", added as i64)?);
+        }
         if let Err(e) = self.transact_or_fail(tx).await {
-            self.delete_objects_later(vec![obj]);
+            self.delete_objects_later(objects);
             return Err(e);
         }
         let mut evicted = Vec::new();
         if let Some(max) = max_items
             && count > max
         {
-            // The item is durable now: a failed trim is retried by the next publish rather than
-            // failing this one.
+            // The items are durable now: a failed trim is retried by the next publish rather
+            // than failing this one.
             match self.trim(&pk, (count - max) as usize).await {
                 Ok((ids, objects)) => {
                     evicted = ids;
@@ -175,26 +190,33 @@ impl AwsStore {
         self.hydrate(index).await
     }
 
-    pub(super) async fn delete_item_in(
+    /// One transaction: 2 deletes per item present and the count.
+    pub(super) async fn delete_items_in(
         &self,
         svc: &ServiceId,
         node: &str,
-        id: &str,
-    ) -> StoreResult<bool> {
+        ids: &[String],
+    ) -> StoreResult<Vec<String>> {
         let pk = node_pk(svc, node);
-        let Some(a) = self.get(&pk, &format!("id|{id}")).await? else {
-            return Ok(false);
-        };
-        let seq = get_n(&a, "seq");
-        let obj = Self::payload_key(&a, svc, node);
-        self.transact_or_fail(vec![
-            self.delete(&pk, &format!("id|{id}"))?,
-            self.delete(&pk, &seq_sk(seq))?,
-            self.add(&pk, "meta", "cnt", -1)?,
-        ])
-        .await?;
-        self.delete_objects_later(vec![obj]);
-        Ok(true)
+        let id_keys: Vec<String> = ids.iter().map(|id| format!("id|{id}")).collect();
+        let entries = try_join_all(id_keys.iter().map(|k| self.get(&pk, k))).await?;
+        let mut tx = Vec::new();
+        let mut removed = Vec::new();
+        let mut objects = Vec::new();
+        for (id, entry) in ids.iter().zip(&entries) {
+            let Some(a) = entry else { continue };
+            tx.push(self.delete(&pk, &format!("id|{id}"))?);
+            tx.push(self.delete(&pk, &seq_sk(get_n(a, "seq")))?);
+            objects.push(Self::payload_key(a, svc, node));
+            removed.push(id.clone());
+        }
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        tx.push(self.add(&pk, "meta", "cnt", -(removed.len() as i64))?);
+        self.transact_or_fail(tx).await?;
+        self.delete_objects_later(objects);
+        Ok(removed)
     }
 
     pub(super) async fn purge_items_in(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {

@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_s3::primitives::ByteStream;
 
-use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult};
+use super::failpoint::FailPoints;
+use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult, SubscriptionChange};
 use crate::config::AwsConfig;
 use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
@@ -23,6 +24,8 @@ pub struct AwsStore {
     s3: aws_sdk_s3::Client,
     table: String,
     bucket: String,
+    /// `batch` fails a batch's transaction before it is sent (after the S3 uploads).
+    fail_points: FailPoints,
 }
 
 /// Items one publish trims at most (2 deletes each + 1 count update <= 100 transaction writes).
@@ -124,6 +127,7 @@ impl AwsStore {
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             table: cfg.table.clone(),
             bucket: cfg.bucket.clone(),
+            fail_points: FailPoints::default(),
         })
     }
 
@@ -257,6 +261,7 @@ impl AwsStore {
     }
 
     async fn transact_or_fail(&self, items: Vec<TransactWriteItem>) -> StoreResult<()> {
+        self.fail_points.check("batch")?;
         self.transact(items).await.map_err(unavailable)
     }
 
@@ -497,14 +502,13 @@ impl Store for AwsStore {
         self.count_nodes_created_by_in(svc, creator).await
     }
 
-    async fn set_affiliation(
+    async fn set_affiliations(
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &BareJid,
-        aff: Affiliation,
+        changes: &[(BareJid, Affiliation)],
     ) -> StoreResult<()> {
-        self.set_affiliation_in(svc, node, jid, aff).await
+        self.set_affiliations_in(svc, node, changes).await
     }
 
     async fn affiliations(
@@ -523,13 +527,13 @@ impl Store for AwsStore {
         self.user_affiliations_in(svc, jid).await
     }
 
-    async fn put_subscription(
+    async fn change_subscriptions(
         &self,
         svc: &ServiceId,
         node: &str,
-        sub: &Subscription,
+        changes: &[SubscriptionChange],
     ) -> StoreResult<()> {
-        self.put_subscription_in(svc, node, sub).await
+        self.change_subscriptions_in(svc, node, changes).await
     }
 
     async fn delete_subscription(
@@ -554,14 +558,14 @@ impl Store for AwsStore {
         self.user_subscriptions_in(svc, jid).await
     }
 
-    async fn put_item(
+    async fn put_items(
         &self,
         svc: &ServiceId,
         node: &str,
-        item: &Item,
+        items: &[Item],
         max_items: Option<u64>,
     ) -> StoreResult<Vec<String>> {
-        self.put_item_in(svc, node, item, max_items).await
+        self.put_items_in(svc, node, items, max_items).await
     }
 
     async fn items(&self, svc: &ServiceId, node: &str, query: ItemQuery) -> StoreResult<ItemPage> {
@@ -577,11 +581,21 @@ impl Store for AwsStore {
         self.items_by_id_in(svc, node, ids).await
     }
 
-    async fn delete_item(&self, svc: &ServiceId, node: &str, id: &str) -> StoreResult<bool> {
-        self.delete_item_in(svc, node, id).await
+    async fn delete_items(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        self.delete_items_in(svc, node, ids).await
     }
 
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {
         self.purge_items_in(svc, node).await
+    }
+
+    #[cfg(test)]
+    fn fail_points(&self) -> &FailPoints {
+        &self.fail_points
     }
 }

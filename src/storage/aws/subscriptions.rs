@@ -3,35 +3,38 @@
 use super::*;
 
 impl AwsStore {
-    pub(super) async fn set_affiliation_in(
+    /// One transaction: 2 writes per change (the node's entry and the user's).
+    pub(super) async fn set_affiliations_in(
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &BareJid,
-        aff: Affiliation,
+        changes: &[(BareJid, Affiliation)],
     ) -> StoreResult<()> {
-        let bare = jid.to_bare().to_string();
-        let (pk, upk) = (node_pk(svc, node), user_pk(svc, &bare));
-        let items = if aff == Affiliation::None {
-            vec![
-                self.delete(&pk, &format!("a|{bare}"))?,
-                self.delete(&upk, &format!("a|{node}"))?,
-            ]
-        } else {
-            vec![
-                self.put(HashMap::from([
+        let pk = node_pk(svc, node);
+        let mut tx = Vec::with_capacity(2 * changes.len());
+        for (jid, aff) in changes {
+            let bare = jid.to_string();
+            let upk = user_pk(svc, &bare);
+            if *aff == Affiliation::None {
+                tx.push(self.delete(&pk, &format!("a|{bare}"))?);
+                tx.push(self.delete(&upk, &format!("a|{node}"))?);
+            } else {
+                tx.push(self.put(HashMap::from([
                     ("pk".into(), s(&pk)),
                     ("sk".into(), s(format!("a|{bare}"))),
-                    ("aff".into(), s(aff_str(aff))),
-                ]))?,
-                self.put(HashMap::from([
+                    ("aff".into(), s(aff_str(*aff))),
+                ]))?);
+                tx.push(self.put(HashMap::from([
                     ("pk".into(), s(&upk)),
                     ("sk".into(), s(format!("a|{node}"))),
-                    ("aff".into(), s(aff_str(aff))),
-                ]))?,
-            ]
-        };
-        self.transact_or_fail(items).await
+                    ("aff".into(), s(aff_str(*aff))),
+                ]))?);
+            }
+        }
+        if tx.is_empty() {
+            return Ok(());
+        }
+        self.transact_or_fail(tx).await
     }
 
     pub(super) async fn affiliations_in(
@@ -71,28 +74,46 @@ impl AwsStore {
             .collect()
     }
 
-    pub(super) async fn put_subscription_in(
+    /// One transaction: 2 writes per change (the node's entry and the user's).
+    pub(super) async fn change_subscriptions_in(
         &self,
         svc: &ServiceId,
         node: &str,
-        sub: &Subscription,
+        changes: &[SubscriptionChange],
     ) -> StoreResult<()> {
-        let json = serde_json::to_string(sub).map_err(corrupt)?;
-        let rest = format!("{}|{}", part(&sub.jid.to_string()), part(&sub.subid));
-        let items = vec![
-            self.put(HashMap::from([
-                ("pk".into(), s(node_pk(svc, node))),
-                ("sk".into(), s(format!("s|{rest}"))),
-                ("sub".into(), s(&json)),
-            ]))?,
-            self.put(HashMap::from([
-                ("pk".into(), s(user_pk(svc, &sub.jid.to_bare().to_string()))),
-                ("sk".into(), s(format!("s|{node}|{rest}"))),
-                ("sub".into(), s(&json)),
-                ("node".into(), s(node)),
-            ]))?,
-        ];
-        self.transact_or_fail(items).await
+        let pk = node_pk(svc, node);
+        let mut tx = Vec::with_capacity(2 * changes.len());
+        for change in changes {
+            match change {
+                SubscriptionChange::Put(sub) => {
+                    let json = serde_json::to_string(sub).map_err(corrupt)?;
+                    let rest = format!("{}|{}", part(&sub.jid.to_string()), part(&sub.subid));
+                    tx.push(self.put(HashMap::from([
+                        ("pk".into(), s(&pk)),
+                        ("sk".into(), s(format!("s|{rest}"))),
+                        ("sub".into(), s(&json)),
+                    ]))?);
+                    tx.push(self.put(HashMap::from([
+                        ("pk".into(), s(user_pk(svc, &sub.jid.to_bare().to_string()))),
+                        ("sk".into(), s(format!("s|{node}|{rest}"))),
+                        ("sub".into(), s(&json)),
+                        ("node".into(), s(node)),
+                    ]))?);
+                }
+                SubscriptionChange::Delete { jid, subid } => {
+                    let rest = format!("{}|{}", part(&jid.to_string()), part(subid));
+                    tx.push(self.delete(&pk, &format!("s|{rest}"))?);
+                    tx.push(self.delete(
+                        &user_pk(svc, &jid.to_bare().to_string()),
+                        &format!("s|{node}|{rest}"),
+                    )?);
+                }
+            }
+        }
+        if tx.is_empty() {
+            return Ok(());
+        }
+        self.transact_or_fail(tx).await
     }
 
     pub(super) async fn delete_subscription_in(

@@ -6,66 +6,25 @@ use super::*;
 use crate::storage::{ItemPage, ItemQuery, StoreResult};
 
 impl EmbeddedStore {
-    pub(super) async fn put_item_in(
+    pub(super) async fn put_items_in(
         &self,
         svc: &ServiceId,
         node: &str,
-        item: &Item,
+        items: &[Item],
         max_items: Option<u64>,
     ) -> StoreResult<Vec<String>> {
         let s = svc.key();
         let node = node.to_owned();
-        let item = item.clone();
+        let items = items.to_vec();
+        let injected = self.fail_points.check("batch");
         self.write(move |tx| {
-            let nk = key(&[s.as_bytes(), node.as_bytes()]);
-            let p = prefix(&[s.as_bytes(), node.as_bytes()]);
-            let mut meta = tx.open_table(NODE_META).map_err(err)?;
-            let (next_seq, mut count) = meta
-                .get(nk.as_slice())
-                .map_err(err)?
-                .map(|v| meta_decode(v.value()))
-                .unwrap_or((1, 0));
-            let mut items = tx.open_table(ITEMS).map_err(err)?;
-            let mut ids = tx.open_table(ITEM_IDS).map_err(err)?;
-            let idk = key(&[s.as_bytes(), node.as_bytes(), item.id.as_bytes()]);
-            let old = ids.get(idk.as_slice()).map_err(err)?.map(|g| g.value());
-            if let Some(old) = old {
-                items
-                    .remove(key(&[&p[..p.len() - 1], &old.to_be_bytes()]).as_slice())
-                    .map_err(err)?;
-                count -= 1;
-            }
-            let v = serde_json::to_vec(&item).map_err(corrupt)?;
-            items
-                .insert(
-                    key(&[&p[..p.len() - 1], &next_seq.to_be_bytes()]).as_slice(),
-                    v.as_slice(),
-                )
-                .map_err(err)?;
-            ids.insert(idk.as_slice(), next_seq).map_err(err)?;
-            count += 1;
             let mut evicted = Vec::new();
-            if let Some(max) = max_items {
-                while count > max {
-                    let end = prefix_end(&p);
-                    let first = items
-                        .range::<&[u8]>(p.as_slice()..end.as_slice())
-                        .map_err(err)?
-                        .next()
-                        .transpose()
-                        .map_err(err)?
-                        .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
-                    let Some((k, v)) = first else { break };
-                    let old = decode_item(&v)?;
-                    items.remove(k.as_slice()).map_err(err)?;
-                    ids.remove(key(&[s.as_bytes(), node.as_bytes(), old.id.as_bytes()]).as_slice())
-                        .map_err(err)?;
-                    evicted.push(old.id);
-                    count -= 1;
+            for (i, item) in items.iter().enumerate() {
+                evicted.extend(put_item(tx, &s, &node, item, max_items)?);
+                if i == 0 {
+                    injected.clone()?;
                 }
             }
-            meta.insert(nk.as_slice(), meta_encode(next_seq + 1, count).as_slice())
-                .map_err(err)?;
             Ok(evicted)
         })
         .await
@@ -211,39 +170,27 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn delete_item_in(
+    pub(super) async fn delete_items_in(
         &self,
         svc: &ServiceId,
         node: &str,
-        id: &str,
-    ) -> StoreResult<bool> {
+        ids: &[String],
+    ) -> StoreResult<Vec<String>> {
         let s = svc.key();
         let node = node.to_owned();
-        let id = id.to_owned();
+        let ids = ids.to_vec();
+        let injected = self.fail_points.check("batch");
         self.write(move |tx| {
-            let mut ids = tx.open_table(ITEM_IDS).map_err(err)?;
-            let seq = ids
-                .remove(key(&[s.as_bytes(), node.as_bytes(), id.as_bytes()]).as_slice())
-                .map_err(err)?
-                .map(|g| g.value());
-            let Some(seq) = seq else { return Ok(false) };
-            tx.open_table(ITEMS)
-                .map_err(err)?
-                .remove(key(&[s.as_bytes(), node.as_bytes(), &seq.to_be_bytes()]).as_slice())
-                .map_err(err)?;
-            let nk = key(&[s.as_bytes(), node.as_bytes()]);
-            let mut meta = tx.open_table(NODE_META).map_err(err)?;
-            let (next, count) = meta
-                .get(nk.as_slice())
-                .map_err(err)?
-                .map(|v| meta_decode(v.value()))
-                .unwrap_or((1, 0));
-            meta.insert(
-                nk.as_slice(),
-                meta_encode(next, count.saturating_sub(1)).as_slice(),
-            )
-            .map_err(err)?;
-            Ok(true)
+            let mut removed = Vec::new();
+            for (i, id) in ids.into_iter().enumerate() {
+                if delete_item(tx, &s, &node, &id)? {
+                    removed.push(id);
+                }
+                if i == 0 {
+                    injected.clone()?;
+                }
+            }
+            Ok(removed)
         })
         .await
     }
@@ -269,4 +216,91 @@ impl EmbeddedStore {
         })
         .await
     }
+}
+
+/// Stores one item of a batch in the batch's transaction and trims; returns the ids trimmed.
+fn put_item(
+    tx: &redb::WriteTransaction,
+    s: &str,
+    node: &str,
+    item: &Item,
+    max_items: Option<u64>,
+) -> StoreResult<Vec<String>> {
+    let nk = key(&[s.as_bytes(), node.as_bytes()]);
+    let p = prefix(&[s.as_bytes(), node.as_bytes()]);
+    let mut meta = tx.open_table(NODE_META).map_err(err)?;
+    let (next_seq, mut count) = meta
+        .get(nk.as_slice())
+        .map_err(err)?
+        .map(|v| meta_decode(v.value()))
+        .unwrap_or((1, 0));
+    let mut items = tx.open_table(ITEMS).map_err(err)?;
+    let mut ids = tx.open_table(ITEM_IDS).map_err(err)?;
+    let idk = key(&[s.as_bytes(), node.as_bytes(), item.id.as_bytes()]);
+    let old = ids.get(idk.as_slice()).map_err(err)?.map(|g| g.value());
+    if let Some(old) = old {
+        items
+            .remove(key(&[&p[..p.len() - 1], &old.to_be_bytes()]).as_slice())
+            .map_err(err)?;
+        count -= 1;
+    }
+    let v = serde_json::to_vec(item).map_err(corrupt)?;
+    items
+        .insert(
+            key(&[&p[..p.len() - 1], &next_seq.to_be_bytes()]).as_slice(),
+            v.as_slice(),
+        )
+        .map_err(err)?;
+    ids.insert(idk.as_slice(), next_seq).map_err(err)?;
+    count += 1;
+    let mut evicted = Vec::new();
+    if let Some(max) = max_items {
+        while count > max {
+            let end = prefix_end(&p);
+            let first = items
+                .range::<&[u8]>(p.as_slice()..end.as_slice())
+                .map_err(err)?
+                .next()
+                .transpose()
+                .map_err(err)?
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+            let Some((k, v)) = first else { break };
+            let old = decode_item(&v)?;
+            items.remove(k.as_slice()).map_err(err)?;
+            ids.remove(key(&[s.as_bytes(), node.as_bytes(), old.id.as_bytes()]).as_slice())
+                .map_err(err)?;
+            evicted.push(old.id);
+            count -= 1;
+        }
+    }
+    meta.insert(nk.as_slice(), meta_encode(next_seq + 1, count).as_slice())
+        .map_err(err)?;
+    Ok(evicted)
+}
+
+/// Deletes one item of a batch; true when it was there.
+fn delete_item(tx: &redb::WriteTransaction, s: &str, node: &str, id: &str) -> StoreResult<bool> {
+    let mut ids = tx.open_table(ITEM_IDS).map_err(err)?;
+    let seq = ids
+        .remove(key(&[s.as_bytes(), node.as_bytes(), id.as_bytes()]).as_slice())
+        .map_err(err)?
+        .map(|g| g.value());
+    let Some(seq) = seq else { return Ok(false) };
+    tx.open_table(ITEMS)
+        .map_err(err)?
+        .remove(key(&[s.as_bytes(), node.as_bytes(), &seq.to_be_bytes()]).as_slice())
+        .map_err(err)?;
+    let nk = key(&[s.as_bytes(), node.as_bytes()]);
+    let mut meta = tx.open_table(NODE_META).map_err(err)?;
+    let (next, count) = meta
+        .get(nk.as_slice())
+        .map_err(err)?
+        .map(|v| meta_decode(v.value()))
+        .unwrap_or((1, 0));
+    meta.insert(
+        nk.as_slice(),
+        meta_encode(next, count.saturating_sub(1)).as_slice(),
+    )
+    .map_err(err)?;
+    Ok(true)
 }

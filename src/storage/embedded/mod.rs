@@ -15,7 +15,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult};
+use super::failpoint::FailPoints;
+use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult, SubscriptionChange};
 use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 
@@ -43,6 +44,8 @@ pub struct EmbeddedStore {
     /// Write requests for the writer thread (None once dropping).
     writes: Option<tokio::sync::mpsc::Sender<WriteRequest>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// `batch` fails a batch after its first entry, inside the transaction.
+    fail_points: FailPoints,
 }
 
 type WriteOutput = Box<dyn std::any::Any + Send>;
@@ -54,7 +57,7 @@ struct WriteRequest {
 }
 
 /// Most write requests committed together.
-const MAX_BATCH: usize = 512;
+const MAX_GROUP: usize = 512;
 
 /// The group-commit writer: takes every write request queued at the moment, applies them in one
 /// transaction and commits once (one fsync), then answers each. A request that fails (storage
@@ -63,7 +66,7 @@ const MAX_BATCH: usize = 512;
 fn writer_thread(db: Arc<Database>, mut rx: tokio::sync::mpsc::Receiver<WriteRequest>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
+        while batch.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
@@ -234,7 +237,7 @@ impl EmbeddedStore {
         }
         tx.commit().map_err(err)?;
         let db = Arc::new(db);
-        let (writes, rx) = tokio::sync::mpsc::channel(4 * MAX_BATCH);
+        let (writes, rx) = tokio::sync::mpsc::channel(4 * MAX_GROUP);
         let writer = {
             let db = db.clone();
             std::thread::Builder::new()
@@ -248,6 +251,7 @@ impl EmbeddedStore {
             db,
             writes: Some(writes),
             writer: Some(writer),
+            fail_points: FailPoints::default(),
         })
     }
 
@@ -368,14 +372,13 @@ impl Store for EmbeddedStore {
         self.count_nodes_created_by_in(svc, creator).await
     }
 
-    async fn set_affiliation(
+    async fn set_affiliations(
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &BareJid,
-        aff: Affiliation,
+        changes: &[(BareJid, Affiliation)],
     ) -> StoreResult<()> {
-        self.set_affiliation_in(svc, node, jid, aff).await
+        self.set_affiliations_in(svc, node, changes).await
     }
 
     async fn affiliations(
@@ -394,13 +397,13 @@ impl Store for EmbeddedStore {
         self.user_affiliations_in(svc, jid).await
     }
 
-    async fn put_subscription(
+    async fn change_subscriptions(
         &self,
         svc: &ServiceId,
         node: &str,
-        sub: &Subscription,
+        changes: &[SubscriptionChange],
     ) -> StoreResult<()> {
-        self.put_subscription_in(svc, node, sub).await
+        self.change_subscriptions_in(svc, node, changes).await
     }
 
     async fn delete_subscription(
@@ -425,14 +428,14 @@ impl Store for EmbeddedStore {
         self.user_subscriptions_in(svc, jid).await
     }
 
-    async fn put_item(
+    async fn put_items(
         &self,
         svc: &ServiceId,
         node: &str,
-        item: &Item,
+        items: &[Item],
         max_items: Option<u64>,
     ) -> StoreResult<Vec<String>> {
-        self.put_item_in(svc, node, item, max_items).await
+        self.put_items_in(svc, node, items, max_items).await
     }
 
     async fn items(&self, svc: &ServiceId, node: &str, query: ItemQuery) -> StoreResult<ItemPage> {
@@ -448,11 +451,21 @@ impl Store for EmbeddedStore {
         self.items_by_id_in(svc, node, wanted).await
     }
 
-    async fn delete_item(&self, svc: &ServiceId, node: &str, id: &str) -> StoreResult<bool> {
-        self.delete_item_in(svc, node, id).await
+    async fn delete_items(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        ids: &[String],
+    ) -> StoreResult<Vec<String>> {
+        self.delete_items_in(svc, node, ids).await
     }
 
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {
         self.purge_items_in(svc, node).await
+    }
+
+    #[cfg(test)]
+    fn fail_points(&self) -> &FailPoints {
+        &self.fail_points
     }
 }

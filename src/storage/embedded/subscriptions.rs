@@ -1,30 +1,36 @@
 //! Affiliations and subscriptions, each indexed by node and by user.
 
 use super::*;
-use crate::storage::StoreResult;
+use crate::storage::{StoreResult, SubscriptionChange};
 
 impl EmbeddedStore {
-    pub(super) async fn set_affiliation_in(
+    pub(super) async fn set_affiliations_in(
         &self,
         svc: &ServiceId,
         node: &str,
-        jid: &BareJid,
-        aff: Affiliation,
+        changes: &[(BareJid, Affiliation)],
     ) -> StoreResult<()> {
         let s = svc.key();
         let node = node.to_owned();
-        let bare = jid.to_bare().to_string();
+        let changes = changes.to_vec();
+        let injected = self.fail_points.check("batch");
         self.write(move |tx| {
-            let k1 = key(&[s.as_bytes(), node.as_bytes(), bare.as_bytes()]);
-            let k2 = key(&[s.as_bytes(), bare.as_bytes(), node.as_bytes()]);
             let mut affs = tx.open_table(AFFS).map_err(err)?;
             let mut user = tx.open_table(USER_AFFS).map_err(err)?;
-            if aff == Affiliation::None {
-                affs.remove(k1.as_slice()).map_err(err)?;
-                user.remove(k2.as_slice()).map_err(err)?;
-            } else {
-                affs.insert(k1.as_slice(), aff_code(aff)).map_err(err)?;
-                user.insert(k2.as_slice(), aff_code(aff)).map_err(err)?;
+            for (i, (jid, aff)) in changes.iter().enumerate() {
+                let bare = jid.to_string();
+                let k1 = key(&[s.as_bytes(), node.as_bytes(), bare.as_bytes()]);
+                let k2 = key(&[s.as_bytes(), bare.as_bytes(), node.as_bytes()]);
+                if *aff == Affiliation::None {
+                    affs.remove(k1.as_slice()).map_err(err)?;
+                    user.remove(k2.as_slice()).map_err(err)?;
+                } else {
+                    affs.insert(k1.as_slice(), aff_code(*aff)).map_err(err)?;
+                    user.insert(k2.as_slice(), aff_code(*aff)).map_err(err)?;
+                }
+                if i == 0 {
+                    injected.clone()?;
+                }
             }
             Ok(())
         })
@@ -76,46 +82,28 @@ impl EmbeddedStore {
         .await
     }
 
-    pub(super) async fn put_subscription_in(
+    pub(super) async fn change_subscriptions_in(
         &self,
         svc: &ServiceId,
         node: &str,
-        sub: &Subscription,
+        changes: &[SubscriptionChange],
     ) -> StoreResult<()> {
         let s = svc.key();
         let node = node.to_owned();
-        let sub = sub.clone();
+        let changes = changes.to_vec();
+        let injected = self.fail_points.check("batch");
         self.write(move |tx| {
-            let jid = sub.jid.to_string();
-            let bare = sub.jid.to_bare().to_string();
-            let v = serde_json::to_vec(&sub).map_err(corrupt)?;
-            tx.open_table(SUBS)
-                .map_err(err)?
-                .insert(
-                    key(&[
-                        s.as_bytes(),
-                        node.as_bytes(),
-                        jid.as_bytes(),
-                        sub.subid.as_bytes(),
-                    ])
-                    .as_slice(),
-                    v.as_slice(),
-                )
-                .map_err(err)?;
-            tx.open_table(USER_SUBS)
-                .map_err(err)?
-                .insert(
-                    key(&[
-                        s.as_bytes(),
-                        bare.as_bytes(),
-                        node.as_bytes(),
-                        jid.as_bytes(),
-                        sub.subid.as_bytes(),
-                    ])
-                    .as_slice(),
-                    (),
-                )
-                .map_err(err)?;
+            for (i, change) in changes.iter().enumerate() {
+                match change {
+                    SubscriptionChange::Put(sub) => put_subscription(tx, &s, &node, sub)?,
+                    SubscriptionChange::Delete { jid, subid } => {
+                        delete_subscription(tx, &s, &node, jid, subid)?;
+                    }
+                }
+                if i == 0 {
+                    injected.clone()?;
+                }
+            }
             Ok(())
         })
         .await
@@ -130,40 +118,10 @@ impl EmbeddedStore {
     ) -> StoreResult<bool> {
         let s = svc.key();
         let node = node.to_owned();
-        let j = jid.to_string();
-        let bare = jid.to_bare().to_string();
+        let jid = jid.clone();
         let subid = subid.to_owned();
-        self.write(move |tx| {
-            let removed = tx
-                .open_table(SUBS)
-                .map_err(err)?
-                .remove(
-                    key(&[
-                        s.as_bytes(),
-                        node.as_bytes(),
-                        j.as_bytes(),
-                        subid.as_bytes(),
-                    ])
-                    .as_slice(),
-                )
-                .map_err(err)?
-                .is_some();
-            tx.open_table(USER_SUBS)
-                .map_err(err)?
-                .remove(
-                    key(&[
-                        s.as_bytes(),
-                        bare.as_bytes(),
-                        node.as_bytes(),
-                        j.as_bytes(),
-                        subid.as_bytes(),
-                    ])
-                    .as_slice(),
-                )
-                .map_err(err)?;
-            Ok(removed)
-        })
-        .await
+        self.write(move |tx| delete_subscription(tx, &s, &node, &jid, &subid))
+            .await
     }
 
     pub(super) async fn subscriptions_in(
@@ -229,4 +187,83 @@ impl EmbeddedStore {
         })
         .await
     }
+}
+
+fn put_subscription(
+    tx: &redb::WriteTransaction,
+    s: &str,
+    node: &str,
+    sub: &Subscription,
+) -> StoreResult<()> {
+    let jid = sub.jid.to_string();
+    let bare = sub.jid.to_bare().to_string();
+    let v = serde_json::to_vec(sub).map_err(corrupt)?;
+    tx.open_table(SUBS)
+        .map_err(err)?
+        .insert(
+            key(&[
+                s.as_bytes(),
+                node.as_bytes(),
+                jid.as_bytes(),
+                sub.subid.as_bytes(),
+            ])
+            .as_slice(),
+            v.as_slice(),
+        )
+        .map_err(err)?;
+    tx.open_table(USER_SUBS)
+        .map_err(err)?
+        .insert(
+            key(&[
+                s.as_bytes(),
+                bare.as_bytes(),
+                node.as_bytes(),
+                jid.as_bytes(),
+                sub.subid.as_bytes(),
+            ])
+            .as_slice(),
+            (),
+        )
+        .map_err(err)?;
+    Ok(())
+}
+
+/// True when the subscription was there.
+fn delete_subscription(
+    tx: &redb::WriteTransaction,
+    s: &str,
+    node: &str,
+    jid: &Jid,
+    subid: &str,
+) -> StoreResult<bool> {
+    let j = jid.to_string();
+    let bare = jid.to_bare().to_string();
+    let removed = tx
+        .open_table(SUBS)
+        .map_err(err)?
+        .remove(
+            key(&[
+                s.as_bytes(),
+                node.as_bytes(),
+                j.as_bytes(),
+                subid.as_bytes(),
+            ])
+            .as_slice(),
+        )
+        .map_err(err)?
+        .is_some();
+    tx.open_table(USER_SUBS)
+        .map_err(err)?
+        .remove(
+            key(&[
+                s.as_bytes(),
+                bare.as_bytes(),
+                node.as_bytes(),
+                j.as_bytes(),
+                subid.as_bytes(),
+            ])
+            .as_slice(),
+        )
+        .map_err(err)?;
+    Ok(removed)
 }
