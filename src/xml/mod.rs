@@ -1,6 +1,7 @@
 //! XML for XMPP streams: the element tree, its serializer and the incremental stream reader.
 
 pub mod element;
+mod error;
 pub mod framer;
 pub mod reader;
 
