@@ -6,6 +6,7 @@
 #   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--pep] [--multicast] [--watch-pid PID]
 #   scripts/xmpp-server.sh stop DIR
 #   scripts/xmpp-server.sh register DIR USER PASSWORD     (user@localhost)
+#   scripts/xmpp-server.sh eval DIR 'ERLANG EXPRESSIONS.' (ejabberd: evaluated on its node, result printed)
 #
 # Everything lives in DIR (config, data, logs, pid); nothing touches the system instances.
 # --watch-pid stops the server when that process exits (used by tests that start servers).
@@ -162,11 +163,29 @@ register() {
   esac
 }
 
+# Evaluates Erlang expressions on a private ejabberd's node (as a local service of the server
+# would act: tests use it to send stanzas from the server's own services) and prints the value.
+eval_on() {
+  local dir=$1 exprs=$2 node dist
+  [ "$(cat "$dir/kind")" = ejabberd ] || die "eval: $dir is not an ejabberd instance"
+  ejabberd_env "$dir"
+  node=$(cat "$dir/node") dist=$(cat "$dir/dist_port")
+  STRATUS_EVAL=$exprs erl -sname "eval$$-$node" -setcookie stratus-test -erl_epmd_port "$dist" \
+    -start_epmd false -dist_listen false -hidden -noinput -eval "
+      {ok, Tokens, _} = erl_scan:string(os:getenv(\"STRATUS_EVAL\")),
+      {ok, Exprs} = erl_parse:parse_exprs(Tokens),
+      case rpc:call('$node@localhost', erl_eval, exprs, [Exprs, []]) of
+        {value, Value, _} -> io:format(\"~p~n\", [Value]), halt(0);
+        Other -> io:format(standard_error, \"~p~n\", [Other]), halt(1)
+      end."
+}
+
 cmd=${1:-}; shift || true
 case $cmd in
   install) install ;;
   start) start "$@" ;;
   stop) stop "$@" ;;
   register) register "$@" ;;
-  *) sed -n '2,14p' "$0"; exit 2 ;;
+  eval) eval_on "$@" ;;
+  *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -394,6 +394,90 @@ async fn ejabberd_module_follows_xep_0033_rules() {
     module_follows_xep_0033_rules(Kind::Ejabberd).await;
 }
 
+/// Issue 18, the ejabberd module's senders: by default only the external components of the
+/// server's ejabberd_service listeners, not its other services. XEP-0033 section 2.1: the
+/// feature and the limit form are shown to those who may use the service and to no one else
+/// (a user sees neither); a message with addresses from one of the server's own services
+/// (multicast.localhost, routed by ejabberd itself, as MUC or upload would be) is refused:
+/// nobody gets a copy.
+#[tokio::test]
+async fn ejabberd_module_serves_only_its_components() {
+    let server = Server::start_private_multicast(Kind::Ejabberd);
+    let mut comp = RawComponent::connect(&server, "pubsub.localhost").await;
+    let mut user = new_user(&server, "msu").await;
+    let mut b = new_user(&server, "msb").await;
+    let jb = b.jid().to_string();
+
+    let disco = || Element::new("query", "http://jabber.org/protocol/disco#info");
+    let seen = user.iq(iq("get", "localhost", disco())).await.unwrap();
+    let query = seen.children().next().expect("a disco#info answer");
+    assert!(
+        !query
+            .children()
+            .any(|f| f.name() == "feature" && f.get_attr("var") == Some(ADDRESS)),
+        "a user is shown the multicast feature: {seen}"
+    );
+    assert!(
+        !query.children().any(|x| x.name() == "x"
+            && x.children().any(|f| f.get_attr("var") == Some("FORM_TYPE")
+                && f.children().any(|v| v.text_content() == ADDRESS))),
+        "a user is shown the limit form (XEP-0128, FORM_TYPE {ADDRESS}): {seen}"
+    );
+    comp.send(
+        "<iq type='get' id='d1' from='pubsub.localhost' to='localhost'>\
+         <query xmlns='http://jabber.org/protocol/disco#info'/></iq>",
+    )
+    .await;
+    let info = comp.reply("d1").await;
+    let query = info.children().next().unwrap();
+    assert!(
+        query
+            .children()
+            .any(|f| f.name() == "feature" && f.get_attr("var") == Some(ADDRESS)),
+        "{info}"
+    );
+    assert_eq!(stratus::xmpp::multicast::multicast_limit(query), Some(99));
+
+    // Another of the server's own services (a route ejabberd serves itself, as it does MUC or
+    // upload: here the evaluating process registers svc.localhost) asks the module to fan out
+    // to b: refused with forbidden, to that service. The module runs in the routing process,
+    // so a copy, had there been one, would be queued for b ahead of the component's message
+    // that follows.
+    let forged = multicast("svc.localhost", "f1", &[("bcc", &jb)], "")
+        .replace("<message ", "<message xmlns='jabber:client' ");
+    let answer = server.eval(&format!(
+        "ejabberd_router:register_route(<<\"svc.localhost\">>, <<\"localhost\">>), \
+         ejabberd_router:route(xmpp:decode(fxml_stream:parse_element(<<\"{}\">>))), \
+         receive {{route, P}} -> fxml:element_to_binary(xmpp:encode(P)) \
+         after 5000 -> no_answer end.",
+        forged.replace('"', "\\\"")
+    ));
+    let answer = answer.trim_start_matches("<<\"").trim_end_matches("\">>");
+    let answer = stratus::xml::parse_element(answer, stratus::xml::Limits::default())
+        .unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(answer.get_attr("type"), Some("error"), "{answer}");
+    assert_eq!(
+        error_condition(&answer).as_deref(),
+        Some("forbidden"),
+        "{answer}"
+    );
+    comp.send(&multicast("pubsub.localhost", "f2", &[("bcc", &jb)], ""))
+        .await;
+    let first = b
+        .wait_for(T, |e| {
+            e.name() == "message" && e.get_child("body", NS_CLIENT).is_some()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.get_attr("id"), Some("f2"), "{first}");
+    // The prepared address is remembered in the module's own table, not in a process.
+    assert_eq!(
+        server.eval("ets_cache:info(mod_stratus_multicast_jids, size)."),
+        "1"
+    );
+    server.stop();
+}
+
 /// More subscribers at one server than the service's limit (99 with the modules; XEP-0033
 /// section 8): each notification goes out as several stanzas of at most 99 addresses, and all
 /// 120 subscribers get each of the items once (stratus-load counts per item and subscriber).

@@ -17,29 +17,39 @@
 %%%   $HOME/.ejabberd-modules/mod_stratus_multicast/ebin/   (HOME of the ejabberd user)
 %%% or to ejabberd's own ebin directory, then in ejabberd.yml:
 %%%   modules:
-%%%     mod_stratus_multicast: {}        # limit: 99, senders: [] (= this server's components)
+%%%     mod_stratus_multicast: {}   # limit: 99, senders: [] (= the ejabberd_service hosts),
+%%%                                 # cache_size: 20000
 %%%
-%%% Rules (XEP-0033): only bare domains routed by this server that are not one of its virtual
-%%% hosts (its components and services), or those listed in `senders`, may use it; anyone else
-%%% sending an address list to the host gets `forbidden`. Only this host's users are delivered
-%%% to. A stanza over `limit` addresses is refused whole (not-acceptable, section 8); an address
-%%% that cannot be delivered (jid-malformed: not a valid JID; forbidden: another domain) is
-%%% refused alone: the others get their copies and the error lists only the refused addresses,
-%%% so the sender can deliver to them some other way and nothing is lost. to/cc addresses are kept in the
-%%% copies marked delivered='true', bcc addresses are removed, an address already marked
-%%% delivered is skipped, and an address listed twice gets one copy.
+%%% Rules (XEP-0033): only the external components this server accepts (the `hosts` of its
+%%% ejabberd_service listeners), or the domains listed in `senders`, may use it: not users, not
+%%% the server's other services (MUC, upload), which get `forbidden`, and see neither the feature
+%%% nor the limit form in disco#info. Only this host's users are delivered to. A stanza over
+%%% `limit` addresses is refused whole (not-acceptable, section 8); an address that cannot be
+%%% delivered (jid-malformed: not a valid JID; forbidden: another domain) is refused alone: the
+%%% others get their copies and the error lists only the refused addresses, so the sender can
+%%% deliver to them some other way and nothing is lost. to/cc addresses are kept in the copies
+%%% marked delivered='true', bcc addresses are removed, an address already marked delivered is
+%%% skipped, and an address listed twice gets one copy. Prepared addresses are remembered in one
+%%% bounded ETS table (`cache_size`) owned by cache_tab's ets_cache server, not by a connection.
 
 -module(mod_stratus_multicast).
 
 -behaviour(gen_mod).
 
 -export([start/2, stop/1, reload/3, depends/2, mod_opt_type/1, mod_options/1, mod_doc/0]).
--export([route/1, disco_features/5, disco_info/5]).
+-export([route/1, disco_identity/5, disco_features/5, disco_info/5]).
 
 -include("xmpp.hrl").
 
-start(Host, _Opts) ->
+-define(CACHE, mod_stratus_multicast_jids).
+
+start(Host, Opts) ->
+    %% One cache for every virtual host, owned by cache_tab's ets_cache server (not by a
+    %% connection process), bounded by cache_size; a second host's start only updates it.
+    ets_cache:new(?CACHE, [{max_size, gen_mod:get_opt(cache_size, Opts)},
+                           {life_time, infinity}, {cache_missed, false}]),
     ejabberd_hooks:add(local_send_to_resource_hook, Host, ?MODULE, route, 50),
+    ejabberd_hooks:add(disco_local_identity, Host, ?MODULE, disco_identity, 50),
     ejabberd_hooks:add(disco_local_features, Host, ?MODULE, disco_features, 50),
     %% After mod_disco's own handler (100), which drops what came before it.
     ejabberd_hooks:add(disco_info, Host, ?MODULE, disco_info, 110),
@@ -47,11 +57,17 @@ start(Host, _Opts) ->
 
 stop(Host) ->
     ejabberd_hooks:delete(local_send_to_resource_hook, Host, ?MODULE, route, 50),
+    ejabberd_hooks:delete(disco_local_identity, Host, ?MODULE, disco_identity, 50),
     ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
     ejabberd_hooks:delete(disco_info, Host, ?MODULE, disco_info, 110),
+    case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
+        true -> ok;
+        false -> ets_cache:delete(?CACHE)
+    end,
     ok.
 
-reload(_Host, _NewOpts, _OldOpts) ->
+reload(_Host, NewOpts, _OldOpts) ->
+    ets_cache:setopts(?CACHE, [{max_size, gen_mod:get_opt(cache_size, NewOpts)}]),
     ok.
 
 depends(_Host, _Opts) ->
@@ -61,16 +77,20 @@ depends(_Host, _Opts) ->
 mod_opt_type(limit) ->
     econf:int(2, 1000);
 mod_opt_type(senders) ->
-    econf:list(econf:domain()).
+    econf:list(econf:domain());
+mod_opt_type(cache_size) ->
+    econf:pos_int().
 
 mod_options(_Host) ->
-    [{limit, 99}, {senders, []}].
+    [{limit, 99}, {senders, []}, {cache_size, 20000}].
 
 mod_doc() ->
     #{desc => ["XEP-0033 multicast on the virtual host itself, for this server's components "
                "(the stratus pubsub service sends one notification stanza for up to 'limit' "
-               "subscribers). An address that cannot be delivered (not a JID, another domain) "
-               "is refused alone and listed in the error; the others get their copies."],
+               "subscribers). Only this host's users are delivered to. An address that cannot "
+               "be delivered (not a JID, another domain) is refused alone and listed in the "
+               "error; the others get their copies. The feature and the limit form are shown "
+               "in disco#info only to the senders allowed to use the service."],
       opts =>
           [{limit,
             #{value => "2..1000",
@@ -80,17 +100,39 @@ mod_doc() ->
            {senders,
             #{value => "[Domain, ...]",
               desc => "The domains allowed to use the service, such as the stratus "
-                      "component's. The default, an empty list, allows every domain this "
-                      "server routes that is not one of its virtual hosts; list the stratus "
-                      "domains to exclude other services (MUC, upload)."}}],
+                      "component's. The default, an empty list, allows the domains listed "
+                      "in the 'hosts' of this server's ejabberd_service listeners (its "
+                      "external components), and no other service (MUC, upload, proxy). "
+                      "A listener without 'hosts' accepts any domain, so with one the "
+                      "stratus domains must be listed here."}},
+           {cache_size,
+            #{value => "pos_integer()",
+              desc => "How many prepared addresses to remember (one ETS table for all "
+                      "virtual hosts, emptied when full with a warning in ejabberd's log). "
+                      "Preparing a "
+                      "JID is the largest cost of a copy, and the same subscribers come "
+                      "back in every notification. The default is 20000."}}],
       example =>
           ["modules:",
            "  mod_stratus_multicast:",
            "    limit: 99",
-           "    senders: [pubsub.example.org]"]}.
+           "    senders: [pubsub.example.org]",
+           "    cache_size: 20000"]}.
 
-%%% Disco (XEP-0033 section 2.1): the feature for those who may use it, and the limit as a
-%%% XEP-0128 form (the form mod_multicast uses).
+%%% Disco (XEP-0033 section 2.1): the feature and the limit (a XEP-0128 form, the one
+%%% mod_multicast uses) for those who may use the service, nothing for anyone else.
+%%%
+%%% ejabberd 23.01's mod_disco runs disco_info with the host but not the requester. It runs
+%%% disco_local_identity (which has the requester) just before, in the same process and for
+%%% the same request, so that hook notes whether the requester is allowed and disco_info takes
+%%% the note (and erases it). Any other caller of disco_info finds no note: no form.
+
+disco_identity(Acc, From, #jid{lserver = Host}, <<"">>, _Lang) ->
+    put({?MODULE, disco_allowed}, trusted(Host, From)),
+    Acc;
+disco_identity(Acc, _From, _To, _Node, _Lang) ->
+    erase({?MODULE, disco_allowed}),
+    Acc.
 
 disco_features({error, _} = Acc, _From, _To, _Node, _Lang) ->
     Acc;
@@ -109,26 +151,45 @@ disco_features(Acc, _From, _To, _Node, _Lang) ->
     Acc.
 
 disco_info(Acc, Host, mod_disco, <<"">>, _Lang) ->
-    Limit = gen_mod:get_module_opt(Host, ?MODULE, limit),
-    [#xdata{type = result,
-            fields = [#xdata_field{var = <<"FORM_TYPE">>, type = hidden,
-                                   values = [?NS_ADDRESS]},
-                      #xdata_field{var = <<"message">>,
-                                   values = [integer_to_binary(Limit)]}]}
-     | Acc];
+    case erase({?MODULE, disco_allowed}) of
+        true ->
+            Limit = gen_mod:get_module_opt(Host, ?MODULE, limit),
+            [#xdata{type = result,
+                    fields = [#xdata_field{var = <<"FORM_TYPE">>, type = hidden,
+                                           values = [?NS_ADDRESS]},
+                              #xdata_field{var = <<"message">>,
+                                           values = [integer_to_binary(Limit)]}]}
+             | Acc];
+        _ ->
+            Acc
+    end;
 disco_info(Acc, _Host, _Module, _Node, _Lang) ->
     Acc.
 
-trusted(Host, #jid{luser = <<"">>, lserver = Sender}) ->
+%% A bare domain among `senders`, or by default one of the external components this server
+%% accepts (the hosts of its ejabberd_service listeners): never a user, never another of the
+%% server's own services.
+trusted(Host, #jid{luser = <<"">>, lresource = <<"">>, lserver = Sender}) ->
     case gen_mod:get_module_opt(Host, ?MODULE, senders) of
         [] ->
-            ejabberd_router:is_my_route(Sender) andalso
-                not ejabberd_router:is_my_host(Sender);
+            lists:member(Sender, component_domains());
         Senders ->
             lists:member(Sender, Senders)
     end;
 trusted(_Host, _From) ->
     false.
+
+%% ejabberd 23.01 gives each listener's options as a map, `hosts` as a list of
+%% {Domain, Password}; a map of Domain => options is taken too.
+component_domains() ->
+    lists:append([hosts(maps:get(hosts, Opts, []))
+                  || {_EndPoint, ejabberd_service, Opts} <- ejabberd_option:listen(),
+                     is_map(Opts)]).
+
+hosts(Hosts) when is_map(Hosts) ->
+    maps:keys(Hosts);
+hosts(Hosts) when is_list(Hosts) ->
+    [element(1, H) || H <- Hosts, is_tuple(H)].
 
 %%% Routing: messages to the host's own JID come here (ejabberd_local runs this hook for every
 %%% stanza to the bare host that is not an IQ), in the sender's routing process, so a later IQ
@@ -228,14 +289,14 @@ collect([#xmlel{attrs = Attrs} = A | More], Ctx, Seen, Recipients, Kept, Refused
 recipient(Attrs, {Host, Lang}) ->
     case {attr(<<"uri">>, Attrs), attr(<<"node">>, Attrs), attr(<<"jid">>, Attrs)} of
         {<<"">>, <<"">>, J} when J /= <<"">> ->
-            try decode(J) of
-                #jid{lserver = Host} = To ->
+            case decode(J) of
+                {ok, #jid{lserver = Host} = To} ->
                     {ok, To};
-                #jid{} ->
+                {ok, #jid{}} ->
                     {error, xmpp:err_forbidden(
                               <<"Only addresses at ", Host/binary, " are delivered">>,
-                              Lang)}
-            catch _:{bad_jid, _} ->
+                              Lang)};
+                error ->
                     {error, xmpp:err_jid_malformed(<<"Invalid address">>, Lang)}
             end;
         _ ->
@@ -244,29 +305,15 @@ recipient(Attrs, {Host, Lang}) ->
     end.
 
 %% jid:decode/1 (string preparation of each part) was the largest cost of a copy here. The same
-%% subscribers come back in every notification: the sender's routing process (one per component
-%% connection, gone with it) keeps the decoded JIDs, at most ?CACHE of them.
--define(CACHE, 20000).
-
+%% subscribers come back in every notification: the decoded JIDs are kept in the module's
+%% bounded ETS cache (see start/2); an invalid address is not remembered.
 decode(J) ->
-    case get({?MODULE, J}) of
-        #jid{} = Cached ->
-            Cached;
-        undefined ->
-            Decoded = jid:decode(J),
-            N = case get({?MODULE, size}) of
-                    undefined -> 0;
-                    Size -> Size
-                end,
-            if N >= ?CACHE ->
-                    [erase(K) || {{?MODULE, _} = K, _} <- get()],
-                    put({?MODULE, size}, 1);
-               true ->
-                    put({?MODULE, size}, N + 1)
-            end,
-            put({?MODULE, J}, Decoded),
-            Decoded
-    end.
+    ets_cache:lookup(?CACHE, J,
+                     fun() ->
+                             try {ok, jid:decode(J)}
+                             catch _:{bad_jid, _} -> error
+                             end
+                     end).
 
 attr(Name, Attrs) ->
     case lists:keyfind(Name, 1, Attrs) of

@@ -153,6 +153,24 @@ impl Server {
         assert!(status.success());
     }
 
+    /// ejabberd only: evaluates Erlang expressions on the server's node, as one of the server's
+    /// own services would act (scripts/xmpp-server.sh eval), and returns the printed value.
+    pub fn eval(&self, exprs: &str) -> String {
+        assert_eq!(self.kind, Kind::Ejabberd, "eval needs an Erlang node");
+        let out = Command::new(root().join("scripts/xmpp-server.sh"))
+            .arg("eval")
+            .arg(&self.dir)
+            .arg(exprs)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "eval {exprs}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     pub fn c2s_addr(&self) -> String {
         format!("127.0.0.1:{}", self.c2s)
     }
