@@ -1,6 +1,6 @@
 //! XEP-0060 use cases on the stanza layer in this process (the real dispatcher, the memory store,
 //! no server), each citing its section: milliseconds each. The same cases through real Prosody and
-//! ejabberd are in tests/pubsub.rs, for what the servers take part in.
+//! ejabberd are in tests/pubsub/, for what the servers take part in.
 
 mod common;
 

@@ -752,6 +752,7 @@ pub struct InProcess {
     pub service: stratus::xmpp::Service,
     pub out: stratus::component::Outbox,
     queue: stratus::component::OutboxReceiver,
+    requests: std::sync::Arc<stratus::component::Requests>,
 }
 
 impl InProcess {
@@ -773,39 +774,94 @@ impl InProcess {
             stratus::pubsub::Limits::default(),
             Arc::new(pep.clone()),
         ));
-        let service =
-            stratus::xmpp::Service::new("pubsub.localhost", pubsub, Some(pep), requests, true)
-                .unwrap();
+        let service = stratus::xmpp::Service::new(
+            "pubsub.localhost",
+            pubsub,
+            Some(pep),
+            requests.clone(),
+            true,
+        )
+        .unwrap();
         InProcess {
             service,
             out,
             queue,
+            requests,
         }
     }
 
     /// Handles the stanzas (XML in jabber:component:accept), waits for the work they started,
     /// and returns every stanza written since the last call.
     pub async fn run(&self, stanzas: &[String]) -> Vec<Element> {
-        use stratus::component::{NS_COMPONENT, StanzaHandler};
-        for s in stanzas {
-            let el = stratus::xml::parse_element(s, stratus::xml::Limits::default())
-                .unwrap_or_else(|e| panic!("{e}: {s}"));
-            self.service.handle(el, &self.out).await;
-        }
-        self.service.flush().await;
-        let mut written = String::new();
-        let mut rx = self.queue.lock().await;
-        while let Ok(s) = rx.try_recv() {
-            written.push_str(&s);
-        }
-        let all = stratus::xml::parse_element(
-            &format!("<w xmlns='{NS_COMPONENT}'>{written}</w>"),
-            stratus::xml::Limits {
-                max_stanza_bytes: usize::MAX,
-                ..stratus::xml::Limits::default()
-            },
-        )
-        .unwrap_or_else(|e| panic!("stratus wrote XML that is not well-formed ({e}): {written}"));
-        all.children().cloned().collect()
+        self.run_answering(stanzas, |_| None).await
     }
+
+    /// As [`InProcess::run`], playing the server's part too: each stanza stratus writes is
+    /// shown to `answer`, and what it returns (a roster, a disco#info result) is handled as if
+    /// the server had sent it, until stratus is idle with nothing left to write.
+    pub async fn run_answering(
+        &self,
+        stanzas: &[String],
+        answer: impl Fn(&Element) -> Option<String>,
+    ) -> Vec<Element> {
+        use stratus::component::StanzaHandler;
+        for s in stanzas {
+            self.receive(parse(s)).await;
+        }
+        let mut rx = self.queue.lock().await;
+        let mut written = Vec::new();
+        loop {
+            let chunk = {
+                let idle = self.service.flush();
+                tokio::pin!(idle);
+                tokio::select! {
+                    biased;
+                    chunk = rx.recv() => chunk,
+                    _ = &mut idle => rx.try_recv().ok(),
+                }
+            };
+            let Some(chunk) = chunk else { break };
+            for el in parse_written(&chunk) {
+                if let Some(reply) = answer(&el) {
+                    self.receive(parse(&reply)).await;
+                }
+                written.push(el);
+            }
+        }
+        written
+    }
+
+    /// A stanza from the server, as the component connection passes it on: answers to
+    /// stratus's own requests go to their waiter, the rest to the dispatcher.
+    async fn receive(&self, el: Element) {
+        use stratus::component::StanzaHandler;
+        let el = if el.name() == "iq" && matches!(el.get_attr("type"), Some("result" | "error")) {
+            match self.requests.complete(el) {
+                Ok(()) => return,
+                Err(el) => el,
+            }
+        } else {
+            el
+        };
+        self.service.handle(el, &self.out).await;
+    }
+}
+
+pub fn parse(s: &str) -> Element {
+    stratus::xml::parse_element(s, stratus::xml::Limits::default())
+        .unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+/// What stratus wrote (any number of stanzas), as elements.
+pub fn parse_written(written: &str) -> Vec<Element> {
+    use stratus::component::NS_COMPONENT;
+    let all = stratus::xml::parse_element(
+        &format!("<w xmlns='{NS_COMPONENT}'>{written}</w>"),
+        stratus::xml::Limits {
+            max_stanza_bytes: usize::MAX,
+            ..stratus::xml::Limits::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("stratus wrote XML that is not well-formed ({e}): {written}"));
+    all.children().cloned().collect()
 }
