@@ -41,3 +41,5 @@ export STRATUS_TEST_EJABBERD_C2S=$E_C2S STRATUS_TEST_EJABBERD_COMPONENT=$E_COMP
 cargo test --locked --no-fail-fast "$@"
 # The XEP-0060 and durability tests again, with stratus storing into S3 + DynamoDB.
 STRATUS_TEST_STORAGE=aws cargo test --locked --no-fail-fast --test pubsub --test durability "$@"
+# The Debian package: built from the test build, installed with dpkg -i, checked, purged.
+"$root/scripts/package.sh" --check
