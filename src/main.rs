@@ -87,16 +87,22 @@ fn main() -> ExitCode {
             }
         };
     }
+    // Configurations read again on SIGHUP, for run() to apply what can change while running.
+    let (reloaded, reloads) = tokio::sync::watch::channel(None::<Arc<Config>>);
     #[cfg(unix)]
-    runtime.spawn(reload_on_sighup(cli.overrides.clone(), log_filter));
+    runtime.spawn(reload_on_sighup(
+        cli.overrides.clone(),
+        log_filter,
+        reloaded,
+    ));
     #[cfg(not(unix))]
-    drop(log_filter);
+    drop((log_filter, reloaded));
     match cli.command {
         Some(Command::Backup { file }) => return runtime.block_on(backup(&config, &file)),
         Some(Command::Restore { file }) => return restore(&config, &file),
         _ => {}
     }
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, reloads)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("stratus: {e}");
@@ -105,7 +111,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    config: Config,
+    mut reloads: tokio::sync::watch::Receiver<Option<Arc<Config>>>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let config = Arc::new(config);
     info!(
         "stratus {} serving {} via {}",
@@ -156,6 +165,17 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         config.pubsub.limits(config.storage.backend),
         Arc::new(pep.clone()),
     ));
+    let applying = {
+        let (pubsub, running) = (pubsub.clone(), config.clone());
+        tokio::spawn(async move {
+            while reloads.changed().await.is_ok() {
+                let Some(new) = reloads.borrow_and_update().clone() else {
+                    continue;
+                };
+                apply_reload(&running, &new, &pubsub);
+            }
+        })
+    };
     let service = Arc::new(Service::new(
         &config.component.domain,
         pubsub,
@@ -170,6 +190,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             stratus::systemd::stopping();
         })
         .await?;
+    applying.abort();
     if let Some(task) = http {
         task.abort();
     }
@@ -265,10 +286,39 @@ fn init_logging(log: &stratus::config::LogConfig) -> LogFilter {
     handle
 }
 
-/// SIGHUP: read the configuration again (file, environment, flags) and apply its log level;
-/// the stream and everything else keep running. An invalid file changes nothing.
+/// What a configuration read again on SIGHUP changes while running: the `[pubsub]` limits, from
+/// the next request on. The rest (connection, storage, stream input limits, cache bound) is
+/// fixed at start: a change there is logged as needing a restart.
+fn apply_reload(running: &Config, new: &Config, pubsub: &PubSub) {
+    let limits = new.pubsub.limits(running.storage.backend);
+    if !pubsub.set_limits(limits) {
+        tracing::warn!("SIGHUP: pubsub.cache_ttl_ms changes only on restart");
+    }
+    let fixed = [
+        ("component", running.component != new.component),
+        ("storage", running.storage != new.storage),
+        ("pep", running.pep != new.pep),
+        ("http", running.http != new.http),
+        ("admin", running.admin != new.admin),
+    ];
+    for (section, changed) in fixed {
+        if changed {
+            tracing::warn!("SIGHUP: [{section}] changed; it applies only on restart");
+        }
+    }
+    info!("SIGHUP: [pubsub] limits applied: {limits:?}");
+    stratus::metrics::metrics().config_reloads.inc();
+}
+
+/// SIGHUP: read the configuration again (file, environment, flags) and apply its log level,
+/// then hand it to run() for the limits; the stream and everything else keep running. An
+/// invalid file changes nothing.
 #[cfg(unix)]
-async fn reload_on_sighup(overrides: Overrides, filter: LogFilter) {
+async fn reload_on_sighup(
+    overrides: Overrides,
+    filter: LogFilter,
+    reloaded: tokio::sync::watch::Sender<Option<Arc<Config>>>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         return;
@@ -281,6 +331,7 @@ async fn reload_on_sighup(overrides: Overrides, filter: LogFilter) {
                     Ok(()) => info!("SIGHUP: configuration read again; log level {level:?}"),
                     Err(e) => tracing::warn!("SIGHUP: cannot change the log level: {e}"),
                 }
+                reloaded.send_replace(Some(Arc::new(config)));
             }
             Err(e) => tracing::error!("SIGHUP: configuration not reloaded: {e}"),
         }

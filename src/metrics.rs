@@ -125,6 +125,7 @@ pub struct Metrics {
     pub notifications_multicast: Counter,
     pub multicast_refusals: Counter,
     pub reconnects: Counter,
+    pub config_reloads: Counter,
     pub bounced: Counter,
     pub storage_errors: Counter,
     pub outbound_queue_stanzas: Gauge,
@@ -193,6 +194,11 @@ impl Metrics {
                 "Multicast stanzas a service refused (their notifications were resent one by one)",
             ),
             reconnects: registered(r, "reconnects", "Connections to the server after the first"),
+            config_reloads: registered(
+                r,
+                "config_reloads",
+                "Configurations read again and applied on SIGHUP",
+            ),
             bounced: registered(
                 r,
                 "bounced_stanzas",

@@ -469,3 +469,88 @@ async fn readiness_and_watchdog_go_to_notify_socket() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}; before ready: {seen:?}");
 }
+
+/// SIGHUP applies the `[pubsub]` limits of the file read again, from the next request on, on the
+/// same stream: a payload the old `max_payload_bytes` allowed is refused under the new one with
+/// XEP-0060 7.1.3.4 (`not-acceptable`, `payload-too-big`), a smaller one still goes through.
+/// The test waits for the reload on `stratus_config_reloads_total`, and sees no reconnection.
+#[tokio::test]
+async fn sighup_applies_new_limits_without_dropping_the_stream() {
+    let server = shared(Kind::Prosody);
+    let lease = lease_domain(server);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("stratus.toml");
+    let port = free_port();
+    let write_config = |max_payload: u64| {
+        std::fs::write(
+            &config,
+            format!(
+                "[component]\nserver = \"{}\"\ndomain = \"{}\"\nsecret = \"secret\"\n\
+                 [storage]\nbackend = \"memory\"\n[pubsub]\nmax_payload_bytes = {max_payload}\n\
+                 [http]\nlisten = \"127.0.0.1:{port}\"\n",
+                server.component_addr(),
+                lease.domain
+            ),
+        )
+        .unwrap()
+    };
+    write_config(65536);
+    let log_path = dir.path().join("stratus.log");
+    let mut child = spawn_on_config(&config, &log_path, &[]);
+    health_becomes(port, 200, T).await;
+    let svc = lease.domain.clone();
+    let mut alice = new_user(server, "hup").await;
+    iq_ok(
+        &mut alice,
+        &svc,
+        "set",
+        Element::new("pubsub", PS).child(Element::new("create", PS).attr("node", "limits")),
+    )
+    .await;
+    let publish = |bytes: usize| {
+        Element::new("pubsub", PS).child(
+            Element::new("publish", PS).attr("node", "limits").child(
+                Element::new("item", PS)
+                    .child(Element::new("x", "urn:example").text("a".repeat(bytes))),
+            ),
+        )
+    };
+    iq_ok(&mut alice, &svc, "set", publish(4000)).await;
+
+    write_config(2048);
+    let (_, before) = get(port, "/metrics").await;
+    let reloads = sample(&before, "stratus_config_reloads_total");
+    let kill = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + T;
+    let after = loop {
+        let (_, text) = get(port, "/metrics").await;
+        if sample(&text, "stratus_config_reloads_total") > reloads {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP was not applied: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(sample(&after, "stratus_reconnects_total"), 0.0, "{after}");
+
+    let refused = alice.iq(iq("set", &svc, publish(4000))).await.unwrap();
+    assert_eq!(refused.get_attr("type"), Some("error"), "{refused}");
+    assert_eq!(
+        error_condition(&refused).as_deref(),
+        Some("not-acceptable"),
+        "{refused}"
+    );
+    let error = refused.children().find(|c| c.name() == "error").unwrap();
+    assert!(
+        error.children().any(|c| c.name() == "payload-too-big"
+            && c.ns() == "http://jabber.org/protocol/pubsub#errors"),
+        "{refused}"
+    );
+    iq_ok(&mut alice, &svc, "set", publish(1000)).await;
+    assert!(child.try_wait().unwrap().is_none(), "stratus still runs");
+    child.kill().unwrap();
+    let _ = child.wait();
+}

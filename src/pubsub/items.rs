@@ -61,7 +61,7 @@ impl PubSub {
         if items.is_empty() && (persistent || cfg.deliver_payloads) {
             return Err(PubSubError::ItemRequired);
         }
-        let limit = cfg.max_payload_size.min(self.limits.max_payload_bytes);
+        let limit = cfg.max_payload_size.min(self.limits().max_payload_bytes);
         for (_, payload) in &items {
             if payload.len() as u64 > limit {
                 return Err(PubSubError::PayloadTooBig(limit));
@@ -74,8 +74,8 @@ impl PubSub {
             }
         }
         let max_items = match cfg.max_items {
-            MaxItems::Count(n) => Some(n.min(self.limits.max_items_per_node)),
-            MaxItems::Max => Some(self.limits.max_items_per_node),
+            MaxItems::Count(n) => Some(n.min(self.limits().max_items_per_node)),
+            MaxItems::Max => Some(self.limits().max_items_per_node),
         };
         if items.len() > BATCH_LIMIT {
             return Err(PubSubError::LimitReached(format!(
@@ -223,7 +223,7 @@ impl PubSub {
         if !state.record.config.persist_items {
             return Err(PubSubError::Unsupported("persistent-items"));
         }
-        let max = self.limits.max_page;
+        let max = self.limits().max_page;
         // Which end of the page to keep if it must be cut short: the newest items, or for a page
         // after a cursor the ones nearest to it.
         let keep_end = !matches!(selection, ItemSelection::Page(ItemQuery::After(..)));
@@ -270,7 +270,7 @@ impl PubSub {
     /// may return some of the items), keeping the newest end (`keep_end`) or the oldest; at least
     /// one item stays. True when items were dropped.
     pub(super) fn fit_page(&self, page: &mut ItemPage, keep_end: bool) -> bool {
-        let max = self.limits.max_page_bytes;
+        let max = self.limits().max_page_bytes;
         let mut total = 0;
         let mut fits = |items: &mut dyn Iterator<Item = &Item>| {
             items

@@ -31,7 +31,7 @@ impl PubSub {
         let creator = actor.to_bare().to_string();
         if policy.counts_nodes_per_user()
             && self.store.count_nodes_created_by(svc, &creator).await?
-                >= self.limits.max_nodes_per_user
+                >= self.limits().max_nodes_per_user
         {
             return Err(PubSubError::MaxNodesExceeded);
         }
@@ -59,16 +59,16 @@ impl PubSub {
     /// Checks ranges and the service limits of a configuration.
     pub fn validate_config(&self, mut c: NodeConfig) -> PubSubResult<NodeConfig> {
         match c.max_items {
-            MaxItems::Count(n) if n > self.limits.max_items_per_node => {
+            MaxItems::Count(n) if n > self.limits().max_items_per_node => {
                 return Err(PubSubError::BadConfig(format!(
                     "pubsub#max_items: at most {} (or max)",
-                    self.limits.max_items_per_node
+                    self.limits().max_items_per_node
                 )));
             }
             _ => {}
         }
-        if c.max_payload_size == 0 || c.max_payload_size > self.limits.max_payload_bytes {
-            c.max_payload_size = self.limits.max_payload_bytes;
+        if c.max_payload_size == 0 || c.max_payload_size > self.limits().max_payload_bytes {
+            c.max_payload_size = self.limits().max_payload_bytes;
         }
         Ok(c)
     }

@@ -212,7 +212,8 @@ pub struct Subscribed {
 
 pub struct PubSub {
     pub(super) store: Arc<dyn Store>,
-    pub(super) limits: Limits,
+    /// Replaced whole on SIGHUP ([`PubSub::set_limits`]); each request reads one copy.
+    pub(super) limits: arc_swap::ArcSwap<Limits>,
     pub(super) roster: Arc<dyn RosterSource>,
     /// Nodes with their affiliations and subscriptions (bounded: least recently used go first).
     pub(super) nodes: moka::sync::Cache<(ServiceId, String), Arc<NodeState>>,
@@ -247,7 +248,7 @@ impl PubSub {
     pub fn new(store: Arc<dyn Store>, limits: Limits, roster: Arc<dyn RosterSource>) -> PubSub {
         PubSub {
             store,
-            limits,
+            limits: arc_swap::ArcSwap::from_pointee(limits),
             roster,
             nodes: cache(limits.cache_ttl),
             last_items: cache(limits.cache_ttl),
@@ -256,7 +257,18 @@ impl PubSub {
     }
 
     pub fn limits(&self) -> Limits {
-        self.limits
+        **self.limits.load()
+    }
+
+    /// New service limits (SIGHUP), from the next request on. The cache bound (`cache_ttl_ms`)
+    /// is fixed when the caches are built: a different one is kept as it was, and the answer
+    /// says so (it needs a restart).
+    pub fn set_limits(&self, mut new: Limits) -> bool {
+        let current = self.limits();
+        let ttl_kept = new.cache_ttl == current.cache_ttl;
+        new.cache_ttl = current.cache_ttl;
+        self.limits.store(Arc::new(new));
+        ttl_kept
     }
 
     /// Whether publishes (to one node too) may run concurrently and keep their order: the store
@@ -268,8 +280,8 @@ impl PubSub {
     /// The configuration new nodes get unless the creator says otherwise: XEP-0060 defaults on the
     /// host service, XEP-0163 defaults on a PEP service ([`super::policy`]).
     pub fn default_config(&self, svc: &ServiceId) -> NodeConfig {
-        let mut config = policy_of(svc).default_config(self.limits.max_payload_bytes);
-        config.item_expire = self.limits.default_item_expire;
+        let mut config = policy_of(svc).default_config(self.limits().max_payload_bytes);
+        config.item_expire = self.limits().default_item_expire;
         config
     }
 
@@ -307,7 +319,7 @@ impl PubSub {
                 .items(
                     svc,
                     node,
-                    ItemQuery::Newest(self.limits.max_items_per_node as usize),
+                    ItemQuery::Newest(self.limits().max_items_per_node as usize),
                 )
                 .await?;
             self.schedule_expiry(svc, node, &record.config, &stored.items);
@@ -331,7 +343,7 @@ impl PubSub {
     ) -> PubSubResult<Vec<String>> {
         Ok(self
             .store
-            .node_names(svc, after, max.min(self.limits.max_page))
+            .node_names(svc, after, max.min(self.limits().max_page))
             .await?)
     }
 

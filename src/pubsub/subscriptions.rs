@@ -127,7 +127,7 @@ impl PubSub {
             .iter()
             .filter(|s| s.jid.to_bare() == bare)
             .count();
-        let l = &self.limits;
+        let l = self.limits();
         if on_node >= l.max_subscriptions_per_node {
             return Err(PubSubError::LimitReached(format!(
                 "{bare} has {on_node} subscriptions to this node, the most one account may hold"
