@@ -5,7 +5,7 @@
 %%% every address twice (once into its records, once more per copy), groups them with generic
 %%% code and fans out from its own process. This module serves the host's own JID (XEP-0033
 %%% section 2.1: the server itself) to trusted local components only and reads the address list
-%%% as it arrived: each address prepared once (and remembered for the next stanza), one message
+%%% as it arrived: each address prepared once, one message
 %%% built per stanza, each copy routed with ejabberd_router:route/1 like any other message
 %%% (privacy lists, blocking, carbons, stream management and offline storage apply as usual).
 %%% With stratus at 100 subscribers this made a notification cost ejabberd less CPU than one of
@@ -17,8 +17,7 @@
 %%%   $HOME/.ejabberd-modules/mod_stratus_multicast/ebin/   (HOME of the ejabberd user)
 %%% or to ejabberd's own ebin directory, then in ejabberd.yml:
 %%%   modules:
-%%%     mod_stratus_multicast: {}   # limit: 99, senders: [] (= the ejabberd_service hosts),
-%%%                                 # cache_size: 20000
+%%%     mod_stratus_multicast: {}   # limit: 99, senders: [] (= the ejabberd_service hosts)
 %%%
 %%% Rules (XEP-0033): only the external components this server accepts (the `hosts` of its
 %%% ejabberd_service listeners), or the domains listed in `senders`, may use it: not users, not
@@ -29,8 +28,7 @@
 %%% others get their copies and the error lists only the refused addresses, so the sender can
 %%% deliver to them some other way and nothing is lost. to/cc addresses are kept in the copies
 %%% marked delivered='true', bcc addresses are removed, an address already marked delivered is
-%%% skipped, and an address listed twice gets one copy. Prepared addresses are remembered in one
-%%% bounded ETS table (`cache_size`) owned by cache_tab's ets_cache server, not by a connection.
+%%% skipped, and an address listed twice gets one copy. Nothing is kept between stanzas.
 
 -module(mod_stratus_multicast).
 
@@ -41,13 +39,7 @@
 
 -include("xmpp.hrl").
 
--define(CACHE, mod_stratus_multicast_jids).
-
-start(Host, Opts) ->
-    %% One cache for every virtual host, owned by cache_tab's ets_cache server (not by a
-    %% connection process), bounded by cache_size; a second host's start only updates it.
-    ets_cache:new(?CACHE, [{max_size, gen_mod:get_opt(cache_size, Opts)},
-                           {life_time, infinity}, {cache_missed, false}]),
+start(Host, _Opts) ->
     ejabberd_hooks:add(local_send_to_resource_hook, Host, ?MODULE, route, 50),
     ejabberd_hooks:add(disco_local_identity, Host, ?MODULE, disco_identity, 50),
     ejabberd_hooks:add(disco_local_features, Host, ?MODULE, disco_features, 50),
@@ -60,14 +52,9 @@ stop(Host) ->
     ejabberd_hooks:delete(disco_local_identity, Host, ?MODULE, disco_identity, 50),
     ejabberd_hooks:delete(disco_local_features, Host, ?MODULE, disco_features, 50),
     ejabberd_hooks:delete(disco_info, Host, ?MODULE, disco_info, 110),
-    case gen_mod:is_loaded_elsewhere(Host, ?MODULE) of
-        true -> ok;
-        false -> ets_cache:delete(?CACHE)
-    end,
     ok.
 
-reload(_Host, NewOpts, _OldOpts) ->
-    ets_cache:setopts(?CACHE, [{max_size, gen_mod:get_opt(cache_size, NewOpts)}]),
+reload(_Host, _NewOpts, _OldOpts) ->
     ok.
 
 depends(_Host, _Opts) ->
@@ -77,12 +64,10 @@ depends(_Host, _Opts) ->
 mod_opt_type(limit) ->
     econf:int(2, 1000);
 mod_opt_type(senders) ->
-    econf:list(econf:domain());
-mod_opt_type(cache_size) ->
-    econf:pos_int().
+    econf:list(econf:domain()).
 
 mod_options(_Host) ->
-    [{limit, 99}, {senders, []}, {cache_size, 20000}].
+    [{limit, 99}, {senders, []}].
 
 mod_doc() ->
     #{desc => ["XEP-0033 multicast on the virtual host itself, for this server's components "
@@ -104,20 +89,12 @@ mod_doc() ->
                       "in the 'hosts' of this server's ejabberd_service listeners (its "
                       "external components), and no other service (MUC, upload, proxy). "
                       "A listener without 'hosts' accepts any domain, so with one the "
-                      "stratus domains must be listed here."}},
-           {cache_size,
-            #{value => "pos_integer()",
-              desc => "How many prepared addresses to remember (one ETS table for all "
-                      "virtual hosts, emptied when full with a warning in ejabberd's log). "
-                      "Preparing a "
-                      "JID is the largest cost of a copy, and the same subscribers come "
-                      "back in every notification. The default is 20000."}}],
+                      "stratus domains must be listed here."}}],
       example =>
           ["modules:",
            "  mod_stratus_multicast:",
            "    limit: 99",
-           "    senders: [pubsub.example.org]",
-           "    cache_size: 20000"]}.
+           "    senders: [pubsub.example.org]"]}.
 
 %%% Disco (XEP-0033 section 2.1): the feature and the limit (a XEP-0128 form, the one
 %%% mod_multicast uses) for those who may use the service, nothing for anyone else.
@@ -304,16 +281,15 @@ recipient(Attrs, {Host, Lang}) ->
                                            Lang)}
     end.
 
-%% jid:decode/1 (string preparation of each part) was the largest cost of a copy here. The same
-%% subscribers come back in every notification: the decoded JIDs are kept in the module's
-%% bounded ETS cache (see start/2); an invalid address is not remembered.
+%% Each address is prepared (jid:decode/1, stringprep) once per stanza, and not remembered: a
+%% table shared by all processes (ETS, ets_cache) costs as much per lookup as the preparation
+%% itself, since the JID is copied out of it (0.6-1.0 us against 0.5-1.1 us per address,
+%% docs/benchmarks.md), and a cache in the connection's process dictionary grows inside a
+%% process the module does not own.
 decode(J) ->
-    ets_cache:lookup(?CACHE, J,
-                     fun() ->
-                             try {ok, jid:decode(J)}
-                             catch _:{bad_jid, _} -> error
-                             end
-                     end).
+    try {ok, jid:decode(J)}
+    catch _:{bad_jid, _} -> error
+    end.
 
 attr(Name, Attrs) ->
     case lists:keyfind(Name, 1, Attrs) of
