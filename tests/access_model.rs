@@ -17,7 +17,8 @@
 //!   online resources of contacts that receive the owner's presence and whose caps ask
 //!   `n+notify` are implicit recipients: each must get node events exactly when it may read.
 //!
-//! `STRATUS_PROPTEST_CASES=20000 cargo test --test access_model` runs a long search.
+//! The test command runs 3,000 sequences (about 10 s); `STRATUS_PROPTEST_CASES=20000 cargo test
+//! --test access_model` runs a longer search.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -446,7 +447,7 @@ async fn run(ops: Vec<Op>, first: AccessModel, pep: bool) -> Result<(), TestCase
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("STRATUS_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(1000),
+        cases: std::env::var("STRATUS_PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(3000),
         ..ProptestConfig::default()
     })]
 
