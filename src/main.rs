@@ -167,12 +167,13 @@ async fn run(
     ));
     let applying = {
         let (pubsub, running) = (pubsub.clone(), config.clone());
+        let input_limits = component.input_limits();
         tokio::spawn(async move {
             while reloads.changed().await.is_ok() {
                 let Some(new) = reloads.borrow_and_update().clone() else {
                     continue;
                 };
-                apply_reload(&running, &new, &pubsub);
+                apply_reload(&running, &new, &pubsub, &input_limits);
             }
         })
     };
@@ -287,15 +288,40 @@ fn init_logging(log: &stratus::config::LogConfig) -> LogFilter {
 }
 
 /// What a configuration read again on SIGHUP changes while running: the `[pubsub]` limits, from
-/// the next request on. The rest (connection, storage, stream input limits, cache bound) is
-/// fixed at start: a change there is logged as needing a restart.
-fn apply_reload(running: &Config, new: &Config, pubsub: &PubSub) {
+/// the next request on, and the stream's input limits (`[component] max_*`), from the next
+/// stanza on. The rest (connection, queues, storage, PEP, HTTP, admin, the cache bound) is fixed
+/// at start: a change there is logged as needing a restart.
+fn apply_reload(
+    running: &Config,
+    new: &Config,
+    pubsub: &PubSub,
+    input: &arc_swap::ArcSwap<stratus::xml::Limits>,
+) {
     let limits = new.pubsub.limits(running.storage.backend);
     if !pubsub.set_limits(limits) {
         tracing::warn!("SIGHUP: pubsub.cache_ttl_ms changes only on restart");
     }
+    input.store(Arc::new(new.limits()));
+    // The input limits aside, is the [component] section what stratus runs with?
+    let mut connection = new.component.clone();
+    let r = &running.component;
+    (
+        connection.max_stanza_bytes,
+        connection.max_depth,
+        connection.max_attributes,
+        connection.max_namespace_declarations,
+        connection.max_uri_bytes,
+        connection.max_children,
+    ) = (
+        r.max_stanza_bytes,
+        r.max_depth,
+        r.max_attributes,
+        r.max_namespace_declarations,
+        r.max_uri_bytes,
+        r.max_children,
+    );
     let fixed = [
-        ("component", running.component != new.component),
+        ("component", *r != connection),
         ("storage", running.storage != new.storage),
         ("pep", running.pep != new.pep),
         ("http", running.http != new.http),
@@ -306,7 +332,10 @@ fn apply_reload(running: &Config, new: &Config, pubsub: &PubSub) {
             tracing::warn!("SIGHUP: [{section}] changed; it applies only on restart");
         }
     }
-    info!("SIGHUP: [pubsub] limits applied: {limits:?}");
+    info!(
+        "SIGHUP: [pubsub] limits applied: {limits:?}; stream input limits: {:?}",
+        new.limits()
+    );
     stratus::metrics::metrics().config_reloads.inc();
 }
 

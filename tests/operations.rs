@@ -470,10 +470,12 @@ async fn readiness_and_watchdog_go_to_notify_socket() {
     assert!(out.status.success(), "{out:?}; before ready: {seen:?}");
 }
 
-/// SIGHUP applies the `[pubsub]` limits of the file read again, from the next request on, on the
-/// same stream: a payload the old `max_payload_bytes` allowed is refused under the new one with
-/// XEP-0060 7.1.3.4 (`not-acceptable`, `payload-too-big`), a smaller one still goes through.
-/// The test waits for the reload on `stratus_config_reloads_total`, and sees no reconnection.
+/// SIGHUP applies the limits of the file read again on the same stream: `[pubsub]
+/// max_payload_bytes` from the next request on (XEP-0060 7.1.3.4: `not-acceptable`,
+/// `payload-too-big`) and `[component] max_stanza_bytes` from the next stanza on (the stanza is
+/// skipped and bounced with RFC 6120 8.3.3.12 `policy-violation`); a small publish still goes
+/// through. The test waits for the reload on `stratus_config_reloads_total`, and sees no
+/// reconnection.
 #[tokio::test]
 async fn sighup_applies_new_limits_without_dropping_the_stream() {
     let server = shared(Kind::Prosody);
@@ -481,12 +483,12 @@ async fn sighup_applies_new_limits_without_dropping_the_stream() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("stratus.toml");
     let port = free_port();
-    let write_config = |max_payload: u64| {
+    let write_config = |max_payload: u64, max_stanza: u64| {
         std::fs::write(
             &config,
             format!(
                 "[component]\nserver = \"{}\"\ndomain = \"{}\"\nsecret = \"secret\"\n\
-                 [storage]\nbackend = \"memory\"\n[pubsub]\nmax_payload_bytes = {max_payload}\n\
+                 max_stanza_bytes = {max_stanza}\n[storage]\nbackend = \"memory\"\n[pubsub]\nmax_payload_bytes = {max_payload}\n\
                  [http]\nlisten = \"127.0.0.1:{port}\"\n",
                 server.component_addr(),
                 lease.domain
@@ -494,7 +496,7 @@ async fn sighup_applies_new_limits_without_dropping_the_stream() {
         )
         .unwrap()
     };
-    write_config(65536);
+    write_config(65536, 524288);
     let log_path = dir.path().join("stratus.log");
     let mut child = spawn_on_config(&config, &log_path, &[]);
     health_becomes(port, 200, T).await;
@@ -515,9 +517,9 @@ async fn sighup_applies_new_limits_without_dropping_the_stream() {
             ),
         )
     };
-    iq_ok(&mut alice, &svc, "set", publish(4000)).await;
+    iq_ok(&mut alice, &svc, "set", publish(6000)).await;
 
-    write_config(2048);
+    write_config(2048, 4096);
     let (_, before) = get(port, "/metrics").await;
     let reloads = sample(&before, "stratus_config_reloads_total");
     let kill = std::process::Command::new("kill")
@@ -536,7 +538,14 @@ async fn sighup_applies_new_limits_without_dropping_the_stream() {
     };
     assert_eq!(sample(&after, "stratus_reconnects_total"), 0.0, "{after}");
 
-    let refused = alice.iq(iq("set", &svc, publish(4000))).await.unwrap();
+    let too_big = alice.iq(iq("set", &svc, publish(6000))).await.unwrap();
+    assert_eq!(too_big.get_attr("type"), Some("error"), "{too_big}");
+    assert_eq!(
+        error_condition(&too_big).as_deref(),
+        Some("policy-violation"),
+        "{too_big}"
+    );
+    let refused = alice.iq(iq("set", &svc, publish(3000))).await.unwrap();
     assert_eq!(refused.get_attr("type"), Some("error"), "{refused}");
     assert_eq!(
         error_condition(&refused).as_deref(),

@@ -18,7 +18,9 @@ use super::{NS_COMPONENT, NS_STREAM_ERRORS};
 use crate::config::Config;
 use crate::xml::element::escape_text;
 use crate::xml::reader::NS_STREAMS;
-use crate::xml::{Element, Rejected, StreamEvent, XmlError, XmlErrorKind, spawn_stream_reader};
+use crate::xml::{
+    Element, Rejected, StreamEvent, XmlError, XmlErrorKind, spawn_stream_reader_live,
+};
 
 /// Handles stanzas addressed to the component. Called for one stanza at a time, in order.
 pub trait StanzaHandler: Send + Sync + 'static {
@@ -66,6 +68,9 @@ pub fn handshake_digest(stream_id: &str, secret: &str) -> String {
 
 pub struct Component {
     config: Arc<Config>,
+    /// The input limits of `[component]`, replaced on SIGHUP; the reader applies each new value
+    /// from the next stanza on.
+    input_limits: Arc<arc_swap::ArcSwap<crate::xml::Limits>>,
     outbox: Outbox,
     queue: OutboxReceiver,
     requests: Arc<Requests>,
@@ -79,6 +84,7 @@ impl Component {
             NS_COMPONENT,
         );
         Component {
+            input_limits: Arc::new(arc_swap::ArcSwap::from_pointee(config.limits())),
             config,
             outbox,
             queue,
@@ -89,6 +95,11 @@ impl Component {
     /// The table of IQs sent through this component and waiting for answers.
     pub fn requests(&self) -> Arc<Requests> {
         self.requests.clone()
+    }
+
+    /// The stream's input limits, for a reload to replace.
+    pub fn input_limits(&self) -> Arc<arc_swap::ArcSwap<crate::xml::Limits>> {
+        self.input_limits.clone()
     }
 
     /// The queue for stanzas to send; valid across reconnections.
@@ -195,7 +206,8 @@ impl Component {
         tcp.set_nodelay(true)
             .map_err(|e| Ended::Retry(format!("TCP_NODELAY: {e}")))?;
         let (read, mut write) = tcp.into_split();
-        let (mut events, reader_task) = spawn_stream_reader(read, self.config.limits(), 256);
+        let (mut events, reader_task) =
+            spawn_stream_reader_live(read, self.input_limits.clone(), 256);
         let header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' xmlns:stream='{NS_STREAMS}' to='{}'>",
             cfg.domain

@@ -131,6 +131,11 @@ impl Framer {
         }
     }
 
+    /// New limits, between two stanzas (the counters they bound are per stanza).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// After a stream restart (RFC 6120 6.4.6): a new header comes next.
     pub fn expect_header(&mut self) {
         self.want_header = true;

@@ -7,4 +7,7 @@ pub mod reader;
 
 pub use element::{Attribute, Declaration, Element, Node};
 pub use framer::Rejected;
-pub use reader::{Limits, StreamEvent, XmlError, XmlErrorKind, parse_element, spawn_stream_reader};
+pub use reader::{
+    Limits, StreamEvent, XmlError, XmlErrorKind, parse_element, spawn_stream_reader,
+    spawn_stream_reader_live,
+};

@@ -15,6 +15,7 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::{Namespace, NamespaceResolver, PrefixDeclaration, ResolveResult};
@@ -490,10 +491,10 @@ fn parse_stanza(bytes: &[u8], scope: &StreamScope, limits: &Limits) -> Result<El
 /// receiver goes away. The last item sent is an error or [`StreamEvent::Close`].
 pub async fn read_stream<R: AsyncRead + Unpin>(
     io: R,
-    limits: Limits,
+    limits: Arc<ArcSwap<Limits>>,
     tx: mpsc::Sender<Result<StreamEvent, XmlError>>,
 ) {
-    let result = read_stream_inner(io, limits, &tx).await;
+    let result = read_stream_inner(io, &limits, &tx).await;
     if let Err(err) = result {
         let _ = tx.send(Err(err)).await;
     }
@@ -501,17 +502,28 @@ pub async fn read_stream<R: AsyncRead + Unpin>(
 
 async fn read_stream_inner<R: AsyncRead + Unpin>(
     io: R,
-    limits: Limits,
+    shared: &ArcSwap<Limits>,
     tx: &mpsc::Sender<Result<StreamEvent, XmlError>>,
 ) -> Result<(), XmlError> {
     let mut io = BufReader::with_capacity(16 * 1024, io);
+    let mut limits = **shared.load();
     let mut framer = Framer::new(limits);
     let mut scope: Option<StreamScope> = None;
+    // Nothing of the next stanza consumed yet.
+    let mut between = true;
     loop {
         let chunk = io
             .fill_buf()
             .await
             .map_err(|e| XmlError::new(XmlErrorKind::ConnectionClosed, e.to_string()))?;
+        if between {
+            // New limits (the configuration read again on SIGHUP) apply from the next stanza on.
+            let now = **shared.load();
+            if now != limits {
+                limits = now;
+                framer.set_limits(now);
+            }
+        }
         if chunk.is_empty() {
             let why = if scope.is_none() {
                 "connection closed before the stream header"
@@ -521,9 +533,14 @@ async fn read_stream_inner<R: AsyncRead + Unpin>(
             return Err(XmlError::new(XmlErrorKind::ConnectionClosed, why));
         }
         let (n, frame) = framer.push(chunk)?;
+        // Whitespace between stanzas (keepalives) leaves us between them.
+        let partial = frame.is_none() && !chunk[..n].iter().all(u8::is_ascii_whitespace);
         io.consume(n);
         let event = match frame {
-            None => continue,
+            None => {
+                between &= !partial;
+                continue;
+            }
             Some(Frame::Header(bytes)) => {
                 let (header, s) = parse_header(&bytes)?;
                 scope = Some(s);
@@ -553,6 +570,7 @@ async fn read_stream_inner<R: AsyncRead + Unpin>(
         if tx.send(Ok(event)).await.is_err() {
             return Ok(());
         }
+        between = true;
     }
 }
 
@@ -560,6 +578,19 @@ async fn read_stream_inner<R: AsyncRead + Unpin>(
 pub fn spawn_stream_reader<R: AsyncRead + Unpin + Send + 'static>(
     io: R,
     limits: Limits,
+    capacity: usize,
+) -> (
+    mpsc::Receiver<Result<StreamEvent, XmlError>>,
+    tokio::task::JoinHandle<()>,
+) {
+    spawn_stream_reader_live(io, Arc::new(ArcSwap::from_pointee(limits)), capacity)
+}
+
+/// As [`spawn_stream_reader`], with limits that may be replaced while the stream runs: each
+/// new value applies from the next stanza on.
+pub fn spawn_stream_reader_live<R: AsyncRead + Unpin + Send + 'static>(
+    io: R,
+    limits: Arc<ArcSwap<Limits>>,
     capacity: usize,
 ) -> (
     mpsc::Receiver<Result<StreamEvent, XmlError>>,

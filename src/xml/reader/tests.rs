@@ -212,3 +212,40 @@ fn parse_element_roundtrip() {
     assert!(parse_element("<a>", Limits::default()).is_err());
     assert!(parse_element("<a>&foo;</a>", Limits::default()).is_err());
 }
+
+/// Limits replaced while the stream runs (SIGHUP) apply from the next stanza on, also after
+/// whitespace keepalives, and never end the stream: the stanza over the new limit is rejected
+/// alone and the next one is read.
+#[tokio::test]
+async fn live_limits_apply_from_the_next_stanza() {
+    let (mut client, server) = tokio::io::duplex(1 << 16);
+    let shared = Arc::new(ArcSwap::from_pointee(Limits::default()));
+    let (mut rx, _h) = spawn_stream_reader_live(server, shared.clone(), 16);
+    let big = format!(
+        "<message id='big'><body>{}</body></message>",
+        "a".repeat(3000)
+    );
+    client
+        .write_all(format!("{HEADER}{big}").as_bytes())
+        .await
+        .unwrap();
+    assert!(matches!(rx.recv().await, Some(Ok(StreamEvent::Open(_)))));
+    assert!(matches!(rx.recv().await, Some(Ok(StreamEvent::Stanza(_)))));
+    shared.store(Arc::new(Limits {
+        max_stanza_bytes: 1024,
+        ..Limits::default()
+    }));
+    client
+        .write_all(format!(" \n {big}<message id='small'/>").as_bytes())
+        .await
+        .unwrap();
+    let rejected = rx.recv().await;
+    assert!(
+        matches!(rejected, Some(Ok(StreamEvent::Rejected(_)))),
+        "{rejected:?}"
+    );
+    let Some(Ok(StreamEvent::Stanza(small))) = rx.recv().await else {
+        panic!("the stream did not go on")
+    };
+    assert_eq!(small.get_attr("id"), Some("small"));
+}
