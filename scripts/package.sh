@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 command -v cargo-deb >/dev/null || {
   echo "installing cargo-deb (Debian packages from Cargo.toml's [package.metadata.deb])" >&2
-  cargo install --locked cargo-deb@3
+  cargo install --locked "cargo-deb@^3"
 }
 
 if [ "${1:-}" != "--check" ]; then
