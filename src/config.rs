@@ -495,6 +495,7 @@ impl Config {
             .then(|| Duration::from_secs(self.component.keepalive_seconds))
     }
 
+    /// The input limits of `[component]`, which SIGHUP may change while the stream runs.
     pub fn limits(&self) -> crate::xml::Limits {
         let c = &self.component;
         crate::xml::Limits {
@@ -508,9 +509,43 @@ impl Config {
     }
 }
 
+impl ComponentConfig {
+    /// Whether `other` connects as this does: the same settings but for the input limits (the
+    /// part of `[component]` a reload applies, see [`Config::limits`]).
+    pub fn same_connection(&self, other: &ComponentConfig) -> bool {
+        *self
+            == ComponentConfig {
+                max_stanza_bytes: self.max_stanza_bytes,
+                max_depth: self.max_depth,
+                max_attributes: self.max_attributes,
+                max_namespace_declarations: self.max_namespace_declarations,
+                max_uri_bytes: self.max_uri_bytes,
+                max_children: self.max_children,
+                ..other.clone()
+            }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reload applies the input limits; anything else in `[component]` is a new connection.
+    #[test]
+    fn same_connection_ignores_only_the_input_limits() {
+        let running = ComponentConfig::default();
+        let limits_only = ComponentConfig {
+            max_stanza_bytes: 4096,
+            max_children: 8,
+            ..ComponentConfig::default()
+        };
+        assert!(running.same_connection(&limits_only));
+        let other_secret = ComponentConfig {
+            secret: "other".into(),
+            ..limits_only.clone()
+        };
+        assert!(!running.same_connection(&other_secret));
+    }
 
     #[test]
     fn example_file_parses_and_matches_defaults_where_documented() {

@@ -301,27 +301,13 @@ fn apply_reload(
     if !pubsub.set_limits(limits) {
         tracing::warn!("SIGHUP: pubsub.cache_ttl_ms changes only on restart");
     }
-    input.store(Arc::new(new.limits()));
-    // The input limits aside, is the [component] section what stratus runs with?
-    let mut connection = new.component.clone();
-    let r = &running.component;
-    (
-        connection.max_stanza_bytes,
-        connection.max_depth,
-        connection.max_attributes,
-        connection.max_namespace_declarations,
-        connection.max_uri_bytes,
-        connection.max_children,
-    ) = (
-        r.max_stanza_bytes,
-        r.max_depth,
-        r.max_attributes,
-        r.max_namespace_declarations,
-        r.max_uri_bytes,
-        r.max_children,
-    );
+    let input_limits = new.limits();
+    input.store(Arc::new(input_limits));
     let fixed = [
-        ("component", *r != connection),
+        (
+            "component",
+            !running.component.same_connection(&new.component),
+        ),
         ("storage", running.storage != new.storage),
         ("pep", running.pep != new.pep),
         ("http", running.http != new.http),
@@ -332,10 +318,7 @@ fn apply_reload(
             tracing::warn!("SIGHUP: [{section}] changed; it applies only on restart");
         }
     }
-    info!(
-        "SIGHUP: [pubsub] limits applied: {limits:?}; stream input limits: {:?}",
-        new.limits()
-    );
+    info!("SIGHUP: [pubsub] limits applied: {limits:?}; stream input limits: {input_limits:?}");
     stratus::metrics::metrics().config_reloads.inc();
 }
 

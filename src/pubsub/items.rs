@@ -57,11 +57,13 @@ impl PubSub {
         self.authorize_in(svc, &state, actor, Action::Publish)
             .await?;
         let cfg = &state.record.config;
+        // One copy of the service limits for the whole request (SIGHUP may replace them).
+        let limits = self.limits();
         let persistent = cfg.persist_items;
         if items.is_empty() && (persistent || cfg.deliver_payloads) {
             return Err(PubSubError::ItemRequired);
         }
-        let limit = cfg.max_payload_size.min(self.limits().max_payload_bytes);
+        let limit = cfg.max_payload_size.min(limits.max_payload_bytes);
         for (_, payload) in &items {
             if payload.len() as u64 > limit {
                 return Err(PubSubError::PayloadTooBig(limit));
@@ -74,8 +76,8 @@ impl PubSub {
             }
         }
         let max_items = match cfg.max_items {
-            MaxItems::Count(n) => Some(n.min(self.limits().max_items_per_node)),
-            MaxItems::Max => Some(self.limits().max_items_per_node),
+            MaxItems::Count(n) => Some(n.min(limits.max_items_per_node)),
+            MaxItems::Max => Some(limits.max_items_per_node),
         };
         if items.len() > BATCH_LIMIT {
             return Err(PubSubError::LimitReached(format!(

@@ -58,17 +58,18 @@ impl PubSub {
 
     /// Checks ranges and the service limits of a configuration.
     pub fn validate_config(&self, mut c: NodeConfig) -> PubSubResult<NodeConfig> {
+        let limits = self.limits();
         match c.max_items {
-            MaxItems::Count(n) if n > self.limits().max_items_per_node => {
+            MaxItems::Count(n) if n > limits.max_items_per_node => {
                 return Err(PubSubError::BadConfig(format!(
                     "pubsub#max_items: at most {} (or max)",
-                    self.limits().max_items_per_node
+                    limits.max_items_per_node
                 )));
             }
             _ => {}
         }
-        if c.max_payload_size == 0 || c.max_payload_size > self.limits().max_payload_bytes {
-            c.max_payload_size = self.limits().max_payload_bytes;
+        if c.max_payload_size == 0 || c.max_payload_size > limits.max_payload_bytes {
+            c.max_payload_size = limits.max_payload_bytes;
         }
         Ok(c)
     }

@@ -280,8 +280,9 @@ impl PubSub {
     /// The configuration new nodes get unless the creator says otherwise: XEP-0060 defaults on the
     /// host service, XEP-0163 defaults on a PEP service ([`super::policy`]).
     pub fn default_config(&self, svc: &ServiceId) -> NodeConfig {
-        let mut config = policy_of(svc).default_config(self.limits().max_payload_bytes);
-        config.item_expire = self.limits().default_item_expire;
+        let limits = self.limits();
+        let mut config = policy_of(svc).default_config(limits.max_payload_bytes);
+        config.item_expire = limits.default_item_expire;
         config
     }
 
