@@ -21,12 +21,26 @@ pub struct Config {
     pub admin: AdminConfig,
 }
 
-/// Administration through the HTTP listener (`stratus backup`).
+/// Administration: the service administrators' ad-hoc commands, and the HTTP listener's admin
+/// endpoints (`stratus backup`, `stratus admin`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
+    /// Bare JIDs of the service administrators: they get the XEP-0050 admin commands and own
+    /// every node of the host service (not users' PEP nodes). Applied again on SIGHUP.
+    pub jids: Vec<String>,
     /// Bearer token the admin endpoints of `[http] listen` require; none: they are off.
     pub token: Option<String>,
+}
+
+impl AdminConfig {
+    /// The administrators (entries that are not bare JIDs are refused by `validate`).
+    pub fn admins(&self) -> Vec<crate::jid::BareJid> {
+        self.jids
+            .iter()
+            .filter_map(|j| crate::jid::BareJid::parse(j).ok())
+            .collect()
+    }
 }
 
 /// The operator's HTTP listener: `/metrics` (Prometheus text format) and `/health`.
@@ -412,6 +426,14 @@ impl Config {
             problems.push(format!(
                 "http.listen (--http-listen) must be IP:PORT such as 127.0.0.1:9105, got {listen:?}"
             ));
+        }
+        for admin in &self.admin.jids {
+            match Jid::parse(admin) {
+                Ok(j) if j.resource().is_none() => {}
+                _ => problems.push(format!(
+                    "admin.jids must list bare JIDs such as admin@example.org, got {admin:?}"
+                )),
+            }
         }
         for server in &self.pep.servers {
             match Jid::parse(server) {

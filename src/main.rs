@@ -39,6 +39,14 @@ enum Command {
     Backup { file: std::path::PathBuf },
     /// Load FILE (made by `stratus backup`) into the empty storage.data_dir, stratus stopped.
     Restore { file: std::path::PathBuf },
+    /// Run an administrators' command on the running instance (through [http] listen, with the
+    /// [admin] token), as the service itself. COMMAND: list-nodes, node-config, delete-node,
+    /// purge-node, delete-item, list-subscriptions, cancel-subscription. FIELDS: var=value, e.g.
+    /// `stratus admin node-config node=news pubsub#max_items=10` (a var given twice: a list).
+    Admin {
+        command: String,
+        fields: Vec<String>,
+    },
 }
 
 #[derive(clap::Subcommand)]
@@ -100,6 +108,9 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Backup { file }) => return runtime.block_on(backup(&config, &file)),
         Some(Command::Restore { file }) => return restore(&config, &file),
+        Some(Command::Admin { command, fields }) => {
+            return runtime.block_on(admin(&config, &command, &fields));
+        }
         _ => {}
     }
     match runtime.block_on(run(config, reloads)) {
@@ -137,18 +148,12 @@ async fn run(
     }
     let component = Component::new(config.clone());
     // Bound before connecting, so that a bad address fails the start rather than later.
-    let http = match &config.http.listen {
-        Some(addr) => {
-            let listener = stratus::http::bind(addr)
+    let listener = match &config.http.listen {
+        Some(addr) => Some(
+            stratus::http::bind(addr)
                 .await
-                .map_err(|e| format!("http.listen {addr}: {e}"))?;
-            let state = std::sync::Arc::new(stratus::http::State {
-                outbox: component.outbox(),
-                store: store.clone(),
-                admin_token: config.admin.token.clone(),
-            });
-            Some(tokio::spawn(stratus::http::serve(listener, state)))
-        }
+                .map_err(|e| format!("http.listen {addr}: {e}"))?,
+        ),
         None => None,
     };
     let servers = config.pep_servers();
@@ -161,10 +166,12 @@ async fn run(
         config.pep.cache_entries,
     ));
     let pubsub = Arc::new(PubSub::new(
-        store,
+        store.clone(),
         config.pubsub.limits(config.storage.backend),
         Arc::new(pep.clone()),
     ));
+    let service_jid = stratus::jid::BareJid::parse(&config.component.domain)?;
+    pubsub.set_admins(admins(&config, &service_jid));
     let applying = {
         let (pubsub, running) = (pubsub.clone(), config.clone());
         let input_limits = component.input_limits();
@@ -174,6 +181,7 @@ async fn run(
                     continue;
                 };
                 apply_reload(&running, &new, &pubsub, &input_limits);
+                pubsub.set_admins(admins(&new, &service_jid));
             }
         })
     };
@@ -184,6 +192,15 @@ async fn run(
         component.requests(),
         config.pubsub.multicast,
     )?);
+    let http = listener.map(|listener| {
+        let state = Arc::new(stratus::http::State {
+            outbox: component.outbox(),
+            store,
+            admin_token: config.admin.token.clone(),
+            service: service.clone(),
+        });
+        tokio::spawn(stratus::http::serve(listener, state))
+    });
     stratus::systemd::start_watchdog();
     component
         .run(service, async {
@@ -197,6 +214,62 @@ async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+async fn admin(config: &Config, command: &str, args: &[String]) -> ExitCode {
+    use serde_json::Value;
+    let (Some(addr), Some(token)) = (&config.http.listen, &config.admin.token) else {
+        eprintln!(
+            "stratus: admin needs [http] listen and [admin] token (those of the running instance)"
+        );
+        return ExitCode::from(2);
+    };
+    let mut fields = serde_json::Map::new();
+    for arg in args {
+        let Some((var, value)) = arg.split_once('=') else {
+            eprintln!("stratus: {arg:?}: fields are var=value");
+            return ExitCode::from(2);
+        };
+        let value = Value::String(value.to_owned());
+        match fields.get_mut(var) {
+            Some(Value::Array(list)) => list.push(value),
+            Some(one) => *one = Value::Array(vec![one.take(), value]),
+            None => {
+                fields.insert(var.to_owned(), value);
+            }
+        }
+    }
+    let answer = match stratus::http::run_admin_command(addr, token, command, &fields).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("stratus: admin {command}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(note) = answer["note"].as_str() {
+        println!("{note}");
+    }
+    if let Some(rows) = answer["rows"].as_array().filter(|r| !r.is_empty()) {
+        if let Some(Value::Object(first)) = rows.first() {
+            println!("{}", first.keys().cloned().collect::<Vec<_>>().join("\t"));
+        }
+        for row in rows {
+            if let Value::Object(o) = row {
+                let cells: Vec<&str> = o.values().map(|v| v.as_str().unwrap_or("")).collect();
+                println!("{}", cells.join("\t"));
+            }
+        }
+    }
+    if let Some(Value::Object(form)) = answer.get("fields") {
+        for (var, values) in form {
+            let values: Vec<&str> = values
+                .as_array()
+                .map(|v| v.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            println!("{var} = {}", values.join(", "));
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn backup(config: &Config, file: &std::path::Path) -> ExitCode {
@@ -287,9 +360,18 @@ fn init_logging(log: &stratus::config::LogConfig) -> LogFilter {
     handle
 }
 
+/// The service administrators: `[admin] jids`, and the service's own JID, as which
+/// `stratus admin` runs its commands.
+fn admins(config: &Config, service: &stratus::jid::BareJid) -> Vec<stratus::jid::BareJid> {
+    let mut admins = config.admin.admins();
+    admins.push(service.clone());
+    admins
+}
+
 /// What a configuration read again on SIGHUP changes while running: the `[pubsub]` limits, from
-/// the next request on, and the stream's input limits (`[component] max_*`), from the next
-/// stanza on. The rest (connection, queues, storage, PEP, HTTP, admin, the cache bound) is fixed
+/// the next request on, the stream's input limits (`[component] max_*`), from the next stanza
+/// on, and the administrators (`run`). The rest (connection, queues, storage, PEP, HTTP, the
+/// admin token, the cache bound) is fixed
 /// at start: a change there is logged as needing a restart.
 fn apply_reload(
     running: &Config,
@@ -311,7 +393,7 @@ fn apply_reload(
         ("storage", running.storage != new.storage),
         ("pep", running.pep != new.pep),
         ("http", running.http != new.http),
-        ("admin", running.admin != new.admin),
+        ("admin", running.admin.token != new.admin.token),
     ];
     for (section, changed) in fixed {
         if changed {

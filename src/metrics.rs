@@ -101,6 +101,7 @@ pub const OPS: &[&str] = &[
     "set_node_affiliations",
     "disco_info",
     "disco_items",
+    "command",
     "other",
 ];
 

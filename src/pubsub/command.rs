@@ -286,6 +286,11 @@ pub enum Request {
     NodeInfo { node: NodeName },
     /// 5.5: the ids of a node's newest items.
     ItemIds { node: NodeName, max: usize },
+    /// The nodes the actor may configure (every node for an administrator), by name after
+    /// `after`, with owners and counts (the admin commands' node list).
+    Overview { after: Option<String>, max: usize },
+    /// 8.7: the approval forms of a node's pending subscriptions, sent again to the actor.
+    PendingApprovals { node: NodeName },
 }
 
 /// What a request answers, before rendering.
@@ -348,6 +353,7 @@ pub enum Reply {
         node: NodeName,
         ids: Vec<String>,
     },
+    Overview(Vec<super::nodes::NodeSummary>),
 }
 
 /// The reply and the notifications a request produced (every recipient already passed the read
@@ -522,6 +528,12 @@ impl PubSub {
                 Outcome::notify(self.delete(svc, actor, &node, redirect).await?)
             }
             R::Purge { node } => Outcome::notify(self.purge(svc, actor, &node).await?),
+            R::Overview { after, max } => Outcome::reply(Reply::Overview(
+                self.overview(svc, actor, after.as_deref(), max).await?,
+            )),
+            R::PendingApprovals { node } => {
+                Outcome::notify(self.pending_approvals(svc, actor, &node).await?)
+            }
             R::NodeSubscriptions { node } => {
                 let list = self.node_subscriptions(svc, actor, &node).await?;
                 Outcome::reply(Reply::NodeSubscriptions { node, list })

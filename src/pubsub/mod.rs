@@ -10,6 +10,7 @@ mod expiry;
 mod items;
 pub mod model;
 mod nodes;
+pub use nodes::NodeSummary;
 pub mod notify;
 pub mod pep;
 pub mod policy;

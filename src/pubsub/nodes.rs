@@ -170,3 +170,57 @@ impl PubSub {
         Ok(out)
     }
 }
+
+/// One node as an administrator's list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSummary {
+    pub name: String,
+    pub owners: Vec<crate::jid::BareJid>,
+    pub items: u64,
+    pub subscriptions: usize,
+    pub pending: usize,
+}
+
+impl PubSub {
+    /// The nodes after `after` (by name, at most `max` looked at) that `actor` may configure,
+    /// with their owners and counts: every node for a service administrator.
+    pub async fn overview(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        after: Option<&str>,
+        max: usize,
+    ) -> PubSubResult<Vec<NodeSummary>> {
+        let mut out = Vec::new();
+        for name in self.node_names(svc, after, max).await? {
+            let Ok(state) = self.node(svc, &name).await else {
+                continue;
+            };
+            if self
+                .authorize_in(svc, &state, actor, Action::Configure)
+                .await
+                .is_err()
+            {
+                continue;
+            }
+            let items = self
+                .store
+                .items(svc, &name, crate::storage::ItemQuery::Newest(0))
+                .await?
+                .count;
+            let pending = state
+                .subscriptions
+                .iter()
+                .filter(|s| s.state == SubscriptionState::Pending)
+                .count();
+            out.push(NodeSummary {
+                owners: state.owners(),
+                items,
+                subscriptions: state.subscriptions.len() - pending,
+                pending,
+                name,
+            });
+        }
+        Ok(out)
+    }
+}

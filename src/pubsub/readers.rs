@@ -44,7 +44,7 @@ impl PubSub {
         let mut undecided: Vec<BareJid> = if needs_roster {
             candidates
                 .iter()
-                .filter(|r| state.affiliation(&r.jid) == Affiliation::None)
+                .filter(|r| self.affiliation(svc, state, &r.jid) == Affiliation::None)
                 .map(|r| r.jid.to_bare())
                 .collect()
         } else {
@@ -85,7 +85,7 @@ impl PubSub {
                     (&none, false)
                 };
                 check(
-                    state.affiliation(&r.jid),
+                    self.affiliation(svc, state, &r.jid),
                     Action::RetrieveItems,
                     cfg,
                     rel,
@@ -104,7 +104,7 @@ impl PubSub {
         actor: &Jid,
         action: Action,
     ) -> PubSubResult<()> {
-        let aff = state.affiliation(actor);
+        let aff = self.affiliation(svc, state, actor);
         let cfg = &state.record.config;
         // Only fetch the roster when the decision depends on it.
         let needs_roster = aff == Affiliation::None
@@ -164,7 +164,7 @@ impl PubSub {
         let mut out = Vec::new();
         let mut cancelled = Vec::new();
         for sub in &state.subscriptions {
-            let aff = state.affiliation(&sub.jid);
+            let aff = self.affiliation(svc, &state, &sub.jid);
             let allowed = match capability(aff, Action::RetrieveItems) {
                 // The affiliation decides alone (an outcast never reads).
                 Some(decided) => decided,

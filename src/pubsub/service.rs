@@ -1,6 +1,6 @@
 //! The pubsub service: every operation is check -> persist -> notify. No XML here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -221,6 +221,10 @@ pub struct PubSub {
     pub(super) last_items: moka::sync::Cache<(ServiceId, String), Option<Item>>,
     /// Items to delete when they expire (`pubsub#item_expire`).
     pub(super) expiries: super::expiry::Schedule,
+    /// The service administrators (`[admin] jids`, and the service's own domain for
+    /// `stratus admin`): owners of every node of the host service ([`PubSub::affiliation`]).
+    /// Replaced whole on SIGHUP.
+    pub(super) admins: arc_swap::ArcSwap<HashSet<BareJid>>,
 }
 
 pub(super) fn token(len: usize) -> String {
@@ -253,7 +257,28 @@ impl PubSub {
             nodes: cache(limits.cache_ttl),
             last_items: cache(limits.cache_ttl),
             expiries: Default::default(),
+            admins: Default::default(),
         }
+    }
+
+    /// The service administrators from now on (startup and SIGHUP).
+    pub fn set_admins(&self, admins: impl IntoIterator<Item = BareJid>) {
+        self.admins.store(Arc::new(admins.into_iter().collect()));
+    }
+
+    /// True for a service administrator of the host service.
+    pub fn is_admin(&self, jid: &Jid) -> bool {
+        self.admins.load().contains(jid.bare_str())
+    }
+
+    /// The affiliation every decision about `jid` on a node uses: the stored one, except that a
+    /// service administrator owns every node of the host service (as Prosody's mod_pubsub treats
+    /// its admins). Users' PEP services have no administrator: their data stays theirs.
+    pub fn affiliation(&self, svc: &ServiceId, state: &NodeState, jid: &Jid) -> Affiliation {
+        if *svc == ServiceId::Host && self.is_admin(jid) {
+            return Affiliation::Owner;
+        }
+        state.affiliation(jid)
     }
 
     pub fn limits(&self) -> Limits {

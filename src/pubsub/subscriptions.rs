@@ -21,7 +21,9 @@ impl PubSub {
         options: SubOptions,
     ) -> PubSubResult<Subscribed> {
         let state = self.node(svc, node).await?;
-        if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
+        if jid.to_bare() != actor.to_bare()
+            && self.affiliation(svc, &state, actor) != Affiliation::Owner
+        {
             return Err(PubSubError::InvalidJid);
         }
         self.authorize_in(svc, &state, jid, Action::Subscribe)
@@ -38,7 +40,7 @@ impl PubSub {
         self.check_subscription_limits(svc, &state, jid).await?;
         let cfg = &state.record.config;
         let needs_approval = cfg.access_model == AccessModel::Authorize
-            && matches!(state.affiliation(jid), Affiliation::None);
+            && matches!(self.affiliation(svc, &state, jid), Affiliation::None);
         let sub = Subscription {
             jid: jid.clone(),
             subid: token(16),
@@ -174,7 +176,9 @@ impl PubSub {
         subid: Option<&str>,
     ) -> PubSubResult<Vec<Notification>> {
         let state = self.node(svc, node).await?;
-        if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
+        if jid.to_bare() != actor.to_bare()
+            && self.affiliation(svc, &state, actor) != Affiliation::Owner
+        {
             return Err(PubSubError::Forbidden);
         }
         let sub = Self::pick_subscription(&state, jid, subid)?.clone();
@@ -217,7 +221,9 @@ impl PubSub {
         subid: Option<&str>,
     ) -> PubSubResult<Subscription> {
         let state = self.node(svc, node).await?;
-        if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
+        if jid.to_bare() != actor.to_bare()
+            && self.affiliation(svc, &state, actor) != Affiliation::Owner
+        {
             return Err(PubSubError::Forbidden);
         }
         Ok(Self::pick_subscription(&state, jid, subid)?.clone())
@@ -233,7 +239,9 @@ impl PubSub {
         options: SubOptions,
     ) -> PubSubResult<()> {
         let state = self.node(svc, node).await?;
-        if jid.to_bare() != actor.to_bare() && state.affiliation(actor) != Affiliation::Owner {
+        if jid.to_bare() != actor.to_bare()
+            && self.affiliation(svc, &state, actor) != Affiliation::Owner
+        {
             return Err(PubSubError::Forbidden);
         }
         let mut sub = Self::pick_subscription(&state, jid, subid)?.clone();
@@ -414,5 +422,39 @@ impl PubSub {
                 Ok(Vec::new())
             }
         }
+    }
+}
+
+impl PubSub {
+    /// XEP-0060 8.7: the approval form of each pending subscription of the node, sent again to
+    /// `actor` (who must manage its subscriptions).
+    pub async fn pending_approvals(
+        &self,
+        svc: &ServiceId,
+        actor: &Jid,
+        node: &str,
+    ) -> PubSubResult<Vec<Notification>> {
+        let state = self.node(svc, node).await?;
+        self.authorize_in(svc, &state, actor, Action::ManageSubscriptions)
+            .await?;
+        Ok(state
+            .subscriptions
+            .iter()
+            .filter(|s| s.state == SubscriptionState::Pending)
+            .map(|s| Notification {
+                service: svc.clone(),
+                node: node.to_owned(),
+                recipients: vec![Recipient {
+                    jid: actor.clone(),
+                    subids: Vec::new(),
+                }],
+                event: Event::AuthorizationRequest {
+                    subscriber: s.jid.clone(),
+                    subid: s.subid.clone(),
+                },
+                kind: NotificationType::Normal,
+                only_available: false,
+            })
+            .collect())
     }
 }

@@ -15,6 +15,8 @@ pub fn service_features() -> Vec<&'static str> {
         NS_VERSION,
         NS_PUBSUB,
         NS_RSM,
+        // XEP-0050: the owners' 8.7 command, and the administrators' commands.
+        super::adhoc::NS_COMMANDS,
     ];
     f.extend(PUBSUB_FEATURES.iter().copied());
     f
@@ -32,6 +34,8 @@ pub const PUBSUB_FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#create-nodes",
     "http://jabber.org/protocol/pubsub#delete-items",
     "http://jabber.org/protocol/pubsub#delete-nodes",
+    // 8.7: pending subscription requests through an ad-hoc command.
+    "http://jabber.org/protocol/pubsub#get-pending",
     "http://jabber.org/protocol/pubsub#instant-nodes",
     "http://jabber.org/protocol/pubsub#item-ids",
     // 6.1.7 and 12.8: send_last_published_item.

@@ -41,7 +41,7 @@ pub fn form_type(fields: &Fields) -> Option<&str> {
         .map(String::as_str)
 }
 
-fn field<S: AsRef<str>>(var: &str, kind: &str, label: &str, values: &[S]) -> Element {
+pub(super) fn field<S: AsRef<str>>(var: &str, kind: &str, label: &str, values: &[S]) -> Element {
     let mut f = Element::new("field", NS_DATA)
         .attr("var", var)
         .attr("type", kind);
@@ -54,7 +54,7 @@ fn field<S: AsRef<str>>(var: &str, kind: &str, label: &str, values: &[S]) -> Ele
     f
 }
 
-fn list(var: &str, label: &str, value: &str, options: &[&str]) -> Element {
+pub(super) fn list(var: &str, label: &str, value: &str, options: &[&str]) -> Element {
     let mut f = field(var, "list-single", label, &[value.to_owned()]);
     for o in options {
         f.push_child(
@@ -64,7 +64,7 @@ fn list(var: &str, label: &str, value: &str, options: &[&str]) -> Element {
     f
 }
 
-fn hidden_form_type(ft: &str) -> Element {
+pub(super) fn hidden_form_type(ft: &str) -> Element {
     field("FORM_TYPE", "hidden", "", &[ft.to_owned()])
 }
 

@@ -15,6 +15,7 @@ use crate::pubsub::notify::Notification;
 use crate::pubsub::{NodeName, Reply, Request};
 use crate::xml::Element;
 
+use super::adhoc::NS_COMMANDS;
 use super::errors::{StanzaError, from_pubsub};
 use super::forms::{self, FORM_SUB_AUTH, NS_DATA};
 use super::pubsub::{NS_OWNER, NS_PUBSUB};
@@ -32,6 +33,7 @@ pub(super) fn op_of(iq: &Iq) -> &'static str {
         }
         Some(p) if p.is("query", NS_DISCO_INFO) => "disco_info",
         Some(p) if p.is("query", NS_DISCO_ITEMS) => "disco_items",
+        Some(p) if p.is("command", NS_COMMANDS) => "command",
         _ => "other",
     }
 }
@@ -142,6 +144,7 @@ impl Inner {
                 ),
                 Vec::new(),
             )),
+            (IqType::Set, "command", NS_COMMANDS) => self.command(&actor, payload).await,
             (_, "pubsub", NS_PUBSUB | NS_OWNER) => {
                 super::pubsub::handle(&self.pubsub, &svc, &actor, iq, payload).await
             }
@@ -174,6 +177,8 @@ impl Inner {
                     Vec::new(),
                 ))
             }
+            // XEP-0050 2.2, 2.3: the commands node and the commands this requester may run.
+            Some(n) if let Some(info) = self.command_info(actor, n) => Ok(info),
             Some(name) => {
                 // XEP-0060 5.3/5.4: a leaf node with its meta-data, for whom may read it; to
                 // anyone else the node is as absent as one that does not exist (decided by the
@@ -257,6 +262,7 @@ impl Inner {
                 }
                 Ok(q)
             }
+            Some(NS_COMMANDS) => Ok(self.command_items(actor)),
             Some(name) => {
                 // XEP-0060 5.5: the items of a node, by id.
                 let node = NodeName::new(name).map_err(|e| from_pubsub(&e))?;

@@ -1,6 +1,7 @@
 //! The stanza layer: turns stanzas addressed to the component into answers. Knows XML; the pubsub
 //! core below it does not.
 
+pub mod adhoc;
 mod delegated;
 mod delivery;
 pub mod disco;

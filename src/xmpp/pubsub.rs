@@ -359,8 +359,11 @@ pub fn render(reply: Reply) -> Option<Element> {
     Some(match reply {
         Reply::Done => return None,
         // Discovery answers are XEP-0030 queries, rendered by `host.rs` (`disco_info`,
-        // `disco_items`); no pubsub request produces them.
-        Reply::Nodes(_) | Reply::NodeInfo { .. } | Reply::ItemIds { .. } => return None,
+        // `disco_items`), the node list by the ad-hoc commands (`adhoc.rs`); no pubsub request
+        // produces them.
+        Reply::Nodes(_) | Reply::NodeInfo { .. } | Reply::ItemIds { .. } | Reply::Overview(_) => {
+            return None;
+        }
         Reply::Created { node } => wrap(
             NS_PUBSUB,
             Element::new("create", NS_PUBSUB).attr("node", node),
