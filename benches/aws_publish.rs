@@ -46,6 +46,8 @@ fn main() {
             table: name.clone(),
             region: "us-east-1".into(),
             endpoint: Some(endpoint.clone()),
+            s3_endpoint: std::env::var("STRATUS_TEST_S3_ENDPOINT").ok(),
+            dynamodb_endpoint: std::env::var("STRATUS_TEST_DYNAMODB_ENDPOINT").ok(),
             path_style: true,
         };
         let store = AwsStore::connect(&cfg).await.unwrap();

@@ -230,8 +230,14 @@ pub struct AwsConfig {
     pub bucket: String,
     pub table: String,
     pub region: String,
-    /// Endpoint override for S3- and DynamoDB-compatible servers (e.g. http://127.0.0.1:5000).
+    /// Endpoint override for S3- and DynamoDB-compatible servers at one address (e.g. moto at
+    /// http://127.0.0.1:5000): a shorthand for both of the next two.
     pub endpoint: Option<String>,
+    /// Endpoint of an S3-compatible server (MinIO, Ceph, Garage); wins over `endpoint`.
+    pub s3_endpoint: Option<String>,
+    /// Endpoint of a DynamoDB-compatible server (DynamoDB Local, ScyllaDB Alternator); wins over
+    /// `endpoint`.
+    pub dynamodb_endpoint: Option<String>,
     /// Path-style S3 addressing (most S3-compatible servers want it).
     pub path_style: bool,
 }
@@ -243,8 +249,24 @@ impl Default for AwsConfig {
             table: "stratus".into(),
             region: "us-east-1".into(),
             endpoint: None,
+            s3_endpoint: None,
+            dynamodb_endpoint: None,
             path_style: false,
         }
+    }
+}
+
+impl AwsConfig {
+    /// The S3 endpoint override in effect.
+    pub fn s3_endpoint(&self) -> Option<&str> {
+        self.s3_endpoint.as_deref().or(self.endpoint.as_deref())
+    }
+
+    /// The DynamoDB endpoint override in effect.
+    pub fn dynamodb_endpoint(&self) -> Option<&str> {
+        self.dynamodb_endpoint
+            .as_deref()
+            .or(self.endpoint.as_deref())
     }
 }
 
@@ -367,6 +389,49 @@ impl Config {
         Ok(config)
     }
 
+    /// [`Config::load`] for the commands that only touch storage (`stratus storage init`,
+    /// `stratus restore`): only the `[storage]` section must be valid, so they run before the
+    /// component is set up (no secret needed).
+    pub fn load_storage(overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut config = match &overrides.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply(overrides);
+        let problems = config.storage_problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// What is wrong in `[storage]`, each saying what to fix.
+    fn storage_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let aws = &self.storage.aws;
+        for (name, value) in [
+            ("endpoint", &aws.endpoint),
+            ("s3_endpoint", &aws.s3_endpoint),
+            ("dynamodb_endpoint", &aws.dynamodb_endpoint),
+        ] {
+            if let Some(v) = value
+                && !(v.starts_with("http://") || v.starts_with("https://"))
+            {
+                problems.push(format!(
+                    "storage.aws.{name} must be a URL such as http://127.0.0.1:8000, got {v:?}"
+                ));
+            }
+        }
+        if aws.bucket.is_empty() || aws.table.is_empty() || aws.region.is_empty() {
+            problems.push(
+                "storage.aws.bucket, storage.aws.table and storage.aws.region must not be empty"
+                    .into(),
+            );
+        }
+        problems
+    }
+
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
@@ -404,7 +469,7 @@ impl Config {
 
     /// Checks every value and reports all problems at once, each saying what to fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let mut problems = Vec::new();
+        let mut problems = self.storage_problems();
         let c = &self.component;
         match c.server.rsplit_once(':') {
             Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {}
@@ -613,6 +678,42 @@ mod tests {
         cfg.pep.servers = vec!["user@example.org".into()];
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("pep.servers"), "{err}");
+    }
+
+    /// S3 and DynamoDB may be different servers; `endpoint` is the shorthand for both.
+    #[test]
+    fn each_aws_service_has_its_endpoint() {
+        let cfg: Config = toml::from_str(
+            "[storage.aws]\nendpoint = 'http://127.0.0.1:5000'\ndynamodb_endpoint = 'http://127.0.0.1:8000'\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.storage.aws.dynamodb_endpoint(),
+            Some("http://127.0.0.1:8000")
+        );
+        assert_eq!(cfg.storage.aws.s3_endpoint(), Some("http://127.0.0.1:5000"));
+        let bad: Config =
+            toml::from_str("[storage.aws]\ns3_endpoint = '127.0.0.1:9000'\n").unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("storage.aws.s3_endpoint"), "{err}");
+    }
+
+    /// `stratus storage init` and `restore` need no component secret (nor a domain).
+    #[test]
+    fn storage_commands_need_only_storage_settings() {
+        let o = Overrides::default();
+        assert!(Config::load(&o).is_err(), "the component needs its secret");
+        let cfg = Config::load_storage(&o).unwrap();
+        assert_eq!(cfg.storage.backend, StorageBackend::Embedded);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "[storage.aws]\ntable = ''\n").unwrap();
+        let o = Overrides {
+            config: Some(path),
+            ..Default::default()
+        };
+        let err = Config::load_storage(&o).unwrap_err().to_string();
+        assert!(err.contains("storage.aws.table"), "{err}");
     }
 
     #[test]

@@ -57,7 +57,18 @@ enum StorageAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli.overrides) {
+    // Storage-only commands need only a valid [storage] (no component secret): they set the store
+    // up before the component is, or with stratus stopped.
+    let storage_only = matches!(
+        cli.command,
+        Some(Command::Storage { .. } | Command::Restore { .. })
+    );
+    let loaded = if storage_only {
+        Config::load_storage(&cli.overrides)
+    } else {
+        Config::load(&cli.overrides)
+    };
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("stratus: {e}");

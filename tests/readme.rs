@@ -124,3 +124,71 @@ fn readme_builds_and_loads_the_ejabberd_multicast_module_as_the_tests_do() {
         "the ejabberd multicast module",
     );
 }
+
+/// The README's example of separate S3 and DynamoDB servers works as written: its `[storage.aws]`
+/// block, with only the two endpoints (and the names) pointed at the test servers, sets up the
+/// store with `stratus storage init` and keeps an item. scripts/test.sh runs it once with moto for
+/// both and once with DynamoDB Local for the table.
+#[cfg(feature = "aws")]
+#[tokio::test]
+async fn readme_separate_endpoints_example_works() {
+    use stratus::pubsub::model::{Item, NodeConfig, NodeRecord, ServiceId};
+    use stratus::storage::{ItemQuery, Store};
+
+    let Ok(moto) = std::env::var("STRATUS_TEST_AWS_ENDPOINT") else {
+        panic!("needs the local S3 + DynamoDB server: run scripts/test.sh");
+    };
+    let ddb = std::env::var("STRATUS_TEST_DYNAMODB_ENDPOINT").unwrap_or_else(|_| moto.clone());
+    let readme = read("README.md");
+    let block = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("dynamodb_endpoint"))
+        .expect("README has a toml block with dynamodb_endpoint");
+    let name = format!("readme{}", std::process::id());
+    let config = block
+        .replace("http://127.0.0.1:9000", &moto)
+        .replace("http://127.0.0.1:8000", &ddb)
+        .replace("\"stratus\"", &format!("\"{name}\""));
+    assert!(config.contains(&moto) && config.contains(&ddb), "{config}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stratus.toml");
+    std::fs::write(&path, &config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stratus"))
+        .arg("--config")
+        .arg(&path)
+        .args(["storage", "init"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "storage init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let cfg = stratus::config::Config::from_file(&path).unwrap();
+    assert_eq!(cfg.storage.aws.s3_endpoint(), Some(moto.as_str()));
+    assert_eq!(cfg.storage.aws.dynamodb_endpoint(), Some(ddb.as_str()));
+    let store = stratus::storage::aws::AwsStore::connect(&cfg.storage.aws)
+        .await
+        .unwrap();
+    let svc = ServiceId::Host;
+    let owner = stratus::jid::BareJid::parse("owner@localhost").unwrap();
+    let record = NodeRecord {
+        name: "n".into(),
+        config: NodeConfig::host_default(1024),
+        created_ms: 1,
+        creator: "owner@localhost".into(),
+    };
+    assert!(store.create_node(&svc, &record, &owner).await.unwrap());
+    let item = Item {
+        id: "i1".into(),
+        publisher: "owner@localhost".into(),
+        payload: "<entry xmlns='urn:test'>x</entry>".into(),
+        published_ms: 1,
+    };
+    store.put_item(&svc, "n", &item, None).await.unwrap();
+    let page = store.items(&svc, "n", ItemQuery::Newest(1)).await.unwrap();
+    assert_eq!(page.items, vec![item]);
+}

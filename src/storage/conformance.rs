@@ -446,6 +446,9 @@ mod tests {
         static N: AtomicU32 = AtomicU32::new(0);
         let endpoint =
             std::env::var("STRATUS_TEST_AWS_ENDPOINT").map_err(|_| AWS_HOW.to_owned())?;
+        // Where the table and the items live on different servers (DynamoDB Local and an S3
+        // server), each has its own variable.
+        let own = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
         let name = format!(
             "t{}x{}",
             std::process::id(),
@@ -456,6 +459,8 @@ mod tests {
             table: name,
             region: "us-east-1".into(),
             endpoint: Some(endpoint),
+            s3_endpoint: own("STRATUS_TEST_S3_ENDPOINT"),
+            dynamodb_endpoint: own("STRATUS_TEST_DYNAMODB_ENDPOINT"),
             path_style: true,
         };
         let store = crate::storage::aws::AwsStore::connect(&cfg).await.unwrap();

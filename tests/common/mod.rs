@@ -572,11 +572,32 @@ pub fn dir_exists(p: &Path) -> bool {
 fn aws_config(data: &Path, dir: &Path) -> String {
     let endpoint = std::env::var("STRATUS_TEST_AWS_ENDPOINT")
         .expect("STRATUS_TEST_AWS_ENDPOINT (set by scripts/test.sh)");
-    aws_config_at(data, dir, &endpoint)
+    write_aws_config(data, dir, &endpoint, &own_endpoints())
+}
+
+/// Separate S3 and DynamoDB servers (scripts/test.sh's DynamoDB Local pass): the config lines
+/// naming each, which win over `endpoint`.
+fn own_endpoints() -> String {
+    let mut lines = String::new();
+    for (var, key) in [
+        ("STRATUS_TEST_S3_ENDPOINT", "s3_endpoint"),
+        ("STRATUS_TEST_DYNAMODB_ENDPOINT", "dynamodb_endpoint"),
+    ] {
+        if let Ok(v) = std::env::var(var)
+            && !v.is_empty()
+        {
+            lines.push_str(&format!("{key} = \"{v}\"\n"));
+        }
+    }
+    lines
 }
 
 /// [`aws_config`] with an explicit endpoint (e.g. a proxy in front of the test server).
 pub fn aws_config_at(data: &Path, dir: &Path, endpoint: &str) -> String {
+    write_aws_config(data, dir, endpoint, "")
+}
+
+fn write_aws_config(data: &Path, dir: &Path, endpoint: &str, extra: &str) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     data.hash(&mut h);
@@ -584,11 +605,12 @@ pub fn aws_config_at(data: &Path, dir: &Path, endpoint: &str) -> String {
     let path = dir.join("aws.toml");
     std::fs::write(
         &path,
-        format!("[storage]\nbackend = \"aws\"\n[storage.aws]\nendpoint = \"{endpoint}\"\npath_style = true\nbucket = \"{name}\"\ntable = \"{name}\"\n"),
+        format!("[storage]\nbackend = \"aws\"\n[storage.aws]\nendpoint = \"{endpoint}\"\n{extra}path_style = true\nbucket = \"{name}\"\ntable = \"{name}\"\n"),
     )
     .unwrap();
+    // `storage init` needs only the storage settings (no component secret).
     let status = Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .args(["--secret", SECRET, "--config"])
+        .args(["--config"])
         .arg(&path)
         .args(["storage", "init"])
         .stdout(Stdio::null())

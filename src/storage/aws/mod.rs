@@ -96,11 +96,8 @@ fn aff_str(a: Affiliation) -> &'static str {
 
 impl AwsStore {
     pub async fn connect(cfg: &AwsConfig) -> StoreResult<AwsStore> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        let loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(cfg.region.clone()));
-        if let Some(ep) = &cfg.endpoint {
-            loader = loader.endpoint_url(ep);
-        }
         // Throttling and 5xx are retried with backoff (the SDK's standard mode, 3 attempts), all
         // within a deadline: a storage outage fails the request instead of hanging it.
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
@@ -113,7 +110,12 @@ impl AwsStore {
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3))
             .load()
             .await;
-        let s3_conf = aws_sdk_s3::config::Builder::from(&shared)
+        // Each service has its own endpoint: S3 and DynamoDB may be different servers.
+        let mut ddb_conf = aws_sdk_dynamodb::config::Builder::from(&shared);
+        ddb_conf.set_endpoint_url(cfg.dynamodb_endpoint().map(str::to_owned));
+        let mut s3_conf = aws_sdk_s3::config::Builder::from(&shared);
+        s3_conf.set_endpoint_url(cfg.s3_endpoint().map(str::to_owned));
+        let s3_conf = s3_conf
             .force_path_style(cfg.path_style)
             .request_checksum_calculation(
                 aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
@@ -123,7 +125,7 @@ impl AwsStore {
             )
             .build();
         Ok(AwsStore {
-            ddb: aws_sdk_dynamodb::Client::new(&shared),
+            ddb: aws_sdk_dynamodb::Client::from_conf(ddb_conf.build()),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
             table: cfg.table.clone(),
             bucket: cfg.bucket.clone(),
