@@ -64,7 +64,18 @@ pub enum PubSubError {
     #[error("{0}")]
     LimitReached(String),
     #[error("storage failed: {0}")]
-    Storage(#[from] StoreError),
+    Storage(StoreError),
+}
+
+impl From<StoreError> for PubSubError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // Deleted while the request ran: as if it had been deleted before (XEP-0060 7.1.3.3,
+            // item-not-found for a node that does not exist).
+            StoreError::NodeGone => PubSubError::NodeNotFound,
+            e => PubSubError::Storage(e),
+        }
+    }
 }
 
 pub type PubSubResult<T> = Result<T, PubSubError>;

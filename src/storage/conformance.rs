@@ -11,7 +11,9 @@ use crate::pubsub::model::{
 };
 
 mod batches;
+mod races;
 pub use batches::*;
+pub use races::*;
 
 fn jid(s: &str) -> Jid {
     Jid::parse(s).unwrap()
@@ -404,7 +406,9 @@ macro_rules! store_conformance_tests {
             use super::*;
             store_conformance_tests!(@case $make, create_load_delete_node, node_names_are_paged_in_order,
                 subscriptions_and_affiliations, items_order_replace_trim_retract_purge, batches_apply_whole,
-                failed_batch_changes_nothing, $paging);
+                failed_batch_changes_nothing, writes_to_a_deleted_node_fail, same_id_writers_leave_one_item,
+                concurrent_retracts_count_once, publish_racing_delete, cut_off_deletion_leaves_nothing,
+                $paging);
         }
     };
     (@case $make:expr, $($case:ident),*) => {

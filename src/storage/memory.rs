@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::failpoint::FailPoints;
-use super::{ItemPage, ItemQuery, Store, StoreResult, SubscriptionChange};
+use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult, SubscriptionChange};
 use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
 
@@ -41,6 +41,20 @@ impl MemoryStore {
         match nodes.get_mut(&(svc.clone(), node.to_owned())) {
             Some(n) => f(n),
             None => default,
+        }
+    }
+
+    /// Runs a write on the node, or fails with NodeGone when it does not exist.
+    fn write_node<T>(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        f: impl FnOnce(&mut NodeData) -> T,
+    ) -> StoreResult<T> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        match nodes.get_mut(&(svc.clone(), node.to_owned())) {
+            Some(n) => Ok(f(n)),
+            None => Err(StoreError::NodeGone),
         }
     }
 
@@ -150,8 +164,7 @@ impl Store for MemoryStore {
         node: &str,
         config: &NodeConfig,
     ) -> StoreResult<()> {
-        self.with_node(svc, node, (), |n| n.record.config = config.clone());
-        Ok(())
+        self.write_node(svc, node, |n| n.record.config = config.clone())
     }
 
     async fn delete_node(&self, svc: &ServiceId, node: &str) -> StoreResult<bool> {
@@ -190,7 +203,7 @@ impl Store for MemoryStore {
         changes: &[(BareJid, Affiliation)],
     ) -> StoreResult<()> {
         self.fail_points.check("batch")?;
-        self.with_node(svc, node, (), |n| {
+        self.write_node(svc, node, |n| {
             for (jid, aff) in changes {
                 if *aff == Affiliation::None {
                     n.affiliations.remove(jid);
@@ -198,8 +211,7 @@ impl Store for MemoryStore {
                     n.affiliations.insert(jid.clone(), *aff);
                 }
             }
-        });
-        Ok(())
+        })
     }
 
     async fn affiliations(
@@ -236,7 +248,7 @@ impl Store for MemoryStore {
         changes: &[SubscriptionChange],
     ) -> StoreResult<()> {
         self.fail_points.check("batch")?;
-        self.with_node(svc, node, (), |n| {
+        self.write_node(svc, node, |n| {
             for change in changes {
                 match change {
                     SubscriptionChange::Put(sub) => match n
@@ -252,8 +264,7 @@ impl Store for MemoryStore {
                         .retain(|s| !(s.jid == *jid && s.subid == *subid)),
                 }
             }
-        });
-        Ok(())
+        })
     }
 
     async fn delete_subscription(
@@ -309,7 +320,7 @@ impl Store for MemoryStore {
         max_items: Option<u64>,
     ) -> StoreResult<Vec<String>> {
         self.fail_points.check("batch")?;
-        Ok(self.with_node(svc, node, Vec::new(), |n| {
+        self.write_node(svc, node, |n| {
             let mut evicted = Vec::new();
             for item in items {
                 if let Some(old) = n.by_id.remove(&item.id) {
@@ -330,7 +341,7 @@ impl Store for MemoryStore {
                 }
             }
             evicted
-        }))
+        })
     }
 
     async fn items(&self, svc: &ServiceId, node: &str, query: ItemQuery) -> StoreResult<ItemPage> {

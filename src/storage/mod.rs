@@ -10,6 +10,10 @@
 //!   whole or not at all: an Err leaves the store as it was. A batch holds at most [`BATCH_LIMIT`]
 //!   entries and names each key once (the core keeps the last of repeated ones).
 //! - Deleting something absent is Ok and reports `false` (or leaves it out of the ids returned).
+//! - A write naming a node (config, items, subscriptions, affiliations) fails with
+//!   [`StoreError::NodeGone`] when the node does not exist, and writes nothing: a request racing
+//!   a deletion cannot re-create a part of the node, nor leave anything a new node of the same
+//!   name would inherit. Counts never go below zero.
 //! - Reads cost O(result), not O(items in node).
 
 #[cfg(feature = "aws")]
@@ -33,6 +37,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("storage data corrupt: {0}")]
     Corrupt(String),
+    /// A write to a node that no longer exists (deleted since the request loaded it): nothing
+    /// was written, and nothing of the node is re-created.
+    #[error("the node was deleted")]
+    NodeGone,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -214,6 +222,12 @@ pub trait Store: Send + Sync + 'static {
     }
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()>;
 
+    /// Finishes what a crash or an outage cut off in the middle of a multi-request operation
+    /// (aws: node deletions); run when the store opens. Returns how many it finished.
+    async fn recover(&self) -> StoreResult<usize> {
+        Ok(0)
+    }
+
     /// The backend's fail points, for the conformance suite's crash and outage cases.
     #[cfg(test)]
     fn fail_points(&self) -> &failpoint::FailPoints;
@@ -228,7 +242,16 @@ pub async fn open(config: &crate::config::StorageConfig) -> Result<Arc<dyn Store
         }
         #[cfg(feature = "aws")]
         crate::config::StorageBackend::Aws => {
-            Ok(Arc::new(aws::AwsStore::connect(&config.aws).await?))
+            let store = aws::AwsStore::connect(&config.aws).await?;
+            // Deletions another instance (or this one, before a crash) left half done.
+            match store.recover().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("finished {n} node deletions cut off earlier"),
+                Err(e) => tracing::warn!(
+                    "could not finish earlier node deletions (retried by the next create of each name): {e}"
+                ),
+            }
+            Ok(Arc::new(store))
         }
         #[cfg(not(feature = "aws"))]
         crate::config::StorageBackend::Aws => Err(not_built_with_aws()),

@@ -4,9 +4,19 @@ use futures_util::future::try_join_all;
 
 use super::*;
 
+/// What a publish read before its transaction.
+struct PreparedPut {
+    olds: Vec<Option<Attrs>>,
+    first_seq: u64,
+    count_before: u64,
+}
+
 impl AwsStore {
     /// One transaction for the whole batch: 2 index entries per item, 1 delete per replaced item
-    /// and the count, at most 3 x BATCH_LIMIT + 1 writes.
+    /// and the count, at most 3 x BATCH_LIMIT + 1 writes. Each id entry is written on the
+    /// condition that it is still what was read (absent, or pointing at the same sequence), so
+    /// two publishes of one id at once cannot both replace the same entry and leave two; the
+    /// loser reads again and retries. The count changes only while the node lives.
     pub(super) async fn put_items_in(
         &self,
         svc: &ServiceId,
@@ -30,18 +40,6 @@ impl AwsStore {
                 }
             })
             .collect();
-        let reserve = self
-            .ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&pk, "meta")))
-            .update_expression("ADD seq :k")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":k", n(items.len() as u64))
-            .return_values(ReturnValue::AllNew)
-            .send();
-        let id_keys: Vec<String> = items.iter().map(|i| format!("id|{}", i.id)).collect();
-        let lookups = try_join_all(id_keys.iter().map(|k| self.get(&pk, k)));
         let uploads = try_join_all(
             items
                 .iter()
@@ -49,51 +47,45 @@ impl AwsStore {
                 .filter(|(_, o)| !o.is_empty())
                 .map(|(i, o)| self.put_object(o, &i.payload)),
         );
-        let (olds, meta, uploaded) = tokio::join!(lookups, reserve, uploads);
-        let prepared = (|| Ok((olds?, meta.map_err(unavailable)?, uploaded?)))();
-        let (olds, meta, _) = match prepared {
-            Ok(v) => v,
+        let first = self.prepare_put(&pk, items);
+        let (prepared, uploaded) = tokio::join!(first, uploads);
+        let mut prepared = match uploaded.and(prepared) {
+            Ok(p) => p,
             Err(e) => {
                 self.delete_objects_later(objects);
                 return Err(e);
             }
         };
-        let attrs = meta.attributes.unwrap_or_default();
-        let first_seq = get_n(&attrs, "seq").saturating_sub(items.len() as u64);
-        let added = olds.iter().filter(|o| o.is_none()).count() as u64;
-        let count = get_n(&attrs, "cnt") + added;
-        let mut tx = Vec::with_capacity(3 * items.len() + 1);
-        let mut stale_objects = Vec::new();
-        for (k, ((item, obj), old)) in items.iter().zip(&objects).zip(&olds).enumerate() {
-            let seq = first_seq + k as u64;
-            tx.push(self.put(HashMap::from([
-                ("pk".into(), s(&pk)),
-                ("sk".into(), s(seq_sk(seq))),
-                ("id".into(), s(&item.id)),
-                ("pub".into(), s(&item.publisher)),
-                ("ts".into(), n(item.published_ms)),
-                ("obj".into(), s(obj)),
-            ]))?);
-            tx.push(self.put(HashMap::from([
-                ("pk".into(), s(&pk)),
-                ("sk".into(), s(format!("id|{}", item.id))),
-                ("seq".into(), n(seq)),
-                ("obj".into(), s(obj)),
-            ]))?);
-            if let Some(a) = old {
-                tx.push(self.delete(&pk, &seq_sk(get_n(a, "seq")))?);
-                stale_objects.push(Self::payload_key(a, svc, node));
+        let mut attempt = 1;
+        let (count, stale_objects) = loop {
+            match self
+                .commit_put(svc, node, &pk, items, &objects, &prepared)
+                .await
+            {
+                Ok(Some(done)) => break done,
+                Ok(None) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    match self.prepare_put(&pk, items).await {
+                        Ok(p) => prepared = p,
+                        Err(e) => {
+                            self.delete_objects_later(objects);
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(None) => {
+                    self.delete_objects_later(objects);
+                    return Err(StoreError::Unavailable(format!(
+                        "node {node}: {ATTEMPTS} attempts lost to concurrent writers"
+                    )));
+                }
+                Err(e) => {
+                    self.delete_objects_later(objects);
+                    return Err(e);
+                }
             }
-        }
-        // Counted in the same transaction as the index entries: a crash cannot leave the count
-        // off.
-        if added > 0 {
-            tx.push(self.add(&pk, "meta", "cnt", added as i64)?);
-        }
-        if let Err(e) = self.transact_or_fail(tx).await {
-            self.delete_objects_later(objects);
-            return Err(e);
-        }
+        };
+        let mut stale_objects = stale_objects;
         let mut evicted = Vec::new();
         if let Some(max) = max_items
             && count > max
@@ -113,6 +105,93 @@ impl AwsStore {
         Ok(evicted)
     }
 
+    /// The reads a publish's transaction depends on, at once: the items' id entries, and
+    /// sequence numbers reserved on the live node (NodeGone when it is not).
+    async fn prepare_put(&self, pk: &str, items: &[Item]) -> StoreResult<PreparedPut> {
+        let reserve = self
+            .ddb
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, "meta")))
+            .update_expression("ADD seq :k")
+            .condition_expression(LIVE)
+            .expression_attribute_values(":k", n(items.len() as u64))
+            .return_values(ReturnValue::AllNew)
+            .send();
+        let id_keys: Vec<String> = items.iter().map(|i| format!("id|{}", i.id)).collect();
+        let lookups = try_join_all(id_keys.iter().map(|k| self.get(pk, k)));
+        let (olds, meta) = tokio::join!(lookups, reserve);
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                return Err(StoreError::NodeGone);
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
+        let attrs = meta.attributes.unwrap_or_default();
+        Ok(PreparedPut {
+            olds: olds?,
+            first_seq: get_n(&attrs, "seq").saturating_sub(items.len() as u64),
+            count_before: get_n(&attrs, "cnt"),
+        })
+    }
+
+    /// The publish's one transaction. Some((count after, payloads replaced)) when applied; None
+    /// when a concurrent writer changed an id entry first (read again and retry); NodeGone when
+    /// the node was deleted meanwhile.
+    async fn commit_put(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        pk: &str,
+        items: &[Item],
+        objects: &[String],
+        prepared: &PreparedPut,
+    ) -> StoreResult<Option<(u64, Vec<String>)>> {
+        let added = prepared.olds.iter().filter(|o| o.is_none()).count() as u64;
+        let mut tx = Vec::with_capacity(3 * items.len() + 1);
+        let mut stale_objects = Vec::new();
+        for (k, ((item, obj), old)) in items.iter().zip(objects).zip(&prepared.olds).enumerate() {
+            let seq = prepared.first_seq + k as u64;
+            tx.push(self.put(HashMap::from([
+                ("pk".into(), s(pk)),
+                ("sk".into(), s(seq_sk(seq))),
+                ("id".into(), s(&item.id)),
+                ("pub".into(), s(&item.publisher)),
+                ("ts".into(), n(item.published_ms)),
+                ("obj".into(), s(obj)),
+            ]))?);
+            let entry = HashMap::from([
+                ("pk".into(), s(pk)),
+                ("sk".into(), s(format!("id|{}", item.id))),
+                ("seq".into(), n(seq)),
+                ("obj".into(), s(obj)),
+            ]);
+            match old {
+                None => tx.push(self.put_if(entry, "attribute_not_exists(pk)", None)?),
+                Some(a) => {
+                    let old_seq = get_n(a, "seq");
+                    tx.push(self.put_if(entry, "seq = :seq", seq_value(old_seq))?);
+                    tx.push(self.delete(pk, &seq_sk(old_seq))?);
+                    stale_objects.push(Self::payload_key(a, svc, node));
+                }
+            }
+        }
+        // Counted in the same transaction as the index entries (a crash cannot leave the count
+        // off), and only while the node lives (a publish racing a deletion writes nothing).
+        tx.push(self.add_count(pk, added as i64)?);
+        if self.transact_checked(tx).await? {
+            return Ok(Some((prepared.count_before + added, stale_objects)));
+        }
+        match self.gone_or_retry(pk).await? {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
+    }
+
     pub(super) async fn items_in(
         &self,
         svc: &ServiceId,
@@ -120,11 +199,11 @@ impl AwsStore {
         query: ItemQuery,
     ) -> StoreResult<ItemPage> {
         let pk = node_pk(svc, node);
-        let count = self
-            .get(&pk, "meta")
-            .await?
-            .map(|a| get_n(&a, "cnt"))
-            .unwrap_or(0);
+        let Some(meta) = self.live_meta(&pk).await? else {
+            // Absent, or under a tombstone: nothing of it is served.
+            return Ok(ItemPage::default());
+        };
+        let count = get_n(&meta, "cnt");
         let newest = matches!(query, ItemQuery::Newest(_) | ItemQuery::Before(None, _));
         let (mut index, first_index, reversed) = match query {
             ItemQuery::Newest(m) | ItemQuery::Before(None, m) => (
@@ -179,6 +258,9 @@ impl AwsStore {
         ids: &[String],
     ) -> StoreResult<Vec<Item>> {
         let pk = node_pk(svc, node);
+        if self.live_meta(&pk).await?.is_none() {
+            return Ok(Vec::new());
+        }
         let mut index = Vec::new();
         for id in ids {
             if let Some(a) = self.get(&pk, &format!("id|{id}")).await?
@@ -190,7 +272,9 @@ impl AwsStore {
         self.hydrate(index).await
     }
 
-    /// One transaction: 2 deletes per item present and the count.
+    /// One transaction: 2 deletes per item present and the count. Each id entry is deleted on
+    /// the condition that it still points where it was read, so two retracts at once cannot
+    /// both count the same item down; the loser reads again.
     pub(super) async fn delete_items_in(
         &self,
         svc: &ServiceId,
@@ -199,50 +283,68 @@ impl AwsStore {
     ) -> StoreResult<Vec<String>> {
         let pk = node_pk(svc, node);
         let id_keys: Vec<String> = ids.iter().map(|id| format!("id|{id}")).collect();
-        let entries = try_join_all(id_keys.iter().map(|k| self.get(&pk, k))).await?;
-        let mut tx = Vec::new();
-        let mut removed = Vec::new();
-        let mut objects = Vec::new();
-        for (id, entry) in ids.iter().zip(&entries) {
-            let Some(a) = entry else { continue };
-            tx.push(self.delete(&pk, &format!("id|{id}"))?);
-            tx.push(self.delete(&pk, &seq_sk(get_n(a, "seq")))?);
-            objects.push(Self::payload_key(a, svc, node));
-            removed.push(id.clone());
-        }
-        if removed.is_empty() {
-            return Ok(removed);
-        }
-        tx.push(self.add(&pk, "meta", "cnt", -(removed.len() as i64))?);
-        self.transact_or_fail(tx).await?;
-        self.delete_objects_later(objects);
-        Ok(removed)
-    }
-
-    pub(super) async fn purge_items_in(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {
-        let pk = node_pk(svc, node);
-        let rows = self.query_prefix(&pk, "i|", true, None).await?;
-        let mut keys = Vec::new();
-        let mut objects = Vec::new();
-        for a in &rows {
-            keys.push((pk.clone(), get_s(a, "sk")?.to_owned()));
-            keys.push((pk.clone(), format!("id|{}", get_s(a, "id")?)));
-            let o = get_s(a, "obj")?;
-            if !o.is_empty() {
-                objects.push(o.to_owned());
+        for _ in 0..ATTEMPTS {
+            let entries = try_join_all(id_keys.iter().map(|k| self.get(&pk, k))).await?;
+            let mut tx = Vec::new();
+            let mut removed = Vec::new();
+            let mut objects = Vec::new();
+            for (id, entry) in ids.iter().zip(&entries) {
+                let Some(a) = entry else { continue };
+                let seq = get_n(a, "seq");
+                tx.push(self.delete_if(&pk, &format!("id|{id}"), "seq = :seq", seq_value(seq))?);
+                tx.push(self.delete(&pk, &seq_sk(seq))?);
+                objects.push(Self::payload_key(a, svc, node));
+                removed.push(id.clone());
+            }
+            if removed.is_empty() {
+                return Ok(removed);
+            }
+            tx.push(self.add_count(&pk, -(removed.len() as i64))?);
+            if self.transact_checked(tx).await? {
+                self.delete_objects_later(objects);
+                return Ok(removed);
+            }
+            if self.gone_or_retry(&pk).await?.is_some() {
+                // Deleted meanwhile: its items go with it.
+                return Ok(Vec::new());
             }
         }
-        self.delete_keys(keys).await?;
-        self.ddb
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&pk, "meta")))
-            .update_expression("SET cnt = :z")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":z", n(0))
-            .send()
-            .await
-            .map_err(unavailable)?;
+        Err(StoreError::Unavailable(format!(
+            "node {node}: {ATTEMPTS} attempts lost to concurrent writers"
+        )))
+    }
+
+    /// Removes the items published before the purge began, oldest first, in transactions of at
+    /// most MAX_TRIM_PER_PUBLISH items that count down what each removed (so a publish racing the
+    /// purge keeps its item and its count).
+    pub(super) async fn purge_items_in(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {
+        let pk = node_pk(svc, node);
+        let Some(meta) = self.live_meta(&pk).await? else {
+            return Ok(());
+        };
+        let end = seq_sk(get_n(&meta, "seq"));
+        let mut objects = Vec::new();
+        let mut conflicts = 0;
+        loop {
+            match self
+                .remove_oldest(&pk, MAX_TRIM_PER_PUBLISH, Some(&end))
+                .await
+            {
+                Ok(Some((ids, _))) if ids.is_empty() => break,
+                Ok(Some((_, objs))) => objects.extend(objs),
+                Ok(None) if conflicts < ATTEMPTS => conflicts += 1,
+                Ok(None) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "node {node}: {ATTEMPTS} attempts lost to concurrent writers"
+                    )));
+                }
+                Err(StoreError::NodeGone) => break,
+                Err(e) => {
+                    self.delete_objects_later(objects);
+                    return Err(e);
+                }
+            }
+        }
         self.delete_objects_later(objects);
         Ok(())
     }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, Delete, KeySchemaElement, KeyType, Put,
-    ReturnValue, ScalarAttributeType, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement,
+    KeyType, Put, ReturnValue, ScalarAttributeType, TransactWriteItem, Update,
 };
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -26,6 +26,18 @@ pub struct AwsStore {
     bucket: String,
     /// `batch` fails a batch's transaction before it is sent (after the S3 uploads).
     fail_points: FailPoints,
+}
+
+/// The condition of every write to a node's partition: the node exists and is not being deleted
+/// (a tombstone, `gone`, marks a deletion in progress).
+const LIVE: &str = "attribute_exists(pk) AND attribute_not_exists(gone)";
+
+/// Attempts of a write whose conditions lost to a concurrent writer, before it reports an outage.
+const ATTEMPTS: usize = 8;
+
+/// `:seq` for a condition on an id entry.
+fn seq_value(seq: u64) -> Option<Attrs> {
+    Some(HashMap::from([(":seq".to_owned(), n(seq))]))
 }
 
 /// Items one publish trims at most (2 deletes each + 1 count update <= 100 transaction writes).
@@ -53,12 +65,23 @@ fn n(v: u64) -> AttributeValue {
 }
 
 fn node_pk(svc: &ServiceId, node: &str) -> String {
-    format!("n|{}|{}", part(&svc.key()), part(node))
+    node_pk_of(&svc.key(), node)
+}
+
+fn node_pk_of(svc_key: &str, node: &str) -> String {
+    format!("n|{}|{}", part(svc_key), part(node))
 }
 
 fn user_pk(svc: &ServiceId, bare: &str) -> String {
-    format!("u|{}|{}", part(&svc.key()), part(bare))
+    user_pk_of(&svc.key(), bare)
 }
+
+fn user_pk_of(svc_key: &str, bare: &str) -> String {
+    format!("u|{}|{}", part(svc_key), part(bare))
+}
+
+/// The partition listing deletions in progress (sort key: the node's partition key).
+const PENDING_PK: &str = "deleting";
 
 fn nodes_pk(svc: &ServiceId) -> String {
     format!("nodes|{}", part(&svc.key()))
@@ -267,6 +290,139 @@ impl AwsStore {
         self.transact(items).await.map_err(unavailable)
     }
 
+    /// A transaction whose conditions may fail: Ok(true) when applied, Ok(false) when a
+    /// condition failed (nothing applied), Err on an outage.
+    async fn transact_checked(&self, items: Vec<TransactWriteItem>) -> StoreResult<bool> {
+        self.fail_points.check("batch")?;
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// The node's record when it exists and is not being deleted.
+    async fn live_meta(&self, pk: &str) -> StoreResult<Option<Attrs>> {
+        Ok(self
+            .get(pk, "meta")
+            .await?
+            .filter(|a| !a.contains_key("gone")))
+    }
+
+    /// A node's rows under `prefix`, read beside its meta record: none when the node is absent
+    /// or under a tombstone, so nothing of a deleted node is served while its remains are
+    /// cleared.
+    async fn query_live(&self, pk: &str, prefix: &str) -> StoreResult<Vec<Attrs>> {
+        let (meta, rows) = tokio::try_join!(
+            self.live_meta(pk),
+            self.query_prefix(pk, prefix, true, None)
+        )?;
+        Ok(if meta.is_some() { rows } else { Vec::new() })
+    }
+
+    /// After a cancelled transaction on a node: NodeGone when the node is gone, else None (a
+    /// concurrent writer won a condition: read again and retry).
+    async fn gone_or_retry(&self, pk: &str) -> StoreResult<Option<StoreError>> {
+        Ok(match self.live_meta(pk).await? {
+            None => Some(StoreError::NodeGone),
+            Some(_) => None,
+        })
+    }
+
+    /// Applies a batch to a live node: `tx` and a check that the node lives, in one
+    /// transaction, retried when it loses to a concurrent transaction; NodeGone when the node is
+    /// gone (nothing written).
+    async fn transact_on_node(&self, pk: &str, mut tx: Vec<TransactWriteItem>) -> StoreResult<()> {
+        tx.push(self.check(pk, "meta", LIVE)?);
+        for _ in 0..ATTEMPTS {
+            if self.transact_checked(tx.clone()).await? {
+                return Ok(());
+            }
+            if let Some(e) = self.gone_or_retry(pk).await? {
+                return Err(e);
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "{pk}: {ATTEMPTS} attempts lost to concurrent writers"
+        )))
+    }
+
+    /// A transaction entry that checks a condition on a key without writing it.
+    fn check(&self, pk: &str, sk: &str, condition: &str) -> StoreResult<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .condition_check(
+                ConditionCheck::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk, sk)))
+                    .condition_expression(condition)
+                    .build()
+                    .map_err(unavailable)?,
+            )
+            .build())
+    }
+
+    /// A Put with a condition on the key's current item.
+    fn put_if(
+        &self,
+        item: Attrs,
+        condition: &str,
+        values: Option<Attrs>,
+    ) -> StoreResult<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .put(
+                Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(values)
+                    .build()
+                    .map_err(unavailable)?,
+            )
+            .build())
+    }
+
+    /// A Delete with a condition on the key's current item.
+    fn delete_if(
+        &self,
+        pk: &str,
+        sk: &str,
+        condition: &str,
+        values: Option<Attrs>,
+    ) -> StoreResult<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .delete(
+                Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk, sk)))
+                    .condition_expression(condition)
+                    .set_expression_attribute_values(values)
+                    .build()
+                    .map_err(unavailable)?,
+            )
+            .build())
+    }
+
+    /// Adds `by` to the node's item count, only while the node lives.
+    fn add_count(&self, pk: &str, by: i64) -> StoreResult<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk, "meta")))
+                    .update_expression("ADD cnt :d")
+                    .condition_expression(LIVE)
+                    .expression_attribute_values(":d", AttributeValue::N(by.to_string()))
+                    .build()
+                    .map_err(unavailable)?,
+            )
+            .build())
+    }
+
     fn put(&self, item: Attrs) -> StoreResult<TransactWriteItem> {
         Ok(TransactWriteItem::builder()
             .put(
@@ -303,18 +459,6 @@ impl AwsStore {
                     .map_err(unavailable)?,
             )
             .build())
-    }
-
-    async fn delete_keys(&self, keys: Vec<(String, String)>) -> StoreResult<()> {
-        // Transactions take up to 100 actions.
-        for chunk in keys.chunks(100) {
-            let items = chunk
-                .iter()
-                .map(|(pk, sk)| self.delete(pk, sk))
-                .collect::<StoreResult<Vec<_>>>()?;
-            self.transact_or_fail(items).await?;
-        }
-        Ok(())
     }
 
     async fn seq_of(&self, pk: &str, id: &str) -> StoreResult<Option<u64>> {
@@ -365,31 +509,56 @@ impl AwsStore {
         });
     }
 
-    /// Removes the `n` oldest items of a node; returns their ids and payload objects.
+    /// Removes the `n` oldest items of a node; returns their ids and payload objects. A trim
+    /// that loses to a concurrent writer removes nothing (the next publish trims again).
     async fn trim(&self, pk: &str, n: usize) -> StoreResult<(Vec<String>, Vec<String>)> {
-        // One transaction holds at most 100 writes: two per item plus the count. Whatever is left
-        // is trimmed by the next publishes.
-        let oldest = self
-            .query_prefix(pk, "i|", true, Some(n.min(MAX_TRIM_PER_PUBLISH)))
-            .await?;
+        Ok(self
+            .remove_oldest(pk, n.min(MAX_TRIM_PER_PUBLISH), None)
+            .await?
+            .unwrap_or_default())
+    }
+
+    /// Removes up to `n` (<= MAX_TRIM_PER_PUBLISH) oldest items, those before the index key
+    /// `before` if given, in one transaction that counts them down: Some((ids, payload
+    /// objects)) when applied (empty: nothing to remove), None when a concurrent writer changed
+    /// one of them first, NodeGone when the node is gone.
+    async fn remove_oldest(
+        &self,
+        pk: &str,
+        n: usize,
+        before: Option<&str>,
+    ) -> StoreResult<Option<(Vec<String>, Vec<String>)>> {
+        // One transaction holds at most 100 writes: two per item plus the count.
+        let oldest = self.query_prefix(pk, "i|", true, Some(n)).await?;
         let mut tx = Vec::new();
         let mut ids = Vec::new();
         let mut objects = Vec::new();
         for a in &oldest {
+            let sk = get_s(a, "sk")?;
+            if before.is_some_and(|b| sk >= b) {
+                break;
+            }
             let id = get_s(a, "id")?.to_owned();
-            tx.push(self.delete(pk, get_s(a, "sk")?)?);
-            tx.push(self.delete(pk, &format!("id|{id}"))?);
+            let seq: u64 = sk[2..].parse().map_err(corrupt)?;
+            tx.push(self.delete_if(pk, sk, "attribute_exists(pk)", None)?);
+            tx.push(self.delete_if(pk, &format!("id|{id}"), "seq = :seq", seq_value(seq))?);
             let o = get_s(a, "obj")?;
             if !o.is_empty() {
                 objects.push(o.to_owned());
             }
             ids.push(id);
         }
-        if !tx.is_empty() {
-            tx.push(self.add(pk, "meta", "cnt", -(ids.len() as i64))?);
-            self.transact_or_fail(tx).await?;
+        if tx.is_empty() {
+            return Ok(Some((ids, objects)));
         }
-        Ok((ids, objects))
+        tx.push(self.add_count(pk, -(ids.len() as i64))?);
+        if self.transact_checked(tx).await? {
+            return Ok(Some((ids, objects)));
+        }
+        match self.gone_or_retry(pk).await? {
+            Some(e) => Err(e),
+            None => Ok(None),
+        }
     }
 
     async fn put_object(&self, key: &str, body: &str) -> StoreResult<()> {
@@ -398,17 +567,6 @@ impl AwsStore {
             .bucket(&self.bucket)
             .key(key)
             .body(ByteStream::from(body.as_bytes().to_vec()))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    async fn delete_object(&self, key: &str) -> StoreResult<()> {
-        self.s3
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
             .send()
             .await
             .map_err(unavailable)?;
@@ -594,6 +752,10 @@ impl Store for AwsStore {
 
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()> {
         self.purge_items_in(svc, node).await
+    }
+
+    async fn recover(&self) -> StoreResult<usize> {
+        AwsStore::recover(self).await
     }
 
     #[cfg(test)]

@@ -46,20 +46,32 @@ impl AwsStore {
             ]))?,
             self.add(&creator_pk(svc, &node.creator), "count", "n", 1)?,
         ];
-        match self.transact(items).await {
-            Ok(()) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
-                // The condition failed: the node exists (other reasons surface on the next call).
-                match self.get(&pk, "meta").await? {
-                    Some(_) => Ok(false),
-                    None => Err(unavailable(e)),
+        for _ in 0..ATTEMPTS {
+            match self.transact(items.clone()).await {
+                Ok(()) => return Ok(true),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+                {
+                    match self.get(&pk, "meta").await? {
+                        // A deletion of an old node of this name was cut off: finish it (nothing
+                        // of the old node may survive into the new one), then create.
+                        Some(a) if a.contains_key("gone") => {
+                            self.finish_deletion(&svc.key(), &node.name).await?
+                        }
+                        // The node exists.
+                        Some(_) => return Ok(false),
+                        // A conflict with a concurrent transaction: try again.
+                        None => {}
+                    }
                 }
+                Err(e) => return Err(unavailable(e)),
             }
-            Err(e) => Err(unavailable(e)),
         }
+        Err(StoreError::Unavailable(format!(
+            "node {}: {ATTEMPTS} attempts lost to concurrent writers",
+            node.name
+        )))
     }
 
     pub(super) async fn load_node_in(
@@ -67,7 +79,7 @@ impl AwsStore {
         svc: &ServiceId,
         node: &str,
     ) -> StoreResult<Option<NodeRecord>> {
-        match self.get(&node_pk(svc, node), "meta").await? {
+        match self.live_meta(&node_pk(svc, node)).await? {
             Some(a) => Ok(Some(
                 serde_json::from_str(get_s(&a, "rec")?).map_err(corrupt)?,
             )),
@@ -82,61 +94,156 @@ impl AwsStore {
         config: &NodeConfig,
     ) -> StoreResult<()> {
         let Some(mut rec) = self.load_node(svc, node).await? else {
-            return Ok(());
+            return Err(StoreError::NodeGone);
         };
         rec.config = config.clone();
-        self.ddb
+        let saved = self
+            .ddb
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&node_pk(svc, node), "meta")))
             .update_expression("SET rec = :r")
-            .condition_expression("attribute_exists(pk)")
+            .condition_expression(LIVE)
             .expression_attribute_values(":r", s(serde_json::to_string(&rec).map_err(corrupt)?))
             .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+            .await;
+        match saved {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::NodeGone)
+            }
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
+    /// Deletion in two steps, each safe to be cut off after. First one transaction makes the
+    /// node gone: its record becomes a tombstone (`gone`), it leaves the node list and its
+    /// creator's count, and a pending-deletion entry is written. From then on every write to the
+    /// node fails its LIVE condition and every read finds no node. Then its entries are removed
+    /// in transactions that each check the tombstone is still there, the tombstone last. A cut
+    /// off deletion is finished by the next start ([`AwsStore::recover`]) or by the next create
+    /// of the same name, so nothing of the old node reaches a new one.
     pub(super) async fn delete_node_in(&self, svc: &ServiceId, node: &str) -> StoreResult<bool> {
         let pk = node_pk(svc, node);
-        let Some(rec) = self.load_node(svc, node).await? else {
+        let Some(meta) = self.live_meta(&pk).await? else {
             return Ok(false);
         };
-        let all = self.query_prefix(&pk, "", true, None).await?;
-        let mut keys = Vec::with_capacity(all.len() + 4);
-        let mut objects = Vec::new();
-        for a in &all {
-            let sk = get_s(a, "sk")?.to_owned();
-            if let Some(bare) = sk.strip_prefix("a|") {
-                keys.push((user_pk(svc, bare), format!("a|{node}")));
-            } else if let Some(rest) = sk.strip_prefix("s|") {
-                let sub: Subscription = serde_json::from_str(get_s(a, "sub")?).map_err(corrupt)?;
-                keys.push((
-                    user_pk(svc, &sub.jid.to_bare().to_string()),
-                    format!("s|{node}|{rest}"),
-                ));
-            } else if sk.starts_with("i|") {
-                let obj = get_s(a, "obj")?;
-                if !obj.is_empty() {
-                    objects.push(obj.to_owned());
+        let rec: NodeRecord = serde_json::from_str(get_s(&meta, "rec")?).map_err(corrupt)?;
+        let tombstone = TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(&pk, "meta")))
+                    .update_expression("SET gone = :t")
+                    .condition_expression(LIVE)
+                    .expression_attribute_values(":t", n(crate::pubsub::model::now_ms()))
+                    .build()
+                    .map_err(unavailable)?,
+            )
+            .build();
+        let tx = vec![
+            tombstone,
+            self.delete(&nodes_pk(svc), node)?,
+            self.add(&creator_pk(svc, &rec.creator), "count", "n", -1)?,
+            self.put(HashMap::from([
+                ("pk".into(), s(PENDING_PK)),
+                ("sk".into(), s(&pk)),
+                ("svc".into(), s(svc.key())),
+                ("node".into(), s(node)),
+            ]))?,
+        ];
+        if !self.transact_checked(tx).await? {
+            // Deleted by someone else meanwhile, or a conflict: report what is true now.
+            return match self.live_meta(&pk).await? {
+                None => Ok(false),
+                Some(_) => Err(StoreError::Unavailable(format!(
+                    "node {node}: the deletion lost to a concurrent write; try again"
+                ))),
+            };
+        }
+        self.fail_points.check("delete_node.tombstoned")?;
+        self.finish_deletion(&svc.key(), node).await?;
+        Ok(true)
+    }
+
+    /// Removes what is left of a node under a tombstone, then the tombstone and its pending entry.
+    /// Each transaction checks the tombstone, so a finisher working from a stale listing cannot
+    /// touch a new node of the same name; several finishers at once are harmless.
+    pub(super) async fn finish_deletion(&self, svc_key: &str, node: &str) -> StoreResult<()> {
+        let pk = node_pk_of(svc_key, node);
+        let tombstoned = "attribute_exists(gone)";
+        loop {
+            // At most 49 entries and their users' copies, plus the check: <= 100 writes.
+            let rows = self.query_prefix(&pk, "", true, Some(50)).await?;
+            let mut tx = vec![self.check(&pk, "meta", tombstoned)?];
+            let mut objects = Vec::new();
+            for a in rows
+                .iter()
+                .filter(|a| get_s(a, "sk").is_ok_and(|sk| sk != "meta"))
+            {
+                if tx.len() > 97 {
+                    break;
+                }
+                let sk = get_s(a, "sk")?.to_owned();
+                if let Some(bare) = sk.strip_prefix("a|") {
+                    tx.push(self.delete(&user_pk_of(svc_key, bare), &format!("a|{node}"))?);
+                } else if let Some(rest) = sk.strip_prefix("s|") {
+                    let sub: Subscription =
+                        serde_json::from_str(get_s(a, "sub")?).map_err(corrupt)?;
+                    tx.push(self.delete(
+                        &user_pk_of(svc_key, &sub.jid.to_bare().to_string()),
+                        &format!("s|{node}|{rest}"),
+                    )?);
+                } else if sk.starts_with("i|") {
+                    let obj = get_s(a, "obj")?;
+                    if !obj.is_empty() {
+                        objects.push(obj.to_owned());
+                    }
+                }
+                tx.push(self.delete(&pk, &sk)?);
+            }
+            if tx.len() == 1 {
+                // Only the tombstone is left.
+                let last = vec![
+                    self.delete_if(&pk, "meta", tombstoned, None)?,
+                    self.delete(PENDING_PK, &pk)?,
+                ];
+                if !self.transact_checked(last).await?
+                    && self
+                        .get(&pk, "meta")
+                        .await?
+                        .is_some_and(|a| a.contains_key("gone"))
+                {
+                    continue;
+                }
+                return Ok(());
+            }
+            if !self.transact_checked(tx).await? {
+                match self.get(&pk, "meta").await? {
+                    // Finished by another, or a new node already stands there.
+                    Some(a) if !a.contains_key("gone") => return Ok(()),
+                    None => return Ok(()),
+                    // A conflict: list again.
+                    Some(_) => continue,
                 }
             }
-            keys.push((pk.clone(), sk));
+            self.fail_points.check("delete_node.cleaning")?;
+            // Nothing refers to these payloads any more.
+            self.delete_objects_later(objects);
         }
-        keys.push((nodes_pk(svc), node.to_owned()));
-        self.delete_keys(keys).await?;
-        self.transact_or_fail(vec![self.add(
-            &creator_pk(svc, &rec.creator),
-            "count",
-            "n",
-            -1,
-        )?])
-        .await?;
-        for o in objects {
-            self.delete_object(&o).await?;
+    }
+
+    /// Finishes the deletions a crash or an outage cut off (run when the store opens).
+    pub async fn recover(&self) -> StoreResult<usize> {
+        let pending = self.query_prefix(PENDING_PK, "", true, None).await?;
+        for a in &pending {
+            self.finish_deletion(get_s(a, "svc")?, get_s(a, "node")?)
+                .await?;
         }
-        Ok(true)
+        Ok(pending.len())
     }
 
     pub(super) async fn node_names_in(

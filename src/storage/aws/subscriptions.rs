@@ -34,7 +34,7 @@ impl AwsStore {
         if tx.is_empty() {
             return Ok(());
         }
-        self.transact_or_fail(tx).await
+        self.transact_on_node(&pk, tx).await
     }
 
     pub(super) async fn affiliations_in(
@@ -42,9 +42,7 @@ impl AwsStore {
         svc: &ServiceId,
         node: &str,
     ) -> StoreResult<Vec<(BareJid, Affiliation)>> {
-        let rows = self
-            .query_prefix(&node_pk(svc, node), "a|", true, None)
-            .await?;
+        let rows = self.query_live(&node_pk(svc, node), "a|").await?;
         rows.iter()
             .map(|a| {
                 let jid = BareJid::parse(&get_s(a, "sk")?[2..]).map_err(corrupt)?;
@@ -113,7 +111,7 @@ impl AwsStore {
         if tx.is_empty() {
             return Ok(());
         }
-        self.transact_or_fail(tx).await
+        self.transact_on_node(&pk, tx).await
     }
 
     pub(super) async fn delete_subscription_in(
@@ -124,26 +122,22 @@ impl AwsStore {
         subid: &str,
     ) -> StoreResult<bool> {
         let rest = format!("{}|{}", part(&jid.to_string()), part(subid));
-        let old = self
-            .ddb
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(&node_pk(svc, node), &format!("s|{rest}"))))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        self.ddb
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(
-                &user_pk(svc, &jid.to_bare().to_string()),
-                &format!("s|{node}|{rest}"),
-            )))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(old.attributes.is_some_and(|a| !a.is_empty()))
+        let pk = node_pk(svc, node);
+        let (sk, upk, usk) = (
+            format!("s|{rest}"),
+            user_pk(svc, &jid.to_bare().to_string()),
+            format!("s|{node}|{rest}"),
+        );
+        // Both entries in one transaction: a crash cannot leave the user's copy behind.
+        let present = self.get(&pk, &sk).await?.is_some();
+        if present {
+            self.transact_or_fail(vec![self.delete(&pk, &sk)?, self.delete(&upk, &usk)?])
+                .await?;
+        } else {
+            self.transact_or_fail(vec![self.delete(&upk, &usk)?])
+                .await?;
+        }
+        Ok(present)
     }
 
     pub(super) async fn subscriptions_in(
@@ -151,9 +145,7 @@ impl AwsStore {
         svc: &ServiceId,
         node: &str,
     ) -> StoreResult<Vec<Subscription>> {
-        let rows = self
-            .query_prefix(&node_pk(svc, node), "s|", true, None)
-            .await?;
+        let rows = self.query_live(&node_pk(svc, node), "s|").await?;
         rows.iter()
             .map(|a| serde_json::from_str(get_s(a, "sub")?).map_err(corrupt))
             .collect()

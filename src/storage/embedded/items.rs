@@ -18,6 +18,7 @@ impl EmbeddedStore {
         let items = items.to_vec();
         let injected = self.fail_points.check("batch");
         self.write(move |tx| {
+            require_node(tx, &s, &node)?;
             let mut evicted = Vec::new();
             for (i, item) in items.iter().enumerate() {
                 evicted.extend(put_item(tx, &s, &node, item, max_items)?);
@@ -242,7 +243,7 @@ fn put_item(
         items
             .remove(key(&[&p[..p.len() - 1], &old.to_be_bytes()]).as_slice())
             .map_err(err)?;
-        count -= 1;
+        count = count.saturating_sub(1);
     }
     let v = serde_json::to_vec(item).map_err(corrupt)?;
     items

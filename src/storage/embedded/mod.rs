@@ -88,6 +88,11 @@ fn writer_thread(db: Arc<Database>, mut rx: tokio::sync::mpsc::Receiver<WriteReq
         for r in pending.by_ref() {
             match (r.job)(&tx) {
                 Ok(v) => done.push((r.reply, v)),
+                // Found before the job wrote anything (`require_node` comes first): only this
+                // request fails, the others of the group commit.
+                Err(StoreError::NodeGone) => {
+                    let _ = r.reply.send(Err(StoreError::NodeGone));
+                }
                 Err(e) => {
                     let _ = r.reply.send(Err(e.clone()));
                     failure = Some(e);
@@ -125,6 +130,21 @@ impl Drop for EmbeddedStore {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+    }
+}
+
+/// NodeGone unless the node exists. A write job calls it before it writes anything, so that the
+/// failure leaves the group's transaction as it was.
+fn require_node(tx: &redb::WriteTransaction, s: &str, node: &str) -> StoreResult<()> {
+    let k = key(&[s.as_bytes(), node.as_bytes()]);
+    match tx
+        .open_table(NODES)
+        .map_err(err)?
+        .get(k.as_slice())
+        .map_err(err)?
+    {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NodeGone),
     }
 }
 

@@ -85,12 +85,13 @@ impl EmbeddedStore {
                 .get(k.as_slice())
                 .map_err(err)?
                 .map(|v| v.value().to_vec());
-            if let Some(v) = current {
-                let mut rec: NodeRecord = serde_json::from_slice(&v).map_err(corrupt)?;
-                rec.config = config;
-                let v = serde_json::to_vec(&rec).map_err(corrupt)?;
-                nodes.insert(k.as_slice(), v.as_slice()).map_err(err)?;
-            }
+            let Some(v) = current else {
+                return Err(StoreError::NodeGone);
+            };
+            let mut rec: NodeRecord = serde_json::from_slice(&v).map_err(corrupt)?;
+            rec.config = config;
+            let v = serde_json::to_vec(&rec).map_err(corrupt)?;
+            nodes.insert(k.as_slice(), v.as_slice()).map_err(err)?;
             Ok(())
         })
         .await

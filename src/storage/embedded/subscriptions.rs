@@ -15,6 +15,7 @@ impl EmbeddedStore {
         let changes = changes.to_vec();
         let injected = self.fail_points.check("batch");
         self.write(move |tx| {
+            require_node(tx, &s, &node)?;
             let mut affs = tx.open_table(AFFS).map_err(err)?;
             let mut user = tx.open_table(USER_AFFS).map_err(err)?;
             for (i, (jid, aff)) in changes.iter().enumerate() {
@@ -93,6 +94,7 @@ impl EmbeddedStore {
         let changes = changes.to_vec();
         let injected = self.fail_points.check("batch");
         self.write(move |tx| {
+            require_node(tx, &s, &node)?;
             for (i, change) in changes.iter().enumerate() {
                 match change {
                     SubscriptionChange::Put(sub) => put_subscription(tx, &s, &node, sub)?,
