@@ -214,6 +214,7 @@ both_servers!(
     whitelist_and_outcast_stop_pep_delivery,
     an_added_owner_lends_no_roster,
     notification_type_is_the_nodes,
+    quick_publishes_of_one_id_keep_their_order,
 );
 
 const OWNER_NS: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -687,4 +688,55 @@ async fn notification_type_is_the_nodes(kind: Kind) {
         .await
         .expect("the second event");
     assert_eq!(m.get_attr("type"), Some("headline"), "{m}");
+}
+
+/// XEP-0060 7.1.2 and XEP-0163 section 3: a publish of an existing item id replaces it, so of
+/// several publishes of one id the last one sent is the item that stays (an OMEMO client
+/// republishing its device list as `current`, XEP-0384 section 4.2). The client sends them all
+/// at once without waiting for answers; the server forwards each as its own delegated request.
+async fn quick_publishes_of_one_id_keep_their_order(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let alice_bare = bare(&alice);
+    const N: usize = 40;
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let id = alice.next_id();
+        let iq = Element::new("iq", NS_CLIENT)
+            .attr("type", "set")
+            .attr("id", id.clone())
+            .child(publish_el(NODE, "current", &format!("v{i}"), &[]));
+        alice.send(&iq).await.unwrap();
+        ids.push(id);
+    }
+    for id in &ids {
+        let r = alice
+            .wait_for(T, |e| {
+                e.name() == "iq"
+                    && e.get_attr("id") == Some(id.as_str())
+                    && matches!(e.get_attr("type"), Some("result") | Some("error"))
+            })
+            .await
+            .expect("every publish is answered");
+        assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    }
+    let reply = get_items(&mut alice, &alice_bare, NODE).await;
+    let items: Vec<(String, String)> = reply
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("items", PS))
+        .expect("items")
+        .children()
+        .map(|it| {
+            let text = it
+                .get_child("mood", NODE)
+                .map(|m| m.text_content())
+                .unwrap_or_default();
+            (it.get_attr("id").unwrap_or_default().to_owned(), text)
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [("current".to_owned(), format!("v{}", N - 1))],
+        "one item, the last one published: {reply}"
+    );
 }

@@ -76,16 +76,9 @@ pub struct Delegated {
 /// Unwraps `<iq><delegation><forwarded><iq/></forwarded></delegation></iq>`; None when the stanza
 /// is not a well-formed delegated IQ.
 pub fn unwrap(outer: &Element) -> Option<Delegated> {
-    let delegation = outer
-        .children()
-        .find(|c| c.name() == "delegation" && is_delegation_ns(c.ns()))?;
-    let forwarded = delegation.get_child("forwarded", NS_FORWARD)?;
-    let inner = forwarded.children().find(|c| c.name() == "iq")?.clone();
-    let sender = Jid::parse(inner.get_attr("from")?).ok()?;
-    let owner = match inner.get_attr("to") {
-        Some(to) => Jid::parse(to).ok()?.to_bare(),
-        None => sender.to_bare(),
-    };
+    let (delegation, inner) = forwarded_iq(outer)?;
+    let (sender, owner) = sender_and_owner(inner)?;
+    let inner = inner.clone();
     Some(Delegated {
         ns: delegation.ns().to_owned(),
         outer_id: outer.get_attr("id")?.to_owned(),
@@ -94,6 +87,39 @@ pub fn unwrap(outer: &Element) -> Option<Delegated> {
         owner,
         sender,
     })
+}
+
+fn forwarded_iq(outer: &Element) -> Option<(&Element, &Element)> {
+    let delegation = outer
+        .children()
+        .find(|c| c.name() == "delegation" && is_delegation_ns(c.ns()))?;
+    let forwarded = delegation.get_child("forwarded", NS_FORWARD)?;
+    Some((delegation, forwarded.children().find(|c| c.name() == "iq")?))
+}
+
+/// The forwarded IQ's sender, and the account it is addressed to (its `to`, else the sender's
+/// own account).
+fn sender_and_owner(inner: &Element) -> Option<(Jid, BareJid)> {
+    let sender = Jid::parse(inner.get_attr("from")?).ok()?;
+    let owner = match inner.get_attr("to") {
+        Some(to) => Jid::parse(to).ok()?.to_bare(),
+        None => sender.to_bare(),
+    };
+    Some((sender, owner))
+}
+
+/// The account and node a delegated pubsub request works on, read without copying the stanza:
+/// requests with the same key are answered in the order they arrived (a PEP node is ordered as a
+/// host node is). None when the request names no node.
+pub fn order_key(outer: &Element) -> Option<(String, String)> {
+    let (_, inner) = forwarded_iq(outer)?;
+    let node = inner
+        .children()
+        .find(|c| c.name() == "pubsub")?
+        .children()
+        .find_map(|a| a.get_attr("node"))?;
+    let (_, owner) = sender_and_owner(inner)?;
+    Some((owner.to_string(), node.to_owned()))
 }
 
 impl Delegated {

@@ -22,7 +22,7 @@ use crate::xml::{Element, Rejected};
 
 use super::errors::StanzaError;
 use super::multicast::Multicast;
-use super::scheduler::{MAX_TASKS, answers_at_once, busy, shard_of};
+use super::scheduler::{MAX_TASKS, NodeOrder, answers_at_once, busy, shard_of};
 use super::stanza::Iq;
 
 /// The component's stanza handler.
@@ -45,6 +45,8 @@ pub(super) struct Inner {
     pub(super) idle: Notify,
     /// Permits for tasks spawned from the reader ([`MAX_TASKS`]).
     pub(super) tasks: Arc<Semaphore>,
+    /// Arrival order of delegated requests per PEP node.
+    pub(super) pep_order: Arc<NodeOrder>,
     /// Set once the expiry sweep runs (started on the first connection).
     pub(super) sweeping: std::sync::atomic::AtomicBool,
 }
@@ -70,6 +72,7 @@ impl Service {
                 inflight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 tasks: Arc::new(Semaphore::new(MAX_TASKS)),
+                pep_order: Arc::default(),
                 sweeping: std::sync::atomic::AtomicBool::new(false),
             }),
         })
@@ -112,8 +115,18 @@ impl StanzaHandler for Service {
                                 }
                                 return;
                             };
+                            // Taken here, in arrival order; waited for in the task.
+                            let turn = crate::pep::delegation::order_key(&stanza)
+                                .map(|key| inner.pep_order.take(key));
                             let (inner, pep, out) = (inner.clone(), pep.clone(), out.clone());
                             self.spawn_counted(permit, async move {
+                                let _turn = match turn {
+                                    Some(mut turn) => {
+                                        turn.wait().await;
+                                        Some(turn)
+                                    }
+                                    None => None,
+                                };
                                 inner.handle_delegated(&pep, stanza, &out).await
                             });
                         }

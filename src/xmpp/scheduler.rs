@@ -166,3 +166,132 @@ impl Inner {
         }
     }
 }
+
+/// Keeps requests on one PEP node in arrival order. Delegated requests run in tasks of their own
+/// (they may wait for the server's answers), so without this two quick publishes of one item id
+/// (an OMEMO device list's `current`) could be stored in the opposite order. The reader takes a
+/// [`Turn`] for each request before spawning it; a turn waits for the one taken before it on the
+/// same key. Requests on different nodes or accounts never wait for each other.
+#[derive(Default)]
+pub(super) struct NodeOrder {
+    /// The newest turn of each key still running, and the receiver its successor will wait on.
+    /// An entry lives only while a turn of its key runs: at most [`MAX_TASKS`] of them.
+    tails: std::sync::Mutex<std::collections::HashMap<(String, String), (u64, Tail)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+type Tail = tokio::sync::oneshot::Receiver<()>;
+
+/// One request's place in its key's order; dropping it lets the next request of the key run.
+pub(super) struct Turn {
+    order: Arc<NodeOrder>,
+    key: (String, String),
+    id: u64,
+    before: Option<Tail>,
+    _done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl NodeOrder {
+    /// Takes the next turn on `key` (called in arrival order, without waiting).
+    pub(super) fn take(self: &Arc<Self>, key: (String, String)) -> Turn {
+        let (done, tail) = tokio::sync::oneshot::channel();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let before = self
+            .tails
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), (id, tail))
+            .map(|(_, t)| t);
+        Turn {
+            order: self.clone(),
+            key,
+            id,
+            before,
+            _done: done,
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.tails.lock().unwrap().len()
+    }
+}
+
+impl Turn {
+    /// Waits until every request taken before this one on its key has finished.
+    pub(super) async fn wait(&mut self) {
+        if let Some(before) = self.before.take() {
+            // Err: the turn before was dropped, which is its end.
+            let _ = before.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut tails = self.order.tails.lock().unwrap_or_else(|e| e.into_inner());
+        if tails.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            tails.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn key(node: &str) -> (String, String) {
+        ("alice@localhost".into(), node.into())
+    }
+
+    #[tokio::test]
+    async fn a_turn_waits_for_the_one_before_on_its_key_only() {
+        let order = Arc::new(NodeOrder::default());
+        let first = order.take(key("omemo"));
+        let mut second = order.take(key("omemo"));
+        let mut other = order.take(key("avatar"));
+        // Another key is not held up.
+        tokio::time::timeout(Duration::from_secs(5), other.wait())
+            .await
+            .expect("a turn on another node runs at once");
+        {
+            // The second waits while the first runs...
+            let mut waiting = std::pin::pin!(second.wait());
+            assert!(
+                futures_util::FutureExt::now_or_never(waiting.as_mut()).is_none(),
+                "the second request waits for the first"
+            );
+            drop(first);
+            // ...and runs once it is done.
+            tokio::time::timeout(Duration::from_secs(5), waiting)
+                .await
+                .expect("the second runs after the first");
+        }
+        drop(second);
+        drop(other);
+        assert_eq!(order.len(), 0, "no entry outlives its turns");
+    }
+
+    #[tokio::test]
+    async fn turns_run_in_the_order_taken() {
+        let order = Arc::new(NodeOrder::default());
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        let turns: Vec<Turn> = (0..50).map(|_| order.take(key("current"))).collect();
+        // Spawned in reverse, so that without the order the last taken would tend to run first.
+        for (i, mut turn) in turns.into_iter().enumerate().rev() {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                turn.wait().await;
+                tokio::task::yield_now().await;
+                log.lock().unwrap().push(i);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*log.lock().unwrap(), (0..50).collect::<Vec<_>>());
+        assert_eq!(order.len(), 0);
+    }
+}
