@@ -9,6 +9,18 @@ struct PreparedPut {
     olds: Vec<Option<Attrs>>,
     first_seq: u64,
     count_before: u64,
+    /// The node's oldest index entries, read beside the rest when the node has a max_items: the
+    /// items this publish may evict in its own transaction.
+    oldest: Vec<Attrs>,
+}
+
+/// What a publish's transaction did.
+struct Committed {
+    count: u64,
+    /// Ids evicted (max_items) in the same transaction.
+    evicted: Vec<String>,
+    /// Payloads nothing points at any more (replaced or evicted).
+    stale_objects: Vec<String>,
 }
 
 impl AwsStore {
@@ -47,7 +59,11 @@ impl AwsStore {
                 .filter(|(_, o)| !o.is_empty())
                 .map(|(i, o)| self.put_object(o, &i.payload)),
         );
-        let first = self.prepare_put(&pk, items);
+        let first = self.prepare_put(
+            &pk,
+            items,
+            max_items.is_some() && self.full.contains_key(&pk),
+        );
         let (prepared, uploaded) = tokio::join!(first, uploads);
         let mut prepared = match uploaded.and(prepared) {
             Ok(p) => p,
@@ -56,16 +72,25 @@ impl AwsStore {
                 return Err(e);
             }
         };
+        // A crash here leaves the uploaded payloads as orphans, which nothing points at.
+        self.fail_points.check("put_items.uploaded")?;
         let mut attempt = 1;
-        let (count, stale_objects) = loop {
+        let committed = loop {
             match self
-                .commit_put(svc, node, &pk, items, &objects, &prepared)
+                .commit_put(svc, node, &pk, items, &objects, &prepared, max_items)
                 .await
             {
                 Ok(Some(done)) => break done,
                 Ok(None) if attempt < ATTEMPTS => {
                     attempt += 1;
-                    match self.prepare_put(&pk, items).await {
+                    match self
+                        .prepare_put(
+                            &pk,
+                            items,
+                            max_items.is_some() && self.full.contains_key(&pk),
+                        )
+                        .await
+                    {
                         Ok(p) => prepared = p,
                         Err(e) => {
                             self.delete_objects_later(objects);
@@ -85,19 +110,33 @@ impl AwsStore {
                 }
             }
         };
-        let mut stale_objects = stale_objects;
-        let mut evicted = Vec::new();
+        // A crash here: the items are durable and the eviction done; unanswered.
+        self.fail_points.check("put_items.committed")?;
+        let Committed {
+            mut count,
+            mut evicted,
+            mut stale_objects,
+        } = committed;
         if let Some(max) = max_items
             && count > max
         {
-            // The items are durable now: a failed trim is retried by the next publish rather
-            // than failing this one.
+            // More to evict than the transaction could hold (max_items was lowered, or a trim
+            // failed before). The items are durable now: a failed trim is retried by the next
+            // publish rather than failing this one.
             match self.trim(&pk, (count - max) as usize).await {
                 Ok((ids, objects)) => {
-                    evicted = ids;
+                    count -= ids.len() as u64;
+                    evicted.extend(ids);
                     stale_objects.extend(objects);
                 }
                 Err(e) => warn!("trimming node {node} failed, the next publish retries: {e}"),
+            }
+        }
+        if let Some(max) = max_items {
+            if count >= max {
+                self.full.insert(pk, ());
+            } else {
+                self.full.invalidate(&pk);
             }
         }
         // Nothing points at these any more: deleted off the publish path.
@@ -105,9 +144,16 @@ impl AwsStore {
         Ok(evicted)
     }
 
-    /// The reads a publish's transaction depends on, at once: the items' id entries, and
-    /// sequence numbers reserved on the live node (NodeGone when it is not).
-    async fn prepare_put(&self, pk: &str, items: &[Item]) -> StoreResult<PreparedPut> {
+    /// The reads a publish's transaction depends on, at once: the items' id entries, sequence
+    /// numbers reserved on the live node (NodeGone when it is not), and with `evicting` the
+    /// node's oldest entries, so that a full node's eviction goes into the same transaction
+    /// instead of two more round trips after it.
+    async fn prepare_put(
+        &self,
+        pk: &str,
+        items: &[Item],
+        evicting: bool,
+    ) -> StoreResult<PreparedPut> {
         let reserve = self
             .ddb
             .update_item()
@@ -120,7 +166,16 @@ impl AwsStore {
             .send();
         let id_keys: Vec<String> = items.iter().map(|i| format!("id|{}", i.id)).collect();
         let lookups = try_join_all(id_keys.iter().map(|k| self.get(pk, k)));
-        let (olds, meta) = tokio::join!(lookups, reserve);
+        // One spare: the oldest may be an item this publish replaces.
+        let oldest = async {
+            if evicting {
+                self.query_prefix(pk, "i|", true, Some(items.len() + 1))
+                    .await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (olds, meta, oldest) = tokio::join!(lookups, reserve, oldest);
         let meta = match meta {
             Ok(m) => m,
             Err(e)
@@ -136,12 +191,14 @@ impl AwsStore {
             olds: olds?,
             first_seq: get_n(&attrs, "seq").saturating_sub(items.len() as u64),
             count_before: get_n(&attrs, "cnt"),
+            oldest: oldest?,
         })
     }
 
-    /// The publish's one transaction. Some((count after, payloads replaced)) when applied; None
-    /// when a concurrent writer changed an id entry first (read again and retry); NodeGone when
-    /// the node was deleted meanwhile.
+    /// The publish's one transaction. Some when applied; None when a concurrent writer changed
+    /// an id entry (or evicted an item) first: read again and retry; NodeGone when the node was
+    /// deleted meanwhile.
+    #[allow(clippy::too_many_arguments)]
     async fn commit_put(
         &self,
         svc: &ServiceId,
@@ -150,7 +207,8 @@ impl AwsStore {
         items: &[Item],
         objects: &[String],
         prepared: &PreparedPut,
-    ) -> StoreResult<Option<(u64, Vec<String>)>> {
+        max_items: Option<u64>,
+    ) -> StoreResult<Option<Committed>> {
         let added = prepared.olds.iter().filter(|o| o.is_none()).count() as u64;
         let mut tx = Vec::with_capacity(3 * items.len() + 1);
         let mut stale_objects = Vec::new();
@@ -180,11 +238,40 @@ impl AwsStore {
                 }
             }
         }
+        // max_items: the oldest entries beyond it go in this transaction, each on the condition
+        // that it is still there (two writes each, within DynamoDB's 100 per transaction).
+        let count_after = prepared.count_before + added;
+        let mut evicted = Vec::new();
+        if let Some(max) = max_items {
+            let replaced: Vec<String> = prepared
+                .olds
+                .iter()
+                .flatten()
+                .map(|a| seq_sk(get_n(a, "seq")))
+                .collect();
+            let room = 100usize.saturating_sub(tx.len() + 1) / 2;
+            let need = (count_after.saturating_sub(max) as usize).min(room);
+            for a in &prepared.oldest {
+                if evicted.len() >= need {
+                    break;
+                }
+                let sk = get_s(a, "sk")?;
+                let id = get_s(a, "id")?;
+                if replaced.iter().any(|r| r == sk) || items.iter().any(|i| i.id == id) {
+                    continue;
+                }
+                self.evict(pk, a, &mut tx, &mut evicted, &mut stale_objects)?;
+            }
+        }
         // Counted in the same transaction as the index entries (a crash cannot leave the count
         // off), and only while the node lives (a publish racing a deletion writes nothing).
-        tx.push(self.add_count(pk, added as i64)?);
+        tx.push(self.add_count(pk, added as i64 - evicted.len() as i64)?);
         if self.transact_checked(tx).await? {
-            return Ok(Some((prepared.count_before + added, stale_objects)));
+            return Ok(Some(Committed {
+                count: count_after - evicted.len() as u64,
+                evicted,
+                stale_objects,
+            }));
         }
         match self.gone_or_retry(pk).await? {
             Some(e) => Err(e),

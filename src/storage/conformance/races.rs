@@ -313,3 +313,65 @@ pub async fn cut_off_deletion_leaves_nothing(s: &dyn Store) {
         "the new creator's count"
     );
 }
+
+/// A publish stopped between two of its storage requests (a crash: the fail point fails the
+/// operation there and nothing after it runs): after it, every item served once, the count equal
+/// to the items, max_items held, and the next publish works. On a backend whose publish is one
+/// transaction the points never fire and the publish succeeds.
+#[cfg(test)]
+pub async fn cut_off_publish_keeps_invariants(s: &dyn Store) {
+    let svc = ServiceId::Host;
+    for (round, point) in ["put_items.uploaded", "put_items.committed"]
+        .into_iter()
+        .enumerate()
+    {
+        let name = format!("p{round}");
+        assert!(
+            s.create_node(&svc, &record(&name, "o@localhost"), &bare("o@localhost"))
+                .await
+                .unwrap()
+        );
+        s.put_items(&svc, &name, &[item("a"), item("b")], Some(2))
+            .await
+            .unwrap();
+        s.fail_points().arm(point, 0);
+        let cut = s.put_items(&svc, &name, &[item("c")], Some(2)).await;
+        let fired = !s.fail_points().is_armed(point);
+        if !fired {
+            let _ = s.fail_points().check(point);
+            assert!(cut.is_ok(), "{point}: {cut:?}");
+        } else {
+            assert!(
+                matches!(cut, Err(StoreError::Unavailable(_))),
+                "{point}: the injected outage, got {cut:?}"
+            );
+        }
+        let page = s.items(&svc, &name, ItemQuery::Newest(10)).await.unwrap();
+        let got: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        // Before its transaction nothing of the publish is visible; after it, all of it.
+        let expected = if fired && round == 0 {
+            vec!["a", "b"]
+        } else {
+            vec!["b", "c"]
+        };
+        assert_eq!(got, expected, "{point}: the items served");
+        assert_eq!(page.count, 2, "{point}: the count");
+        let by_id = s
+            .items_by_id(&svc, &name, &["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            by_id.iter().map(|i| i.id.as_str()).collect::<Vec<_>>(),
+            expected,
+            "{point}: no dangling id entry"
+        );
+        // The next publish works and keeps max_items.
+        s.put_items(&svc, &name, &[item("d")], Some(2))
+            .await
+            .unwrap();
+        let page = s.items(&svc, &name, ItemQuery::Newest(10)).await.unwrap();
+        let got: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(got, [expected[1], "d"], "{point}: after the next publish");
+        assert_eq!(page.count, 2, "{point}: the count after");
+    }
+}
