@@ -114,9 +114,9 @@ pub struct PubSubConfig {
     /// `pubsub#item_expire` of new nodes, in seconds; 0: items never expire unless a node says
     /// so. Expired items are deleted (and retracted where `pubsub#notify_retract` says so).
     pub default_item_expire_seconds: u64,
-    /// Milliseconds a cached node/subscriber list/last item is trusted before re-reading storage
-    /// (the staleness bound across instances sharing storage). Unset: 2000 with the aws backend,
-    /// no expiry with the single-instance backends.
+    /// Milliseconds a cached node/subscriber list/last item is kept (a bound on memory; on the
+    /// aws backend each request checks its node's version, so correctness does not depend on
+    /// it). Unset: 2000 with the aws backend, no expiry with the single-instance backends.
     pub cache_ttl_ms: Option<u64>,
     /// Send a notification for several subscribers of one server as one XEP-0033 stanza when
     /// that server offers a multicast service (ejabberd's mod_multicast).

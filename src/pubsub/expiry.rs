@@ -11,6 +11,7 @@ use std::collections::BinaryHeap;
 use super::error::PubSubResult;
 use super::model::*;
 use super::notify::{Event, Notification};
+use super::service::LastItem;
 use super::service::PubSub;
 
 /// Scheduled expiries kept at most; beyond, items still disappear from reads at their expiry and
@@ -137,7 +138,8 @@ impl PubSub {
     ) -> PubSubResult<()> {
         self.store.delete_items(svc, node, ids).await?;
         let k = Self::key(svc, node);
-        if matches!(self.last_items.get(&k), Some(Some(i)) if ids.contains(&i.id)) {
+        if matches!(self.last_items.get(&k), Some(LastItem { item: Some(i), .. }) if ids.contains(&i.id))
+        {
             self.last_items.invalidate(&k);
         }
         Ok(())

@@ -7,6 +7,7 @@ use super::access::Action;
 use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::{Event, Notification};
+use super::service::LastItem;
 use crate::jid::Jid;
 use crate::storage::{BATCH_LIMIT, ItemPage, ItemQuery};
 
@@ -109,8 +110,14 @@ impl PubSub {
         }
         // Filled only after the store acknowledged the write.
         if let Some(last) = published.last() {
-            self.last_items
-                .insert(Self::key(svc, node), Some(last.clone()));
+            // Its items version is not known here: on a shared store the next read fills it.
+            self.last_items.insert(
+                Self::key(svc, node),
+                LastItem {
+                    item: Some(last.clone()),
+                    at: None,
+                },
+            );
         }
         let ids = published.iter().map(|i| i.id.clone()).collect();
         let mut out = Vec::new();
@@ -219,7 +226,7 @@ impl PubSub {
         node: &str,
         selection: ItemSelection,
     ) -> PubSubResult<(ItemPage, bool)> {
-        let state = self.node(svc, node).await?;
+        let (state, seen) = self.node_seen(svc, node).await?;
         self.authorize_in(svc, &state, actor, Action::RetrieveItems)
             .await?;
         if !state.record.config.persist_items {
@@ -232,7 +239,7 @@ impl PubSub {
         let mut page = match selection {
             ItemSelection::Newest(n) => {
                 let n = n.unwrap_or(max).min(max);
-                match self.last_items.get(&Self::key(svc, node)) {
+                match self.cached_last(&Self::key(svc, node), seen) {
                     Some(Some(item)) if n == 1 => ItemPage {
                         items: vec![item],
                         count: 1,
@@ -301,10 +308,26 @@ impl PubSub {
         true
     }
 
-    /// The last published item, from the cache or the store.
+    /// The last published item, from the cache when it is current, or the store.
     pub async fn last_item(&self, svc: &ServiceId, node: &str) -> PubSubResult<Option<Item>> {
+        let seen = if self.store.shared() {
+            self.node_seen(svc, node).await?.1
+        } else {
+            None
+        };
+        self.last_item_at(svc, node, seen).await
+    }
+
+    /// [`PubSub::last_item`], for a request that read the node already: `seen` is the items
+    /// version its [`PubSub::node_seen`] read (None on a store of one instance).
+    pub(super) async fn last_item_at(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        seen: Option<u64>,
+    ) -> PubSubResult<Option<Item>> {
         let k = Self::key(svc, node);
-        if let Some(cached) = self.last_items.get(&k) {
+        if let Some(cached) = self.cached_last(&k, seen) {
             return Ok(cached);
         }
         let last = self
@@ -313,7 +336,13 @@ impl PubSub {
             .await?
             .items
             .pop();
-        self.last_items.insert(k, last.clone());
+        self.last_items.insert(
+            k,
+            LastItem {
+                item: last.clone(),
+                at: seen,
+            },
+        );
         Ok(last)
     }
 }

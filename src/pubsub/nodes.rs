@@ -4,6 +4,7 @@ use super::access::Action;
 use super::error::{PubSubError, PubSubResult};
 use super::model::*;
 use super::notify::{Event, Notification};
+use super::service::LastItem;
 use crate::jid::Jid;
 
 use super::policy::policy_of;
@@ -158,7 +159,13 @@ impl PubSub {
             return Err(PubSubError::Unsupported("persistent-items"));
         }
         self.store.purge_items(svc, node).await?;
-        self.last_items.insert(Self::key(svc, node), None);
+        self.last_items.insert(
+            Self::key(svc, node),
+            LastItem {
+                item: None,
+                at: None,
+            },
+        );
         let cfg = &state.record.config;
         let mut out = Vec::new();
         if cfg.notify_retract && cfg.deliver_notifications {

@@ -112,7 +112,7 @@ impl PubSub {
     /// The last item of `node` as a notification to `who` alone, if the node sends it on presence
     /// and `who` may read the node now.
     async fn last_item_for(&self, svc: &ServiceId, node: &str, who: &Jid) -> Option<Notification> {
-        let state = self.node(svc, node).await.ok()?;
+        let (state, seen) = self.node_seen(svc, node).await.ok()?;
         let cfg = &state.record.config;
         if cfg.send_last_published_item != SendLastPublished::OnSubAndPresence {
             return None;
@@ -120,7 +120,7 @@ impl PubSub {
         self.authorize_in(svc, &state, who, Action::RetrieveItems)
             .await
             .ok()?;
-        let item = self.last_item(svc, node).await.ok()??;
+        let item = self.last_item_at(svc, node, seen).await.ok()??;
         Some(Notification {
             service: svc.clone(),
             node: node.to_owned(),

@@ -12,7 +12,7 @@ use super::model::*;
 use super::notify::{Notification, Recipient};
 use super::policy::policy_of;
 use crate::jid::{BareJid, Jid};
-use crate::storage::{ItemQuery, Store};
+use crate::storage::{Freshness, ItemQuery, Store};
 
 /// Service-wide limits (config `[pubsub]`).
 #[derive(Debug, Clone, Copy)]
@@ -132,6 +132,15 @@ pub struct NodeState {
     pub record: NodeRecord,
     pub affiliations: HashMap<BareJid, Affiliation>,
     pub subscriptions: Vec<Subscription>,
+    /// The store's config version this state was read at (shared stores only).
+    pub version: Option<u64>,
+}
+
+/// A cached last item, with the store's items version read before it (shared stores only).
+#[derive(Debug, Clone)]
+pub(super) struct LastItem {
+    pub item: Option<Item>,
+    pub at: Option<u64>,
 }
 
 impl NodeState {
@@ -218,7 +227,7 @@ pub struct PubSub {
     /// Nodes with their affiliations and subscriptions (bounded: least recently used go first).
     pub(super) nodes: moka::sync::Cache<(ServiceId, String), Arc<NodeState>>,
     /// The last item of each node, filled only after the store acknowledged the write.
-    pub(super) last_items: moka::sync::Cache<(ServiceId, String), Option<Item>>,
+    pub(super) last_items: moka::sync::Cache<(ServiceId, String), LastItem>,
     /// Items to delete when they expire (`pubsub#item_expire`).
     pub(super) expiries: super::expiry::Schedule,
     /// The service administrators (`[admin] jids`, and the service's own domain for
@@ -322,9 +331,37 @@ impl PubSub {
 
     /// The node with its affiliations and subscriptions, from the cache or the store.
     pub async fn node(&self, svc: &ServiceId, node: &str) -> PubSubResult<Arc<NodeState>> {
+        Ok(self.node_seen(svc, node).await?.0)
+    }
+
+    /// The node, and on a store other instances share, the items version read with it (for
+    /// [`PubSub::cached_last`]). On such a store the node's version is read first, on every
+    /// request (one request on aws): a cached node is used only while it is current, so what
+    /// another instance changed (a subscription, an affiliation, the configuration) holds here
+    /// from the next request on. The cache TTL bounds memory only.
+    pub(super) async fn node_seen(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+    ) -> PubSubResult<(Arc<NodeState>, Option<u64>)> {
         let k = Self::key(svc, node);
-        if let Some(n) = self.nodes.get(&k) {
-            return Ok(n.clone());
+        let version = if self.store.shared() {
+            match self.store.node_version(svc, node).await? {
+                Freshness::Gone => {
+                    self.nodes.invalidate(&k);
+                    self.last_items.invalidate(&k);
+                    return Err(PubSubError::NodeNotFound);
+                }
+                Freshness::At(v) => Some(v),
+            }
+        } else {
+            None
+        };
+        let items_version = version.map(|v| v.items);
+        if let Some(n) = self.nodes.get(&k)
+            && (version.is_none() || n.version == version.map(|v| v.config))
+        {
+            return Ok((n.clone(), items_version));
         }
         let record = self
             .store
@@ -354,9 +391,24 @@ impl PubSub {
             record,
             affiliations,
             subscriptions,
+            version: version.map(|v| v.config),
         });
         self.nodes.insert(k, state.clone());
-        Ok(state)
+        Ok((state, items_version))
+    }
+
+    /// The cached last item of a node, when it is current: on a shared store only if it was
+    /// read at the items version `seen` (read by this request's [`PubSub::node_seen`]).
+    pub(super) fn cached_last(
+        &self,
+        k: &(ServiceId, String),
+        seen: Option<u64>,
+    ) -> Option<Option<Item>> {
+        let cached = self.last_items.get(k)?;
+        if self.store.shared() && (seen.is_none() || cached.at != seen) {
+            return None;
+        }
+        Some(cached.item)
     }
 
     // ---- node lifecycle (XEP-0060 section 8) ----

@@ -20,7 +20,7 @@ impl PubSub {
         jid: &Jid,
         options: SubOptions,
     ) -> PubSubResult<Subscribed> {
-        let state = self.node(svc, node).await?;
+        let (state, seen) = self.node_seen(svc, node).await?;
         if jid.to_bare() != actor.to_bare()
             && self.affiliation(svc, &state, actor) != Affiliation::Owner
         {
@@ -91,7 +91,7 @@ impl PubSub {
             }
             if cfg.send_last_published_item != SendLastPublished::Never
                 && cfg.persist_items
-                && let Some(item) = self.last_item(svc, node).await?
+                && let Some(item) = self.last_item_at(svc, node, seen).await?
             {
                 notifications.push(Notification {
                     service: svc.clone(),

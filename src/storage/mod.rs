@@ -70,6 +70,24 @@ pub enum ItemQuery {
     Before(Option<String>, usize),
 }
 
+/// Where a node stands in a store several instances share: each instance's caches are checked
+/// against it, so that what another instance changed is seen from the next request on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeVersion {
+    /// Changes with every change of the configuration, affiliations or subscriptions.
+    pub config: u64,
+    /// Changes with every change of the items (publish, retract, eviction, purge, expiry).
+    pub items: u64,
+}
+
+/// A node's version, as [`Store::node_version`] reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// The node is absent or being deleted.
+    Gone,
+    At(NodeVersion),
+}
+
 /// A page of items, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ItemPage {
@@ -221,6 +239,21 @@ pub trait Store: Send + Sync + 'static {
         Ok(!removed.is_empty())
     }
     async fn purge_items(&self, svc: &ServiceId, node: &str) -> StoreResult<()>;
+
+    /// True when other instances may write to this store too (aws): caches are then checked
+    /// against [`Store::node_version`] on every request. False (memory, embedded: one process
+    /// holds the store) and every change goes through this instance's caches.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// The node's current version, read strongly (one request on aws). Only called when
+    /// [`Store::shared`].
+    async fn node_version(&self, _svc: &ServiceId, _node: &str) -> StoreResult<Freshness> {
+        Err(StoreError::Unavailable(
+            "this store keeps no node versions".into(),
+        ))
+    }
 
     /// Finishes what a crash or an outage cut off in the middle of a multi-request operation
     /// (aws: node deletions); run when the store opens. Returns how many it finished.

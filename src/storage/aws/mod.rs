@@ -11,7 +11,9 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_s3::primitives::ByteStream;
 
 use super::failpoint::FailPoints;
-use super::{ItemPage, ItemQuery, Store, StoreError, StoreResult, SubscriptionChange};
+use super::{
+    Freshness, ItemPage, ItemQuery, NodeVersion, Store, StoreError, StoreResult, SubscriptionChange,
+};
 use crate::config::AwsConfig;
 use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
@@ -340,11 +342,11 @@ impl AwsStore {
         })
     }
 
-    /// Applies a batch to a live node: `tx` and a check that the node lives, in one
-    /// transaction, retried when it loses to a concurrent transaction; NodeGone when the node is
-    /// gone (nothing written).
+    /// Applies a batch to a live node: `tx` and the node's config version moved on, on the
+    /// condition that the node lives, in one transaction, retried when it loses to a concurrent
+    /// transaction; NodeGone when the node is gone (nothing written).
     async fn transact_on_node(&self, pk: &str, mut tx: Vec<TransactWriteItem>) -> StoreResult<()> {
-        tx.push(self.check(pk, "meta", LIVE)?);
+        tx.push(self.bump_config(pk, LIVE)?);
         for _ in 0..ATTEMPTS {
             if self.transact_checked(tx.clone()).await? {
                 return Ok(());
@@ -356,6 +358,23 @@ impl AwsStore {
         Err(StoreError::Unavailable(format!(
             "{pk}: {ATTEMPTS} attempts lost to concurrent writers"
         )))
+    }
+
+    /// Moves the node's config version on (`ver`: affiliations, subscriptions, configuration),
+    /// on `condition`: other instances see from it that their cached node is stale.
+    fn bump_config(&self, pk: &str, condition: &str) -> StoreResult<TransactWriteItem> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk, "meta")))
+                    .update_expression("ADD ver :one")
+                    .condition_expression(condition)
+                    .expression_attribute_values(":one", n(1))
+                    .build()
+                    .map_err(unavailable)?,
+            )
+            .build())
     }
 
     /// A transaction entry that checks a condition on a key without writing it.
@@ -420,9 +439,11 @@ impl AwsStore {
                 Update::builder()
                     .table_name(&self.table)
                     .set_key(Some(key(pk, "meta")))
-                    .update_expression("ADD cnt :d")
+                    // `iv`: the items version, which other instances' last-item caches check.
+                    .update_expression("ADD cnt :d, iv :one")
                     .condition_expression(LIVE)
                     .expression_attribute_values(":d", AttributeValue::N(by.to_string()))
+                    .expression_attribute_values(":one", n(1))
                     .build()
                     .map_err(unavailable)?,
             )
@@ -777,6 +798,20 @@ impl Store for AwsStore {
 
     async fn recover(&self) -> StoreResult<usize> {
         AwsStore::recover(self).await
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn node_version(&self, svc: &ServiceId, node: &str) -> StoreResult<Freshness> {
+        Ok(match self.live_meta(&node_pk(svc, node)).await? {
+            Some(a) => Freshness::At(NodeVersion {
+                config: get_n(&a, "ver"),
+                items: get_n(&a, "iv"),
+            }),
+            None => Freshness::Gone,
+        })
     }
 
     #[cfg(test)]

@@ -102,8 +102,9 @@ impl AwsStore {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(&node_pk(svc, node), "meta")))
-            .update_expression("SET rec = :r")
+            .update_expression("SET rec = :r ADD ver :one")
             .condition_expression(LIVE)
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":r", s(serde_json::to_string(&rec).map_err(corrupt)?))
             .send()
             .await;

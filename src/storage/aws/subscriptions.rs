@@ -131,8 +131,28 @@ impl AwsStore {
         // Both entries in one transaction: a crash cannot leave the user's copy behind.
         let present = self.get(&pk, &sk).await?.is_some();
         if present {
-            self.transact_or_fail(vec![self.delete(&pk, &sk)?, self.delete(&upk, &usk)?])
-                .await?;
+            // With the config version moved on while the node lives (other instances stop
+            // delivering to it from their next publish); without, when the node is gone.
+            let both = vec![self.delete(&pk, &sk)?, self.delete(&upk, &usk)?];
+            let mut with_bump = both.clone();
+            with_bump.push(self.bump_config(&pk, "attribute_exists(pk)")?);
+            let mut done = false;
+            for _ in 0..ATTEMPTS {
+                if self.transact_checked(with_bump.clone()).await? {
+                    done = true;
+                    break;
+                }
+                if self.live_meta(&pk).await?.is_none() {
+                    self.transact_or_fail(both).await?;
+                    done = true;
+                    break;
+                }
+            }
+            if !done {
+                return Err(StoreError::Unavailable(format!(
+                    "node {node}: {ATTEMPTS} attempts lost to concurrent writers"
+                )));
+            }
         } else {
             self.transact_or_fail(vec![self.delete(&upk, &usk)?])
                 .await?;
