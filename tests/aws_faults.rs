@@ -5,56 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use common::*;
 use stratus::client::NS_CLIENT;
 use stratus::xml::Element;
-use tokio::net::{TcpListener, TcpStream};
-
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    conns: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (up2, conns2) = (up.clone(), conns.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !up2.load(Ordering::SeqCst) {
-                    drop(inbound); // storage is "down": the connection closes at once
-                    continue;
-                }
-                let target = target.clone();
-                let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                conns2.lock().unwrap().push(h);
-            }
-        });
-        Proxy { port, up, conns }
-    }
-
-    fn down(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for h in self.conns.lock().unwrap().drain(..) {
-            h.abort();
-        }
-    }
-
-    fn up(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
 
 fn publish(svc: &str, id: &str) -> Element {
     iq("set", svc, publish_item("n", id))

@@ -264,6 +264,11 @@ pub trait Store: Send + Sync + 'static {
     /// The backend's fail points, for the conformance suite's crash and outage cases.
     #[cfg(test)]
     fn fail_points(&self) -> &failpoint::FailPoints;
+
+    /// Waits for the work a backend does after answering (aws: deleting unreferenced objects),
+    /// so that a test sees its effects.
+    #[cfg(test)]
+    async fn settle(&self) {}
 }
 
 /// Opens the backend the configuration names.

@@ -72,11 +72,13 @@ impl Inner {
             Err(err) => (iq.error(&err), Vec::new()),
         };
         let Some(mc) = self.multicast.clone().filter(|_| !notifications.is_empty()) else {
+            // Notifications before the answer, on the one outbound stream: once the publisher
+            // has its acknowledgement, the server has every notification of it, even if this
+            // process is killed right after (XEP-0060 7.1.2.1 is owed for an acknowledged item).
+            self.send_notifications(&notifications, out).await;
             if out.send(&reply).await.is_err() {
                 warn!("dropping the answer to iq {}: shutting down", iq.id);
-                return;
             }
-            self.send_notifications(&notifications, out).await;
             return;
         };
         // Notifications first; when some went to a multicast service other than our own

@@ -92,22 +92,20 @@ impl AwsStore {
                         .await
                     {
                         Ok(p) => prepared = p,
-                        Err(e) => {
-                            self.delete_objects_later(objects);
-                            return Err(e);
-                        }
+                        // An earlier attempt may have been applied with its answer lost (the
+                        // SDK retries on a cut connection): its entries may point at the
+                        // uploads, which therefore stay (an orphan at worst, never a dangling
+                        // entry).
+                        Err(e) => return Err(e),
                     }
                 }
                 Ok(None) => {
-                    self.delete_objects_later(objects);
                     return Err(StoreError::Unavailable(format!(
                         "node {node}: {ATTEMPTS} attempts lost to concurrent writers"
                     )));
                 }
-                Err(e) => {
-                    self.delete_objects_later(objects);
-                    return Err(e);
-                }
+                // Not known to be unapplied: the uploads stay (see above).
+                Err(e) => return Err(e),
             }
         };
         // A crash here: the items are durable and the eviction done; unanswered.
@@ -234,7 +232,12 @@ impl AwsStore {
                     let old_seq = get_n(a, "seq");
                     tx.push(self.put_if(entry, "seq = :seq", seq_value(old_seq))?);
                     tx.push(self.delete(pk, &seq_sk(old_seq))?);
-                    stale_objects.push(Self::payload_key(a, svc, node));
+                    // The entry may be this very publish's, from an attempt that was applied
+                    // though its answer was lost: its payload is the one being kept.
+                    let old_obj = Self::payload_key(a, svc, node);
+                    if old_obj != *obj {
+                        stale_objects.push(old_obj);
+                    }
                 }
             }
         }
@@ -267,6 +270,12 @@ impl AwsStore {
         // off), and only while the node lives (a publish racing a deletion writes nothing).
         tx.push(self.add_count(pk, added as i64 - evicted.len() as i64)?);
         if self.transact_checked(tx).await? {
+            // Applied, but the answer lost: as the SDK's retry of the same transaction would
+            // find it (its conditions fail), or as a cut connection reports it.
+            if self.fail_points.check("put_items.answer_lost").is_err() {
+                return Ok(None);
+            }
+            self.fail_points.check("put_items.ambiguous")?;
             return Ok(Some(Committed {
                 count: count_after - evicted.len() as u64,
                 evicted,

@@ -28,6 +28,9 @@ pub struct AwsStore {
     bucket: String,
     /// `batch` fails a batch's transaction before it is sent (after the S3 uploads).
     fail_points: FailPoints,
+    /// Background deletions, for tests to wait for ([`Store::settle`]).
+    #[cfg(test)]
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Nodes that were full (count >= max_items) after their last publish here: the next
     /// publish reads their oldest entries beside its other reads and evicts in its own
     /// transaction (2 round trips instead of 4). A hint only: when wrong, a publish evicts after
@@ -160,6 +163,8 @@ impl AwsStore {
             table: cfg.table.clone(),
             bucket: cfg.bucket.clone(),
             fail_points: FailPoints::default(),
+            #[cfg(test)]
+            background: Default::default(),
             full: moka::sync::Cache::new(100_000),
         })
     }
@@ -527,13 +532,18 @@ impl AwsStore {
             return;
         }
         let (s3, bucket) = (self.s3.clone(), self.bucket.clone());
-        tokio::spawn(async move {
+        let _task = tokio::spawn(async move {
             for k in keys {
                 if let Err(e) = s3.delete_object().bucket(&bucket).key(&k).send().await {
                     warn!("could not delete the unreferenced object {k}: {e}");
                 }
             }
         });
+        #[cfg(test)]
+        self.background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(_task);
     }
 
     /// Removes the `n` oldest items of a node; returns their ids and payload objects. A trim
@@ -817,5 +827,18 @@ impl Store for AwsStore {
     #[cfg(test)]
     fn fail_points(&self) -> &FailPoints {
         &self.fail_points
+    }
+
+    #[cfg(test)]
+    async fn settle(&self) {
+        let tasks: Vec<_> = self
+            .background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 }

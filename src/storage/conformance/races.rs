@@ -375,3 +375,113 @@ pub async fn cut_off_publish_keeps_invariants(s: &dyn Store) {
         assert_eq!(page.count, 2, "{point}: the count after");
     }
 }
+
+/// On a store other instances share, every change moves the node's version another instance
+/// checks its caches against: configuration, affiliations and subscriptions move `config`,
+/// items move `items`, and a deleted node reads as gone. Stores of one instance keep none.
+pub async fn versions_move_with_every_change(s: &dyn Store) {
+    use crate::storage::{Freshness, NodeVersion};
+    if !s.shared() {
+        return;
+    }
+    let svc = ServiceId::Host;
+    let at = || async {
+        match s.node_version(&svc, "v").await.unwrap() {
+            Freshness::At(v) => v,
+            Freshness::Gone => panic!("the node is there"),
+        }
+    };
+    assert!(
+        s.create_node(&svc, &record("v", "o@localhost"), &bare("o@localhost"))
+            .await
+            .unwrap()
+    );
+    let mut last: NodeVersion = at().await;
+    macro_rules! moved {
+        ($what:literal, $field:ident, $change:expr) => {{
+            $change.await.unwrap();
+            let now = at().await;
+            assert_ne!(now.$field, last.$field, "{}: the version moves", $what);
+            last = now;
+        }};
+    }
+    moved!(
+        "affiliation",
+        config,
+        s.set_affiliations(&svc, "v", &[(bare("p@localhost"), Affiliation::Publisher)])
+    );
+    moved!(
+        "subscription",
+        config,
+        s.put_subscription(&svc, "v", &sub("b@localhost/r", "s1"))
+    );
+    moved!(
+        "unsubscription",
+        config,
+        s.delete_subscription(&svc, "v", &jid("b@localhost/r"), "s1")
+    );
+    moved!(
+        "configuration",
+        config,
+        s.save_config(&svc, "v", &NodeConfig::host_default(1024))
+    );
+    let before_items = last.config;
+    moved!(
+        "publish",
+        items,
+        s.put_items(&svc, "v", &[item("a"), item("b")], None)
+    );
+    moved!("retract", items, s.delete_items(&svc, "v", &["a".into()]));
+    moved!("purge", items, s.purge_items(&svc, "v"));
+    assert_eq!(
+        last.config, before_items,
+        "items leave the config version alone"
+    );
+    assert!(s.delete_node(&svc, "v").await.unwrap());
+    assert_eq!(
+        s.node_version(&svc, "v").await.unwrap(),
+        Freshness::Gone,
+        "a deleted node"
+    );
+}
+
+/// A publish whose transaction was applied but whose answer was lost (a cut connection; the
+/// SDK's retry then finds its own conditions failed) keeps its payload: the item stays readable,
+/// once, and nothing dangles. On a backend of one transaction the points never fire.
+#[cfg(test)]
+pub async fn lost_answers_keep_payloads(s: &dyn Store) {
+    let svc = ServiceId::Host;
+    assert!(
+        s.create_node(&svc, &record("l", "o@localhost"), &bare("o@localhost"))
+            .await
+            .unwrap()
+    );
+    // Retried after the lost answer: acknowledged once.
+    s.fail_points().arm("put_items.answer_lost", 0);
+    s.put_items(&svc, "l", &[item("a")], None).await.unwrap();
+    let _ = s.fail_points().check("put_items.answer_lost");
+    // Reported as failed, though applied: not acknowledged, but what is stored stays whole.
+    s.fail_points().arm("put_items.ambiguous", 0);
+    let ambiguous = s.put_items(&svc, "l", &[item("b")], None).await;
+    let fired = !s.fail_points().is_armed("put_items.ambiguous");
+    if !fired {
+        let _ = s.fail_points().check("put_items.ambiguous");
+        ambiguous.unwrap();
+    }
+    s.settle().await;
+    let page = s.items(&svc, "l", ItemQuery::Newest(10)).await.unwrap();
+    let got: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(got, ["a", "b"], "both applied, each once");
+    assert_eq!(page.count, 2);
+    assert!(
+        page.items.iter().all(|i| i.payload.contains("urn:test")),
+        "the payloads are there: {:?}",
+        page.items
+    );
+    // A normal replacement afterwards deletes only the old payload.
+    s.put_items(&svc, "l", &[item("a")], None).await.unwrap();
+    s.settle().await;
+    let page = s.items(&svc, "l", ItemQuery::Newest(10)).await.unwrap();
+    let got: Vec<&str> = page.items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(got, ["b", "a"]);
+}
