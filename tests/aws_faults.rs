@@ -17,19 +17,11 @@ fn publish(svc: &str, id: &str) -> Element {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storage_outage_fails_publishes_cleanly_and_loses_nothing() -> Result<(), String> {
     let endpoint = aws_endpoint()?;
-    let target = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    let proxy = Proxy::start(target).await;
+    let proxy = Proxy::in_front_of(&endpoint).await;
     let server = shared(Kind::Prosody);
     let lease = lease_domain(server);
     let dir = tempfile::tempdir().unwrap();
-    let config = aws_config_at(
-        &dir.path().join("data"),
-        dir.path(),
-        &format!("http://127.0.0.1:{}", proxy.port),
-    );
+    let config = aws_config_at(&dir.path().join("data"), dir.path(), &proxy.url());
     let stratus = Stratus::start_with(server, &lease.domain, &["--config", &config]);
     let svc = lease.domain.clone();
     let mut alice = new_user(server, "alice").await;

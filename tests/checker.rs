@@ -89,21 +89,11 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
     let endpoint = aws_endpoint()?;
-    let proxy = Proxy::start(
-        endpoint
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned(),
-    )
-    .await;
+    let proxy = Proxy::in_front_of(&endpoint).await;
     let server = shared(Kind::Ejabberd);
     let lease = lease_domain(server);
     let dir = tempfile::tempdir().unwrap();
-    let config = aws_config_at(
-        &dir.path().join("data"),
-        dir.path(),
-        &format!("http://127.0.0.1:{}", proxy.port),
-    );
+    let config = aws_config_at(&dir.path().join("data"), dir.path(), &proxy.url());
     let mut toml = std::fs::read_to_string(&config).unwrap();
     toml.push_str("[pubsub]\ncache_ttl_ms = 600000\n");
     std::fs::write(&config, toml).unwrap();

@@ -896,6 +896,22 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A proxy in front of the server at `endpoint` (`http://host:port`).
+    pub async fn in_front_of(endpoint: &str) -> Proxy {
+        Proxy::start(
+            endpoint
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_owned(),
+        )
+        .await
+    }
+
+    /// The endpoint to give stratus instead of the server's.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
     pub async fn start(target: String) -> Proxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
