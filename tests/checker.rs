@@ -2,10 +2,12 @@
 //! domain over one bucket and table, publishers and subscribers at once, one instance killed with
 //! SIGKILL and restarted, storage cut off for a moment, an owner revoking a subscriber, all while
 //! publishes run. Then the history is checked against XEP-0060:
-//! - every acknowledged publish (7.1.2) is stored once and delivered (7.1.2.1) to every
-//!   subscriber that was subscribed and allowed before the publish was sent;
-//! - nothing published after a revocation (8.9.2: outcast) was acknowledged reaches the revoked
-//!   subscriber.
+//! - every acknowledged publish (7.1.2) not retracted is stored once, and no item whose
+//!   retraction (7.2) was acknowledged is served;
+//! - every acknowledged publish was delivered (7.1.2.1) to every subscriber that was subscribed
+//!   and allowed when the publish was sent (one subscribes late, mid-run);
+//! - nothing sent after an unsubscription (6.2) or a revocation (8.9.2: outcast) was
+//!   acknowledged reaches that subscriber.
 //!
 //! The short run is in the test command; `STRATUS_CHECKER_ITEMS=500 cargo test --test checker`
 //! (with the environment of scripts/test.sh) is a longer one.
@@ -28,17 +30,31 @@ const NODE: &str = "history";
 #[derive(Debug, Clone)]
 struct Publish {
     id: String,
-    /// Logical time the request was sent.
+    /// Logical times the request was sent and answered: it took effect in between.
     sent: u64,
+    answered: u64,
     acked: bool,
+    /// Whether a retraction of it was sent, and whether it was acknowledged.
+    retract: Option<bool>,
 }
 
-/// Publishes `count` items one after another; every answer is recorded.
+/// An error (storage cut off: `wait`), or no answer at all (the instance that had the request was
+/// killed): not acknowledged.
+async fn acked(c: &mut Client, request: Element) -> bool {
+    match c.iq(request).await {
+        Ok(r) => r.get_attr("type") == Some("result"),
+        Err(_) => false,
+    }
+}
+
+/// Publishes `count` items one after another, retracting every `retract_every`th right after it
+/// was acknowledged; every answer is recorded.
 async fn publisher(
     mut c: Client,
     svc: String,
     name: &'static str,
     count: usize,
+    retract_every: Option<usize>,
     clock: Arc<AtomicU64>,
     acks: Arc<AtomicUsize>,
 ) -> Vec<Publish> {
@@ -46,19 +62,41 @@ async fn publisher(
     for i in 0..count {
         let id = format!("{name}-{i}");
         let sent = clock.fetch_add(1, Ordering::SeqCst);
-        // An error (storage cut off: `wait`), or no answer at all (the instance that had the
-        // request was killed): not acknowledged.
-        let acked = match c.iq(iq("set", &svc, publish_item(NODE, &id))).await {
-            Ok(r) => r.get_attr("type") == Some("result"),
-            Err(_) => false,
-        };
-        if acked {
+        let ok = acked(&mut c, iq("set", &svc, publish_item(NODE, &id))).await;
+        let answered = clock.fetch_add(1, Ordering::SeqCst);
+        if ok {
             acks.fetch_add(1, Ordering::SeqCst);
         }
-        log.push(Publish { id, sent, acked });
+        let retract = match retract_every {
+            Some(n) if ok && i % n == n - 1 => {
+                let el = Element::new("pubsub", PS).child(
+                    Element::new("retract", PS)
+                        .attr("node", NODE)
+                        .child(Element::new("item", PS).attr("id", &id)),
+                );
+                Some(acked(&mut c, iq("set", &svc, el)).await)
+            }
+            _ => None,
+        };
+        log.push(Publish {
+            id,
+            sent,
+            answered,
+            acked: ok,
+            retract,
+        });
     }
     c.close().await;
     log
+}
+
+/// When a subscriber was to receive events: from its subscription's acknowledgement; until a
+/// stop (unsubscription or revocation) was sent, and nothing after the stop was acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    from: u64,
+    stop_sent: Option<u64>,
+    stop_acked: Option<u64>,
 }
 
 async fn wait_acks(acks: &AtomicUsize, n: usize) {
@@ -105,8 +143,9 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
     let mut alice = new_user(server, "alice").await;
     let alice_user = alice.jid().node().unwrap().to_owned();
     let publisher2 = new_user(server, "pub").await;
+    // 0 stays subscribed, 1 unsubscribes mid-run, 2 is made an outcast, 3 subscribes late.
     let mut subs = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         subs.push(new_user(server, "sub").await);
     }
     create_configured(&mut alice, &svc, NODE, "pubsub#max_items", "1000").await;
@@ -131,14 +170,20 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
         .await
         .unwrap();
     assert_eq!(r.get_attr("type"), Some("result"), "{r}");
-    for s in subs.iter_mut() {
+    let clock = Arc::new(AtomicU64::new(1));
+    let mut windows = Vec::new();
+    for s in subs.iter_mut().take(3) {
         let jid = s.jid().to_string();
         let r = s.iq(iq("set", &svc, subscribe_el(&jid))).await.unwrap();
         assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+        windows.push(Window {
+            from: clock.fetch_add(1, Ordering::SeqCst),
+            stop_sent: None,
+            stop_acked: None,
+        });
     }
     let revoked_jid = subs[2].jid().to_bare().to_string();
 
-    let clock = Arc::new(AtomicU64::new(1));
     let acks = Arc::new(AtomicUsize::new(0));
     let owner = login(server, &alice_user, "owner").await;
     let p1 = tokio::spawn(publisher(
@@ -146,6 +191,7 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
         svc.clone(),
         "a",
         per_publisher,
+        Some(5),
         clock.clone(),
         acks.clone(),
     ));
@@ -154,12 +200,26 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
         svc.clone(),
         "p",
         per_publisher,
+        None,
         clock.clone(),
         acks.clone(),
     ));
 
     // The faults, while both publish.
     let total = 2 * per_publisher;
+    wait_acks(&acks, total / 10).await;
+    // A late subscriber.
+    let jid = subs[3].jid().to_string();
+    let r = subs[3]
+        .iq(iq("set", &svc, subscribe_el(&jid)))
+        .await
+        .unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    windows.push(Window {
+        from: clock.fetch_add(1, Ordering::SeqCst),
+        stop_sent: None,
+        stop_acked: None,
+    });
     wait_acks(&acks, total / 5).await;
     one.signal("KILL");
     let _ = tokio::task::block_in_place(|| one.wait_exit(Duration::from_secs(10)));
@@ -168,6 +228,18 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
     proxy.down();
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.up();
+    wait_acks(&acks, total / 2).await;
+    // XEP-0060 6.2: subscriber 1 leaves.
+    let jid = subs[1].jid().to_string();
+    let unsubscribe = Element::new("pubsub", PS).child(
+        Element::new("unsubscribe", PS)
+            .attr("node", NODE)
+            .attr("jid", jid),
+    );
+    windows[1].stop_sent = Some(clock.fetch_add(1, Ordering::SeqCst));
+    let r = subs[1].iq(iq("set", &svc, unsubscribe)).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    windows[1].stop_acked = Some(clock.fetch_add(1, Ordering::SeqCst));
     wait_acks(&acks, 3 * total / 5).await;
     let mut owner = owner;
     let revoke_sent = clock.fetch_add(1, Ordering::SeqCst);
@@ -177,6 +249,8 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
         .unwrap();
     assert_eq!(r.get_attr("type"), Some("result"), "{r}");
     let revoke_acked = clock.fetch_add(1, Ordering::SeqCst);
+    windows[2].stop_sent = Some(revoke_sent);
+    windows[2].stop_acked = Some(revoke_acked);
 
     let mut history = p1.await.unwrap();
     history.extend(p2.await.unwrap());
@@ -223,19 +297,22 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     for p in &acked {
-        assert_eq!(
-            stored.iter().filter(|s| **s == p.id).count(),
-            1,
-            "acknowledged {} stored once",
-            p.id
-        );
+        let copies = stored.iter().filter(|s| **s == p.id).count();
+        match p.retract {
+            // XEP-0060 7.2: an acknowledged retraction removes the item.
+            Some(true) => assert_eq!(copies, 0, "retracted {} is served", p.id),
+            // Retraction not acknowledged: either way, at most once.
+            Some(false) => assert!(copies <= 1, "{} stored {copies} times", p.id),
+            None => assert_eq!(copies, 1, "acknowledged {} stored once", p.id),
+        }
     }
 
-    // Delivered to each subscriber subscribed and allowed before the publish was sent.
+    // Delivered to each subscriber subscribed and allowed all the while the publish was under
+    // way (from its sending to its answer: requests of different clients have no order).
     for (k, s) in subs.iter_mut().enumerate() {
-        let revoked = k == 2;
+        let w = windows[k];
         for p in &acked {
-            if revoked && p.sent > revoke_sent {
+            if p.sent < w.from || w.stop_sent.is_some_and(|stop| p.answered > stop) {
                 continue;
             }
             let got = s
@@ -243,21 +320,17 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
                 .await;
             assert!(
                 got.is_ok(),
-                "subscriber {k} got acknowledged item {} (sent at {})",
+                "subscriber {k} got acknowledged item {} (sent at {}, {w:?})",
                 p.id,
                 p.sent
             );
         }
     }
-    // Nothing published after the revocation was acknowledged reaches the revoked subscriber.
-    // Subscriber 0 has every item by now; what was sent to subscriber 2 meanwhile has arrived too
-    // (one server, one stream each), so what it holds is what it got.
-    let late: Vec<&str> = acked
-        .iter()
-        .filter(|p| p.sent > revoke_acked)
-        .map(|p| p.id.as_str())
-        .collect();
-    let sentinel = format!("after-{}", late.len());
+    // Nothing sent after an unsubscription or a revocation was acknowledged reaches that
+    // subscriber. Subscriber 0 has every item by now, and a sentinel published last; what was
+    // sent to the others meanwhile has arrived too (one server, one stream each), so what they
+    // hold is what they got.
+    let sentinel = "sentinel".to_owned();
     let r = owner
         .iq(iq("set", &svc, publish_item(NODE, &sentinel)))
         .await
@@ -267,13 +340,25 @@ async fn acknowledged_publishes_reach_every_allowed_subscriber_through_kills_and
         .wait_for(T, |m| event_item_id(m) == Some(sentinel.as_str()))
         .await
         .expect("the sentinel reaches a subscriber");
-    ping_answered(&mut subs[2], &svc).await;
-    assert!(
-        !subs[2].pending_contains(
-            |m| event_item_id(m).is_some_and(|id| late.contains(&id) || id == sentinel)
-        ),
-        "the revoked subscriber got an item published after its revocation"
-    );
+    for k in [1, 2] {
+        let stop = windows[k].stop_acked.unwrap();
+        let late: Vec<&str> = acked
+            .iter()
+            .filter(|p| p.sent > stop)
+            .map(|p| p.id.as_str())
+            .collect();
+        assert!(
+            !late.is_empty(),
+            "publishes went on after subscriber {k} stopped"
+        );
+        ping_answered(&mut subs[k], &svc).await;
+        assert!(
+            !subs[k].pending_contains(
+                |m| event_item_id(m).is_some_and(|id| late.contains(&id) || id == sentinel)
+            ),
+            "subscriber {k} got an item published after it stopped"
+        );
+    }
     for s in [&one, &two] {
         log_has_no_panic(&s.log_text());
     }
