@@ -409,6 +409,7 @@ macro_rules! store_conformance_tests {
                 failed_batch_changes_nothing, writes_to_a_deleted_node_fail, same_id_writers_leave_one_item,
                 concurrent_retracts_count_once, publish_racing_delete, cut_off_deletion_leaves_nothing,
                 cut_off_publish_keeps_invariants, versions_move_with_every_change, lost_answers_keep_payloads,
+                cut_off_purge_keeps_invariants,
                 $paging);
         }
     };

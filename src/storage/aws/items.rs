@@ -427,7 +427,14 @@ impl AwsStore {
                 .await
             {
                 Ok(Some((ids, _))) if ids.is_empty() => break,
-                Ok(Some((_, objs))) => objects.extend(objs),
+                Ok(Some((_, objs))) => {
+                    objects.extend(objs);
+                    // A crash between two batches: the oldest are gone, the rest intact.
+                    if let Err(e) = self.fail_points.check("purge.batch") {
+                        self.delete_objects_later(objects);
+                        return Err(e);
+                    }
+                }
                 Ok(None) if conflicts < ATTEMPTS => conflicts += 1,
                 Ok(None) => {
                     return Err(StoreError::Unavailable(format!(
