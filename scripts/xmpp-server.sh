@@ -2,10 +2,10 @@
 # Start and stop private Prosody and ejabberd instances for stratus tests and the demo.
 #
 #   scripts/xmpp-server.sh install
-#   scripts/xmpp-server.sh start prosody  DIR C2S_PORT COMPONENT_PORT [--pep] [--tls-required] [--multicast] [--watch-pid PID]
-#   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--pep] [--multicast] [--watch-pid PID]
+#   scripts/xmpp-server.sh start prosody  DIR C2S_PORT COMPONENT_PORT [--pep] [--tls-required] [--multicast] [FEDERATION] [--watch-pid PID]
+#   scripts/xmpp-server.sh start ejabberd DIR C2S_PORT COMPONENT_PORT DIST_PORT [--pep] [--multicast] [FEDERATION] [--watch-pid PID]
 #   scripts/xmpp-server.sh stop DIR
-#   scripts/xmpp-server.sh register DIR USER PASSWORD     (user@localhost)
+#   scripts/xmpp-server.sh register DIR USER PASSWORD     (user@DOMAIN, localhost unless --domain)
 #   scripts/xmpp-server.sh eval DIR 'ERLANG EXPRESSIONS.' (ejabberd: evaluated on its node, result printed)
 #
 # Everything lives in DIR (config, data, logs, pid); nothing touches the system instances.
@@ -21,6 +21,13 @@
 # grants it roster, message and presence privileges (XEP-0356), as the README's PEP snippets do.
 # Both servers get the component domains pubsub.localhost and ps01..ps16.localhost, secret "secret";
 # ejabberd also nomulticast.localhost, which its mod_multicast refuses (XEP-0033 fallback tests).
+# FEDERATION (two servers on one machine, dialback without TLS over loopback):
+#   --domain D       the server's domain instead of localhost (component domains become pubsub.D,
+#                    psNN.D; a server of another domain is started without --pep or --multicast)
+#   --s2s-port P     listens for server-to-server streams on 127.0.0.1:P (localhost's side on 5269:
+#                    ejabberd reaches localhost on the default port without asking DNS)
+#   --resolv FILE    runs the server in a private mount namespace whose /etc/resolv.conf is FILE,
+#                    naming a test DNS responder with the SRV records (nothing else is touched)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 
@@ -75,7 +82,7 @@ watch() { # DIR PID
 
 start() {
   local kind=$1 dir=$2 c2s=$3 comp=$4; shift 4
-  local dist="" watch_pid="" pep=0 builtin=0 tls=0 multicast="" code_path=()
+  local dist="" watch_pid="" pep=0 builtin=0 tls=0 multicast="" code_path=() domain=localhost s2s="" resolv=""
   if [ "$kind" = ejabberd ]; then dist=${1:?DIST_PORT required for ejabberd}; shift; fi
   while [ $# -gt 0 ]; do
     case $1 in
@@ -84,6 +91,9 @@ start() {
       --tls-required) tls=1; shift ;;
       --multicast) multicast=1; shift ;;
       --watch-pid) watch_pid=$2; shift 2 ;;
+      --domain) domain=$2; shift 2 ;;
+      --s2s-port) s2s=$2; shift 2 ;;
+      --resolv) resolv=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
       *) die "unknown option $1" ;;
     esac
   done
@@ -92,6 +102,10 @@ start() {
   dir=$(cd "$dir" && pwd)
   [ -f "$dir/server.pid" ] && kill -0 "$(cat "$dir/server.pid")" 2>/dev/null && die "a server already runs in $dir"
   echo "$kind" > "$dir/kind"
+  echo "$domain" > "$dir/domain"
+  # The server's own name service: a private mount namespace with its own resolv.conf.
+  local ns=()
+  [ -n "$resolv" ] && ns=(unshare -m sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$@"' "$resolv")
   case $kind in
     prosody)
       mkdir -p "$dir/data" "$dir/certs"
@@ -104,17 +118,24 @@ start() {
       fi
       PROSODY_DIR=$dir PROSODY_C2S_PORT=$c2s PROSODY_COMPONENT_PORT=$comp PROSODY_PEP=$pep PROSODY_TLS=$tls \
         PROSODY_MULTICAST=${multicast:+$(cd "$here/../contrib/prosody" && pwd)} \
-        setsid prosody --config "$dir/prosody.cfg.lua" -F </dev/null >"$dir/stdout.log" 2>&1 &
+        PROSODY_DOMAIN=$domain PROSODY_S2S_PORT=$s2s \
+        setsid "${ns[@]}" prosody --config "$dir/prosody.cfg.lua" -F </dev/null >"$dir/stdout.log" 2>&1 &
       echo $! > "$dir/server.pid"
       ;;
     ejabberd)
       mkdir -p "$dir/logs" "$dir/db"
-      local hosts="      pubsub.localhost: {password: secret}"
-      for i in $(seq -w 1 16); do hosts+=$'\n'"      ps$i.localhost: {password: secret}"; done
-      hosts+=$'\n'"      nomulticast.localhost: {password: secret}"
+      local hosts="      pubsub.$domain: {password: secret}"
+      for i in $(seq -w 1 16); do hosts+=$'\n'"      ps$i.$domain: {password: secret}"; done
+      hosts+=$'\n'"      nomulticast.$domain: {password: secret}"
       local pep_modules=""
-      [ "$pep" = 1 ] && pep_modules=$(cat "$here/templates/ejabberd-pep.yml")
+      [ "$pep" = 1 ] && pep_modules=$(cat "$here/templates/ejabberd-pep.yml")$'\n'
       [ "$builtin" = 1 ] && pep_modules+=$'\n'"  mod_pubsub: {hosts: [pubsub-builtin.localhost], plugins: [flat], access_createnode: all}"
+      local s2s_conf="" s2s_options=""
+      if [ -n "$s2s" ]; then
+        s2s_conf="  - {port: $s2s, ip: \"127.0.0.1\", module: ejabberd_s2s_in}"
+        s2s_options="# Server-to-server streams (--s2s-port): dialback without TLS on loopback."$'\n'"s2s_use_starttls: false"
+        pep_modules+="  mod_s2s_dialback: {}"$'\n'
+      fi
       if [ -n "$multicast" ]; then
         # On ejabberd's code path with -pa, as the README's ERL_OPTIONS line does.
         local ebin="$dir/ebin" xmpp_include
@@ -125,11 +146,12 @@ start() {
         pep_modules+=$'\n'"  mod_stratus_multicast: {}"
         code_path=(-pa "$ebin")
       fi
-      sed -e "s/@C2S_PORT@/$c2s/" -e "s/@COMPONENT_PORT@/$comp/" "$here/templates/ejabberd.yml" \
-        | awk -v h="$hosts" -v p="$pep_modules" '{ if ($0 == "@COMPONENT_HOSTS@") print h; else if ($0 == "@PEP_MODULES@") print p; else print }' > "$dir/ejabberd.yml"
+      sed -e "s/@C2S_PORT@/$c2s/" -e "s/@COMPONENT_PORT@/$comp/" -e "s/@DOMAIN@/$domain/g" \
+        "$here/templates/ejabberd.yml" \
+        | awk -v h="$hosts" -v p="$pep_modules" -v s="$s2s_conf" -v o="$s2s_options" '{ if ($0 == "@COMPONENT_HOSTS@") print h; else if ($0 == "@PEP_MODULES@") print p; else if ($0 == "@S2S_LISTEN@") print s; else if ($0 == "@S2S_OPTIONS@") print o; else print }' > "$dir/ejabberd.yml"
       echo "ejd$c2s" > "$dir/node"; echo "$dist" > "$dir/dist_port"
       ejabberd_env "$dir"
-      setsid erl -sname "ejd$c2s@localhost" -setcookie stratus-test -erl_epmd_port "$dist" -start_epmd false \
+      setsid "${ns[@]}" erl -sname "ejd$c2s@localhost" -setcookie stratus-test -erl_epmd_port "$dist" -start_epmd false \
         -kernel inet_dist_use_interface "{127,0,0,1}" +K true +P 250000 -noinput "${code_path[@]}" \
         -mnesia dir "\"$dir/db\"" -s ejabberd </dev/null >"$dir/stdout.log" 2>&1 &
       echo $! > "$dir/server.pid"
@@ -156,10 +178,11 @@ stop() {
 }
 
 register() {
-  local dir=$1 user=$2 pass=$3
+  local dir=$1 user=$2 pass=$3 domain
+  domain=$(cat "$dir/domain" 2>/dev/null || echo localhost)
   case $(cat "$dir/kind") in
-    prosody) PROSODY_DIR=$dir PROSODY_PEP=0 prosodyctl --config "$dir/prosody.cfg.lua" register "$user" localhost "$pass" ;;
-    ejabberd) ejabberd_ctl "$dir" register "$user" localhost "$pass" ;;
+    prosody) PROSODY_DIR=$dir PROSODY_PEP=0 PROSODY_DOMAIN=$domain prosodyctl --config "$dir/prosody.cfg.lua" register "$user" "$domain" "$pass" ;;
+    ejabberd) ejabberd_ctl "$dir" register "$user" "$domain" "$pass" ;;
   esac
 }
 

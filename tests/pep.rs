@@ -6,16 +6,13 @@ mod common;
 
 use std::time::Duration;
 
+use common::pep::*;
 use common::*;
 use stratus::client::{Client, NS_CLIENT};
 use stratus::xml::Element;
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
-const EVENT: &str = "http://jabber.org/protocol/pubsub#event";
 const ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
-const DATA: &str = "jabber:x:data";
-const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
-const CAPS: &str = "http://jabber.org/protocol/caps";
 const NODE: &str = "urn:example:mood";
 
 struct Pep {
@@ -32,38 +29,8 @@ fn setup(kind: Kind) -> Pep {
     }
 }
 
-fn bare(c: &Client) -> String {
-    c.jid().to_bare().to_string()
-}
-
 fn publish_el(node: &str, id: &str, text: &str, options: &[(&str, &str)]) -> Element {
-    let mut ps = Element::new("pubsub", PS).child(
-        Element::new("publish", PS).attr("node", node).child(
-            Element::new("item", PS)
-                .attr("id", id)
-                .child(Element::new("mood", NODE).text(text)),
-        ),
-    );
-    if !options.is_empty() {
-        let mut x = Element::new("x", DATA).attr("type", "submit").child(
-            Element::new("field", DATA)
-                .attr("var", "FORM_TYPE")
-                .attr("type", "hidden")
-                .child(
-                    Element::new("value", DATA)
-                        .text("http://jabber.org/protocol/pubsub#publish-options"),
-                ),
-        );
-        for (var, value) in options {
-            x.push_child(
-                Element::new("field", DATA)
-                    .attr("var", *var)
-                    .child(Element::new("value", DATA).text(*value)),
-            );
-        }
-        ps.push_child(Element::new("publish-options", PS).child(x));
-    }
-    ps
+    publish_with_options(node, id, Element::new("mood", NODE).text(text), options)
 }
 
 /// Publishes to the client's own PEP service (an IQ without `to`, as clients do).
@@ -100,104 +67,6 @@ fn app_error(reply: &Element) -> Option<String> {
         .map(|c| c.name().to_owned())
 }
 
-/// `subscriber` subscribes to `owner`'s presence and `owner` approves (RFC 6121 3.1).
-async fn presence_subscribe(subscriber: &mut Client, owner: &mut Client) {
-    let owner_bare = bare(owner);
-    let sub_bare = bare(subscriber);
-    subscriber
-        .send(
-            &Element::new("presence", NS_CLIENT)
-                .attr("to", owner_bare.clone())
-                .attr("type", "subscribe"),
-        )
-        .await
-        .unwrap();
-    owner
-        .wait_for(T, |p| {
-            p.name() == "presence" && p.get_attr("type") == Some("subscribe")
-        })
-        .await
-        .expect("subscription request");
-    owner
-        .send(
-            &Element::new("presence", NS_CLIENT)
-                .attr("to", sub_bare)
-                .attr("type", "subscribed"),
-        )
-        .await
-        .unwrap();
-    subscriber
-        .wait_for(T, |p| {
-            p.name() == "presence" && p.get_attr("type") == Some("subscribed")
-        })
-        .await
-        .expect("subscription approval");
-}
-
-/// Sends presence with XEP-0115 caps and answers every disco#info query for that caps node
-/// (the component's, and the server's own caps module's) until the component has asked.
-async fn online_with_caps(c: &mut Client, ver: &str, features: &[&str]) {
-    c.send(
-        &Element::new("presence", NS_CLIENT).child(
-            Element::new("c", CAPS)
-                .attr("hash", "sha-1")
-                .attr("node", "https://stratus.test/client")
-                .attr("ver", ver),
-        ),
-    )
-    .await
-    .unwrap();
-    // The component asks once per caps hash (it may know the hash already from another user).
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while let Ok(q) = c
-        .wait_for(
-            deadline.saturating_duration_since(tokio::time::Instant::now()),
-            |s| {
-                s.name() == "iq"
-                    && s.get_attr("type") == Some("get")
-                    && s.get_child("query", DISCO_INFO).is_some()
-            },
-        )
-        .await
-    {
-        let mut query = Element::new("query", DISCO_INFO)
-            .attr_opt(
-                "node",
-                q.get_child("query", DISCO_INFO)
-                    .unwrap()
-                    .get_attr("node")
-                    .map(str::to_owned),
-            )
-            .child(
-                Element::new("identity", DISCO_INFO)
-                    .attr("category", "client")
-                    .attr("type", "pc"),
-            );
-        for f in features {
-            query.push_child(Element::new("feature", DISCO_INFO).attr("var", *f));
-        }
-        let from = q.get_attr("from").unwrap_or_default().to_owned();
-        let reply = Element::new("iq", NS_CLIENT)
-            .attr("type", "result")
-            .attr("id", q.get_attr("id").unwrap())
-            .attr("to", from.clone())
-            .child(query);
-        c.send(&reply).await.unwrap();
-        if from == "pubsub.localhost" {
-            break;
-        }
-    }
-}
-
-fn pep_event_from<'a>(m: &'a Element, owner: &str, node: &str) -> Option<&'a Element> {
-    if m.name() != "message" || m.get_attr("from") != Some(owner) {
-        return None;
-    }
-    m.get_child("event", EVENT)?
-        .get_child("items", EVENT)
-        .filter(|i| i.get_attr("node") == Some(node))
-}
-
 macro_rules! both_servers {
     ($($name:ident),* $(,)?) => {
         mod prosody { use super::*; $( #[tokio::test] async fn $name() { super::$name(Kind::Prosody).await } )* }
@@ -223,16 +92,6 @@ fn own_owner_iq(child: Element) -> Element {
     Element::new("iq", NS_CLIENT)
         .attr("type", "set")
         .child(Element::new("pubsub", OWNER_NS).child(child))
-}
-
-/// RFC 6121 2.1.6: asking for the roster makes a resource "interested", so the server delivers
-/// subscription requests and approvals to it; then initial presence.
-async fn interested_and_online(c: &mut Client) {
-    let roster = Element::new("iq", NS_CLIENT)
-        .attr("type", "get")
-        .child(Element::new("query", "jabber:iq:roster"));
-    assert_eq!(c.iq(roster).await.unwrap().get_attr("type"), Some("result"));
-    c.send_presence().await.unwrap();
 }
 
 /// XEP-0060 4.1 and 4.5 on PEP (XEP-0163): bob is alice's contact with `+notify` and also
@@ -451,6 +310,68 @@ async fn bare_jid_disco_and_auto_create(kind: Kind) {
         Some("result")
     );
     assert_eq!(item_ids(&get_items(&mut alice, &me, NODE).await), ["next"]);
+    // XEP-0163 section 9 and XEP-0060 section 10: the account advertises what its PEP service
+    // does, as the built-in modules do; each of these is exercised here or in the tests above.
+    let features: Vec<&str> = q
+        .children()
+        .filter(|f| f.name() == "feature")
+        .filter_map(|f| f.get_attr("var"))
+        .collect();
+    for f in [
+        "multi-items",
+        "rsm",
+        "config-node-max",
+        "last-published",
+        "retrieve-default",
+        "member-affiliation",
+        "outcast-affiliation",
+        "publisher-affiliation",
+        "manage-subscriptions",
+        "subscription-options",
+    ] {
+        let var = format!("http://jabber.org/protocol/pubsub#{f}");
+        assert!(features.contains(&var.as_str()), "{var} missing: {info}");
+    }
+    // multi-items: a node that keeps three items keeps them; rsm (XEP-0059 section 2.1): a page
+    // of two, with the count of all three.
+    let multi = format!("{NODE}:multi");
+    for id in ["m1", "m2", "m3"] {
+        let r = publish_own(&mut alice, &multi, id, id, &[("pubsub#max_items", "3")]).await;
+        assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    }
+    let mut all = item_ids(&get_items(&mut alice, &me, &multi).await);
+    all.sort();
+    assert_eq!(all, ["m1", "m2", "m3"]);
+    let page = alice
+        .iq(iq(
+            "get",
+            &me,
+            Element::new("pubsub", PS)
+                .child(Element::new("items", PS).attr("node", multi.as_str()))
+                .child(
+                    Element::new("set", "http://jabber.org/protocol/rsm")
+                        .child(Element::new("max", "http://jabber.org/protocol/rsm").text("2")),
+                ),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(item_ids(&page).len(), 2, "{page}");
+    let count = page
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("set", "http://jabber.org/protocol/rsm"))
+        .and_then(|s| s.get_child("count", "http://jabber.org/protocol/rsm"))
+        .map(|c| c.text_content());
+    assert_eq!(count.as_deref(), Some("3"), "{page}");
+    // retrieve-default (XEP-0060 section 8.3): the PEP service's default node configuration.
+    let default = alice
+        .iq(iq(
+            "get",
+            &me,
+            Element::new("pubsub", OWNER_NS).child(Element::new("default", OWNER_NS)),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(default.get_attr("type"), Some("result"), "{default}");
     // On the same server (one server start fewer): another account's quick publishes.
     quick_publishes_of_one_id_keep_their_order(&p).await;
 }

@@ -26,9 +26,23 @@ if multicast ~= "" then
     plugin_paths = { multicast }
     table.insert(modules, "stratus_multicast")
 end
+-- PROSODY_DOMAIN: the server's domain (localhost unless set); component domains are under it.
+local domain = os.getenv("PROSODY_DOMAIN") or ""
+if domain == "" then domain = "localhost" end
+-- PROSODY_S2S_PORT=P: server-to-server streams on 127.0.0.1:P, dialback without TLS (federation
+-- tests on one machine; names come from the resolver of /etc/resolv.conf).
+local s2s = tonumber(os.getenv("PROSODY_S2S_PORT") or "")
+local disabled = { "pep"; "carbons"; "mam"; "offline" }
+if not s2s then table.insert(disabled, "s2s") end
+if not tls then table.insert(disabled, "tls") end
+if s2s then
+    table.insert(modules, "dialback")
+    s2s_ports = { s2s }; s2s_interfaces = { "127.0.0.1" }
+    s2s_secure_auth = false
+    s2s_require_encryption = false
+end
 modules_enabled = modules
-modules_disabled = tls and { "s2s"; "pep"; "carbons"; "mam"; "offline" }
-    or { "s2s"; "tls"; "pep"; "carbons"; "mam"; "offline" }
+modules_disabled = disabled
 authentication = "internal_hashed"
 storage = "internal"
 allow_registration = true
@@ -38,13 +52,14 @@ if tls then
 end
 allow_unencrypted_plain_auth = true
 
-VirtualHost "localhost"
+VirtualHost(domain)
 if multicast ~= "" then
     -- Every test component but nomulticast.localhost may multicast (XEP-0033 refusal tests).
-    local senders = { "pubsub.localhost" }
-    for i = 1, 16 do senders[#senders + 1] = ("ps%02d.localhost"):format(i) end
+    local senders = { "pubsub." .. domain }
+    for i = 1, 16 do senders[#senders + 1] = ("ps%02d.%s"):format(i, domain) end
     multicast_senders = senders
 end
+-- (PEP is served to localhost's users: another domain is started without it.)
 if pep then
     privileged_entities = {
         ["pubsub.localhost"] = { roster = "get"; message = "outgoing"; presence = "roster" };
@@ -58,14 +73,14 @@ end
 -- The stratus component domains: pubsub.localhost, plus ps01..ps16 so that tests can each run
 -- their own stratus instance against one server.
 for i = 0, 16 do
-    Component(i == 0 and "pubsub.localhost" or ("ps%02d.localhost"):format(i))
+    Component(i == 0 and ("pubsub." .. domain) or ("ps%02d.%s"):format(i, domain))
     component_secret = "secret"
     if i == 0 and pep then
         modules_enabled = { "privilege"; "delegation" }
     end
 end
 -- A component the multicast module refuses (multicast_senders above leaves it out).
-Component "nomulticast.localhost"
+Component("nomulticast." .. domain)
     component_secret = "secret"
 
 -- Built-in pubsub, for side-by-side comparisons (memory storage: its fastest).

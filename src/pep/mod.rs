@@ -166,4 +166,37 @@ impl RosterSource for Arc<Pep> {
     fn serves(&self, account: &BareJid) -> bool {
         self.is_local(account)
     }
+
+    /// For an account of ours, its own roster says whose presence it receives. A contact on
+    /// another server has no roster we can read: the accounts whose rosters listed it when read
+    /// (every account that logged in, published or was read for an access decision since start)
+    /// are asked again, from their cached rosters.
+    async fn sharing_with(&self, who: &BareJid) -> Vec<BareJid> {
+        if self.is_local(who) {
+            return self
+                .contacts(who)
+                .await
+                .into_iter()
+                .filter(|c| c.to && self.is_local(&c.jid))
+                .map(|c| c.jid)
+                .collect();
+        }
+        let mut out = Vec::new();
+        for account in self.rosters.watchers_of(who.as_str()) {
+            let Ok(owner) = BareJid::parse(&account) else {
+                continue;
+            };
+            let roster = self.roster_of(&owner).await;
+            if roster
+                .get(who.as_str())
+                .is_some_and(roster::RosterItem::subscription_from)
+            {
+                out.push(owner);
+            } else {
+                self.rosters.unwatch(who.as_str(), &account);
+            }
+        }
+        out.sort();
+        out
+    }
 }

@@ -6,6 +6,7 @@
 //! one answer per online resource, and evicts nobody else's.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,9 +37,17 @@ struct Resource {
     own: Option<Features>,
 }
 
+/// Online resources kept for one account of another server: its own server bounds its sessions,
+/// but a hostile one could make up resources without end.
+pub const MAX_REMOTE_RESOURCES_PER_ACCOUNT: usize = 32;
+
 pub struct PresenceMap {
     /// bare JID -> resource -> its caps.
     online: Mutex<HashMap<String, HashMap<String, Resource>>>,
+    /// Resources of other servers' accounts in `online` (changed only under its lock).
+    remote: AtomicUsize,
+    /// The bound of `remote`: presences of contacts on other servers beyond it are not kept.
+    remote_limit: usize,
     /// Verified caps ver -> features.
     features: moka::sync::Cache<String, Features>,
     /// caps vers being asked about right now (one query per hash at a time).
@@ -55,10 +64,13 @@ pub enum PresenceChange {
 }
 
 impl PresenceMap {
-    /// `entries`: the bound of the cache of verified caps hashes.
+    /// `entries`: the bound of the cache of verified caps hashes; ten times as many resources
+    /// of other servers' accounts are kept.
     pub fn new(entries: u64) -> PresenceMap {
         PresenceMap {
             online: Mutex::default(),
+            remote: AtomicUsize::new(0),
+            remote_limit: usize::try_from(entries.saturating_mul(10)).unwrap_or(usize::MAX),
             features: moka::sync::Cache::new(entries),
             asking: Mutex::default(),
         }
@@ -66,6 +78,12 @@ impl PresenceMap {
 
     /// Records a presence from a local account's full JID.
     pub fn update(&self, presence: &Element) -> PresenceChange {
+        self.update_from(presence, false)
+    }
+
+    /// Records a presence from a full JID; `remote`: of an account of another server (a contact
+    /// of a local account, forwarded by the presence privilege), kept within bounds.
+    pub fn update_from(&self, presence: &Element, remote: bool) -> PresenceChange {
         let Some(from) = presence.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
             return PresenceChange::Nothing;
         };
@@ -86,6 +104,20 @@ impl PresenceMap {
                             hash: c.get_attr("hash").map(str::to_owned),
                         })
                     });
+                let held = online.get(&bare);
+                let new_resource = held.is_none_or(|rs| !rs.contains_key(resource));
+                if remote
+                    && new_resource
+                    && (held.map_or(0, HashMap::len) >= MAX_REMOTE_RESOURCES_PER_ACCOUNT
+                        || self.remote.load(Ordering::Relaxed) >= self.remote_limit)
+                {
+                    tracing::warn!(
+                        "not keeping the presence of {from}: {} resources of other servers \
+                         kept already (at most {MAX_REMOTE_RESOURCES_PER_ACCOUNT} per account)",
+                        self.remote.load(Ordering::Relaxed)
+                    );
+                    return PresenceChange::Nothing;
+                }
                 let resources = online.entry(bare).or_default();
                 match resources.get_mut(resource) {
                     Some(r) if r.caps == caps => PresenceChange::Nothing,
@@ -95,13 +127,18 @@ impl PresenceMap {
                     }
                     None => {
                         resources.insert(resource.to_owned(), Resource { caps, own: None });
+                        if remote {
+                            self.remote.fetch_add(1, Ordering::Relaxed);
+                        }
                         PresenceChange::Available(from)
                     }
                 }
             }
             Some("unavailable") => {
                 if let Some(resources) = online.get_mut(&bare) {
-                    resources.remove(resource);
+                    if resources.remove(resource).is_some() && remote {
+                        self.remote.fetch_sub(1, Ordering::Relaxed);
+                    }
                     if resources.is_empty() {
                         online.remove(&bare);
                     }
@@ -169,6 +206,11 @@ impl PresenceMap {
             }
         }
         f
+    }
+
+    /// Resources of other servers' accounts kept now.
+    pub fn remote_resources(&self) -> usize {
+        self.remote.load(Ordering::Relaxed)
     }
 
     /// Verified caps hashes cached (after pending evictions ran).
@@ -309,6 +351,55 @@ mod tests {
         map.update(&presence("a@h/1", "other="));
         assert!(map.known_features(&a, &caps("forged=")).is_none());
         assert_eq!(map.cached_caps(), 1);
+    }
+
+    fn unavailable(from: &str) -> Element {
+        parse_element(
+            &format!(
+                "<presence xmlns='jabber:component:accept' from='{from}' type='unavailable'/>"
+            ),
+            Limits::default(),
+        )
+        .unwrap()
+    }
+
+    /// Presences of other servers' accounts come from anyone's server: kept within a bound per
+    /// account and in all, and a resource that goes away frees its place (RFC 6121 4.5.3).
+    #[test]
+    fn remote_resources_stay_within_their_bounds() {
+        let map = PresenceMap::new(10); // 100 remote resources in all
+        for r in 0..MAX_REMOTE_RESOURCES_PER_ACCOUNT + 10 {
+            map.update_from(&presence(&format!("m@evil.example/{r}"), "v="), true);
+        }
+        assert_eq!(
+            map.resources("m@evil.example").len(),
+            MAX_REMOTE_RESOURCES_PER_ACCOUNT
+        );
+        for a in 0..200 {
+            map.update_from(&presence(&format!("u{a}@evil.example/r"), "v="), true);
+        }
+        assert_eq!(map.remote_resources(), 100);
+        // Local accounts are not counted against the bound, nor refused by it.
+        assert_eq!(
+            map.update(&presence("alice@h/1", "v=")),
+            PresenceChange::Available(Jid::parse("alice@h/1").unwrap())
+        );
+        assert_eq!(
+            map.update_from(&presence("late@far.example/r", "v="), true),
+            PresenceChange::Nothing
+        );
+        map.update_from(&unavailable("m@evil.example/0"), true);
+        assert_eq!(map.remote_resources(), 99);
+        assert_eq!(
+            map.update_from(&presence("late@far.example/r", "v="), true),
+            PresenceChange::Available(Jid::parse("late@far.example/r").unwrap())
+        );
+        // A known resource changing its caps is not a new one.
+        assert_eq!(
+            map.update_from(&presence("late@far.example/r", "w="), true),
+            PresenceChange::Available(Jid::parse("late@far.example/r").unwrap())
+        );
+        assert_eq!(map.remote_resources(), 100);
     }
 
     #[test]

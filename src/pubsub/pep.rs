@@ -75,7 +75,8 @@ impl ServicePolicy for PepPolicy {
 
 impl PubSub {
     /// A resource came online (or changed caps): the last item of every PEP node it asks for
-    /// (`node+notify`) on its own account and on the accounts whose presence it receives, where
+    /// (`node+notify`) on its own account (if ours) and on the accounts of ours whose presence it
+    /// receives, local or on another server, where
     /// the node sends its last item on presence and lets the resource read it now.
     pub async fn last_items_on_presence(&self, who: &Jid) -> Vec<Notification> {
         let features = self.roster.features(who).await;
@@ -83,12 +84,11 @@ impl PubSub {
             return Vec::new();
         }
         let own = who.to_bare();
-        let mut accounts = vec![own.clone()];
-        for contact in self.roster.contacts(&own).await {
-            if contact.to && self.roster.serves(&contact.jid) {
-                accounts.push(contact.jid);
-            }
+        let mut accounts = Vec::new();
+        if self.roster.serves(&own) {
+            accounts.push(own.clone());
         }
+        accounts.extend(self.roster.sharing_with(&own).await);
         let mut seen = HashSet::new();
         accounts.retain(|a| seen.insert(a.clone()));
         let mut out = Vec::new();

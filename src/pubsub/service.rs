@@ -99,6 +99,13 @@ pub trait RosterSource: Send + Sync {
     fn serves(&self, _account: &BareJid) -> bool {
         false
     }
+
+    /// The served accounts whose presence `who` receives (RFC 6121 section 3: `who` is in their
+    /// rosters with subscription `from` or `both`), as far as known: whose PEP last items a new
+    /// resource of `who` may be owed.
+    async fn sharing_with(&self, _who: &BareJid) -> Vec<BareJid> {
+        Vec::new()
+    }
 }
 
 /// One entry of an account's roster (RFC 6121 section 2.1.2.5).

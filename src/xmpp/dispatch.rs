@@ -191,13 +191,23 @@ impl StanzaHandler for Service {
                 let Some(from) = stanza.get_attr("from").and_then(|f| Jid::parse(f).ok()) else {
                     return;
                 };
-                if !pep.is_local(&from) {
+                // Local accounts' presences (the presence privilege), and their contacts' on
+                // other servers (its `roster` permission): a remote contact's resources are
+                // `+notify` recipients and owed last items like a local one's.
+                let local = pep.is_local(&from);
+                if !local
+                    && (from.node().is_none()
+                        || pep.is_server(&from)
+                        || from.domain() == pep.component)
+                {
                     return;
                 }
-                if let PresenceChange::Available(who) = pep.presence.update(&stanza) {
+                if let PresenceChange::Available(who) = pep.presence.update_from(&stanza, !local) {
                     // A new session is the moment to re-read the account's roster: subscriptions
                     // may have changed since it was cached.
-                    pep.rosters.forget(&who.to_bare().to_string());
+                    if local {
+                        pep.rosters.forget(&who.to_bare().to_string());
+                    }
                     let (inner, out) = (inner.clone(), out.clone());
                     match self.try_task() {
                         Some(permit) => self.spawn_counted(permit, async move {

@@ -2,6 +2,9 @@
 //! environment when the test script already started them), the real stratus binary, and c2s clients.
 #![allow(dead_code)]
 
+pub mod federation;
+pub mod pep;
+
 use std::fs::File;
 use std::io::Read;
 use std::net::TcpListener;
@@ -43,6 +46,12 @@ pub struct Server {
     pub tls: bool,
     /// The server loads the project's XEP-0033 module for components (contrib/).
     pub multicast: bool,
+    /// The server's domain (localhost but for the other side of a federation rig).
+    pub domain: String,
+    /// Listens for server-to-server streams on this port (federation rig).
+    pub s2s: Option<u16>,
+    /// Runs with this file as its /etc/resolv.conf (federation rig: the test DNS responder).
+    pub resolv: Option<PathBuf>,
 }
 
 pub fn root() -> PathBuf {
@@ -93,7 +102,7 @@ impl Server {
         s
     }
 
-    fn unstarted(kind: Kind, pep: bool) -> Server {
+    pub fn unstarted(kind: Kind, pep: bool) -> Server {
         let dir = tempfile::Builder::new()
             .prefix(&format!("stratus-{}-", kind.name()))
             .tempdir()
@@ -117,6 +126,9 @@ impl Server {
             pep,
             tls: false,
             multicast: false,
+            domain: "localhost".into(),
+            s2s: None,
+            resolv: None,
         }
     }
 
@@ -138,6 +150,15 @@ impl Server {
         }
         if self.multicast {
             cmd.arg("--multicast");
+        }
+        if self.domain != "localhost" {
+            cmd.arg("--domain").arg(&self.domain);
+        }
+        if let Some(port) = self.s2s {
+            cmd.arg("--s2s-port").arg(port.to_string());
+        }
+        if let Some(resolv) = &self.resolv {
+            cmd.arg("--resolv").arg(resolv);
         }
         cmd.arg("--watch-pid").arg(std::process::id().to_string());
         let status = cmd.status().unwrap();
@@ -199,6 +220,9 @@ fn from_env(kind: Kind) -> Option<Server> {
         pep: false,
         tls: false,
         multicast: false,
+        domain: "localhost".into(),
+        s2s: None,
+        resolv: None,
     })
 }
 
@@ -460,7 +484,7 @@ pub fn unique(prefix: &str) -> String {
 /// Registers a fresh account on the server (XEP-0077) and logs it in.
 pub async fn new_user(server: &Server, prefix: &str) -> Client {
     let username = unique(prefix);
-    Client::register(&server.c2s_addr(), "localhost", &username, "pass")
+    Client::register(&server.c2s_addr(), &server.domain, &username, "pass")
         .await
         .unwrap_or_else(|e| panic!("registering {username} on {}: {e}", server.kind.name()));
     login(server, &username, "res").await
@@ -469,7 +493,7 @@ pub async fn new_user(server: &Server, prefix: &str) -> Client {
 pub async fn login(server: &Server, username: &str, resource: &str) -> Client {
     Client::connect(&ClientConfig {
         addr: server.c2s_addr(),
-        domain: "localhost".into(),
+        domain: server.domain.clone(),
         username: username.into(),
         password: "pass".into(),
         resource: resource.into(),
