@@ -83,6 +83,7 @@ both_servers!(
     whitelist_and_outcast_stop_pep_delivery,
     an_added_owner_lends_no_roster,
     notification_type_is_the_nodes,
+    private_storage_and_bookmarks_in_sync,
 );
 
 const OWNER_NS: &str = "http://jabber.org/protocol/pubsub#owner";
@@ -659,5 +660,236 @@ async fn quick_publishes_of_one_id_keep_their_order(p: &Pep) {
         items,
         [("current".to_owned(), format!("v{}", N - 1))],
         "one item, the last one published: {reply}"
+    );
+}
+
+const PRIVATE: &str = "jabber:iq:private";
+const LEGACY: &str = "storage:bookmarks";
+const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
+
+/// XEP-0049: a get or set of the client's own private XML (no `to`, as clients send it).
+async fn private_iq(c: &mut Client, kind: &str, to: Option<&str>, el: Element) -> Element {
+    let iq = Element::new("iq", NS_CLIENT)
+        .attr("type", kind)
+        .attr_opt("to", to.map(str::to_owned))
+        .child(Element::new("query", PRIVATE).child(el));
+    c.iq(iq).await.unwrap()
+}
+
+/// The element a private XML get returned.
+fn private_result(r: &Element) -> &Element {
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    r.get_child("query", PRIVATE)
+        .and_then(|q| q.children().next())
+        .unwrap_or_else(|| panic!("no private XML in {r}"))
+}
+
+/// The rooms of a XEP-0048 `<storage/>`, sorted.
+fn legacy_rooms(storage: &Element) -> Vec<String> {
+    let mut rooms: Vec<String> = storage
+        .children()
+        .filter(|c| c.is("conference", LEGACY))
+        .filter_map(|c| c.get_attr("jid").map(str::to_owned))
+        .collect();
+    rooms.sort();
+    rooms
+}
+
+/// XEP-0049 through the server's delegation of `jabber:iq:private`, and XEP-0402 section 5.3:
+/// private XML is stored and returned unchanged and only to its account; bookmarks written as
+/// private XML appear as XEP-0402 items and the reverse; the XEP-0048 PEP node follows
+/// (`#compat-pep`); the account advertises both compatibility features.
+async fn private_storage_and_bookmarks_in_sync(kind: Kind) {
+    let p = setup(kind);
+    let mut alice = new_user(&p.server, "alice").await;
+    let mut bob = new_user(&p.server, "bob").await;
+    let me = bare(&alice);
+    // The server learns the features of the private namespace by asking stratus when it connects.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let has = |q: &Element, var: &str| {
+        q.children()
+            .any(|f| f.name() == "feature" && f.get_attr("var") == Some(var))
+    };
+    loop {
+        let info = alice
+            .iq(iq("get", &me, Element::new("query", DISCO_INFO)))
+            .await
+            .unwrap();
+        let q = info.get_child("query", DISCO_INFO).unwrap();
+        if has(q, "urn:xmpp:bookmarks:1#compat") && has(q, "urn:xmpp:bookmarks:1#compat-pep") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no #compat features: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // XEP-0049 section 2.2: nothing stored yet answers with the empty element.
+    let prefs =
+        parse("<prefs xmlns='urn:example:prefs' v='2'><x a='1'>text &amp; more</x><y/></prefs>");
+    let empty = private_iq(
+        &mut alice,
+        "get",
+        None,
+        Element::new("prefs", "urn:example:prefs"),
+    )
+    .await;
+    let got = private_result(&empty);
+    assert!(
+        got.is("prefs", "urn:example:prefs") && got.children().next().is_none(),
+        "{empty}"
+    );
+    let set = private_iq(&mut alice, "set", None, prefs.clone()).await;
+    assert_eq!(set.get_attr("type"), Some("result"), "{set}");
+    let r = private_iq(
+        &mut alice,
+        "get",
+        None,
+        Element::new("prefs", "urn:example:prefs"),
+    )
+    .await;
+    assert_eq!(private_result(&r).to_xml(), prefs.to_xml(), "{r}");
+    // Section 3: another account may not read it, nor set it; a reserved namespace is refused.
+    let other = private_iq(
+        &mut bob,
+        "get",
+        Some(&me),
+        Element::new("prefs", "urn:example:prefs"),
+    )
+    .await;
+    assert_eq!(other.get_attr("type"), Some("error"), "{other}");
+    assert!(
+        other
+            .get_child("query", PRIVATE)
+            .and_then(|q| q.children().next())
+            .is_none_or(|e| e.children().next().is_none()),
+        "{other}"
+    );
+    let reserved = private_iq(&mut alice, "set", None, Element::new("x", "jabber:client")).await;
+    assert_eq!(
+        error_condition(&reserved).as_deref(),
+        Some("not-acceptable"),
+        "{reserved}"
+    );
+
+    // Bookmarks as private XML (XEP-0048 section 3.2's example) become XEP-0402 items.
+    let legacy = parse(
+        "<storage xmlns='storage:bookmarks'>\
+         <conference name='Council of Oberon' autojoin='true' jid='council@conference.underhill.org'>\
+         <nick>Puck</nick></conference>\
+         <url name='Complete Works' url='http://the-tech.mit.edu/Shakespeare/'/></storage>",
+    );
+    let set = private_iq(&mut alice, "set", None, legacy).await;
+    assert_eq!(set.get_attr("type"), Some("result"), "{set}");
+    let items = get_items(&mut alice, &me, BOOKMARKS).await;
+    assert_eq!(
+        item_ids(&items),
+        ["council@conference.underhill.org"],
+        "{items}"
+    );
+    let conf = items
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("items", PS))
+        .and_then(|i| i.children().next())
+        .and_then(|i| i.get_child("conference", BOOKMARKS))
+        .unwrap_or_else(|| panic!("no conference: {items}"));
+    assert_eq!(conf.get_attr("name"), Some("Council of Oberon"));
+    assert!(
+        matches!(conf.get_attr("autojoin"), Some("true" | "1")),
+        "{items}"
+    );
+    assert_eq!(
+        conf.get_child("nick", BOOKMARKS)
+            .map(|n| n.text_content())
+            .as_deref(),
+        Some("Puck")
+    );
+    // Bookmarks are private: another account cannot read them (XEP-0402 section 3.2, whitelist).
+    let denied = get_items(&mut bob, &me, BOOKMARKS).await;
+    assert_eq!(denied.get_attr("type"), Some("error"), "{denied}");
+
+    // The reverse: a XEP-0402 client adds a room; a XEP-0049 client sees both, the URL kept.
+    let orchard = publish_with_options(
+        BOOKMARKS,
+        "orchard@conference.shakespeare.lit",
+        parse(
+            "<conference xmlns='urn:xmpp:bookmarks:1' name='The Orchard' autojoin='true'><nick>Romeo</nick></conference>",
+        ),
+        &[
+            ("pubsub#persist_items", "true"),
+            ("pubsub#access_model", "whitelist"),
+        ],
+    );
+    let r = alice
+        .iq(Element::new("iq", NS_CLIENT)
+            .attr("type", "set")
+            .child(orchard))
+        .await
+        .unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let r = private_iq(&mut alice, "get", None, Element::new("storage", LEGACY)).await;
+    let storage = private_result(&r);
+    assert_eq!(
+        legacy_rooms(storage),
+        [
+            "council@conference.underhill.org",
+            "orchard@conference.shakespeare.lit"
+        ],
+        "{r}"
+    );
+    assert!(storage.get_child("url", LEGACY).is_some(), "{r}");
+    // Retracting one (XEP-0402 section 3.4) takes it out of the XEP-0049 list, and the XEP-0048
+    // PEP node follows (#compat-pep).
+    let retract = Element::new("pubsub", PS).child(
+        Element::new("retract", PS)
+            .attr("node", BOOKMARKS)
+            .attr("notify", "true")
+            .child(Element::new("item", PS).attr("id", "council@conference.underhill.org")),
+    );
+    let r = alice
+        .iq(Element::new("iq", NS_CLIENT)
+            .attr("type", "set")
+            .child(retract))
+        .await
+        .unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    let r = private_iq(&mut alice, "get", None, Element::new("storage", LEGACY)).await;
+    assert_eq!(
+        legacy_rooms(private_result(&r)),
+        ["orchard@conference.shakespeare.lit"],
+        "{r}"
+    );
+    let pep_legacy = get_items(&mut alice, &me, LEGACY).await;
+    let stored = pep_legacy
+        .get_child("pubsub", PS)
+        .and_then(|p| p.get_child("items", PS))
+        .and_then(|i| i.children().next())
+        .and_then(|i| i.get_child("storage", LEGACY))
+        .unwrap_or_else(|| panic!("no XEP-0048 PEP list: {pep_legacy}"));
+    assert_eq!(legacy_rooms(stored), ["orchard@conference.shakespeare.lit"]);
+    // A XEP-0048 PEP client's new list reaches XEP-0402 too.
+    let list = publish_with_options(
+        LEGACY,
+        "current",
+        parse(
+            "<storage xmlns='storage:bookmarks'><conference jid='heath@conference.shakespeare.lit' autojoin='false'/></storage>",
+        ),
+        &[
+            ("pubsub#persist_items", "true"),
+            ("pubsub#access_model", "whitelist"),
+        ],
+    );
+    let r = alice
+        .iq(Element::new("iq", NS_CLIENT)
+            .attr("type", "set")
+            .child(list))
+        .await
+        .unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
+    assert_eq!(
+        item_ids(&get_items(&mut alice, &me, BOOKMARKS).await),
+        ["heath@conference.shakespeare.lit"]
     );
 }

@@ -32,7 +32,7 @@ if domain == "" then domain = "localhost" end
 -- PROSODY_S2S_PORT=P: server-to-server streams on 127.0.0.1:P, dialback without TLS (federation
 -- tests on one machine; names come from the resolver of /etc/resolv.conf).
 local s2s = tonumber(os.getenv("PROSODY_S2S_PORT") or "")
-local disabled = { "pep"; "carbons"; "mam"; "offline" }
+local disabled = { "pep"; "private"; "bookmarks"; "carbons"; "mam"; "offline" }
 if not s2s then table.insert(disabled, "s2s") end
 if not tls then table.insert(disabled, "tls") end
 if s2s then
@@ -67,6 +67,7 @@ if pep then
     delegations = {
         ["http://jabber.org/protocol/pubsub"] = { jid = "pubsub.localhost" };
         ["http://jabber.org/protocol/pubsub#owner"] = { jid = "pubsub.localhost" };
+        ["jabber:iq:private"] = { jid = "pubsub.localhost" };
     }
 end
 

@@ -36,6 +36,8 @@ pub struct Pep {
     pub presence: presence::PresenceMap,
     pub requests: Arc<Requests>,
     pub outbox: Outbox,
+    /// Server domain -> the namespaces it delegated to us (XEP-0355 section 5).
+    delegated: std::sync::Mutex<std::collections::HashMap<String, HashSet<String>>>,
 }
 
 impl Pep {
@@ -56,7 +58,29 @@ impl Pep {
             presence: presence::PresenceMap::new(cache_entries),
             requests,
             outbox,
+            delegated: Default::default(),
         }
+    }
+
+    /// Records the namespaces a server says it delegates to us.
+    pub fn record_delegation<'a>(
+        &self,
+        server: &str,
+        namespaces: impl IntoIterator<Item = &'a str>,
+    ) {
+        let mut d = self.delegated.lock().unwrap_or_else(|e| e.into_inner());
+        d.entry(server.to_owned())
+            .or_default()
+            .extend(namespaces.into_iter().map(str::to_owned));
+    }
+
+    /// True when `server` delegates namespace `ns` to us.
+    pub fn delegates(&self, server: &str, ns: &str) -> bool {
+        self.delegated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(server)
+            .is_some_and(|s| s.contains(ns))
     }
 
     /// True when `from` is one of the server domains we serve (a bare domain JID).

@@ -16,6 +16,7 @@ use crate::xml::Element;
 
 use super::errors::StanzaError;
 use super::notify;
+use super::private;
 use super::pubsub::{NS_OWNER, NS_PUBSUB};
 use super::stanza::{Iq, IqParseError, IqType};
 
@@ -81,9 +82,20 @@ impl Inner {
             ServiceId::Host
         };
         let started = std::time::Instant::now();
-        let result = match iq.payload.as_ref() {
-            Some(p) if p.name() == "pubsub" && matches!(p.ns(), NS_PUBSUB | NS_OWNER) => {
-                super::pubsub::handle(&self.pubsub, &svc, &d.sender, &iq, p).await
+        let result = match (iq.payload.as_ref(), &svc) {
+            (Some(p), _) if p.name() == "pubsub" && matches!(p.ns(), NS_PUBSUB | NS_OWNER) => {
+                let mut result = super::pubsub::handle(&self.pubsub, &svc, &d.sender, &iq, p).await;
+                // XEP-0402 section 5.3, where the server left private storage to us too.
+                if let (Ok((_, notes)), ServiceId::Pep(owner)) = (&mut result, &svc)
+                    && pep.delegates(owner.domain(), private::NS_PRIVATE)
+                    && let Some(follow) = private::follow(iq.kind, p)
+                {
+                    notes.extend(self.follow_bookmarks(owner, follow).await);
+                }
+                result
+            }
+            (Some(p), ServiceId::Pep(owner)) if p.is("query", private::NS_PRIVATE) => {
+                self.handle_private(owner, &d.sender, &iq, p).await
             }
             _ => Err(StanzaError::service_unavailable()),
         };

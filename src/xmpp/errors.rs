@@ -74,6 +74,10 @@ impl StanzaError {
     pub fn jid_malformed(e: &crate::jid::JidError) -> Self {
         Self::new(ErrorType::Modify, "jid-malformed").with_text(e.to_string())
     }
+    /// RFC 6120 8.3.3.12 (XEP-0049 section 3: a reserved namespace, or no element).
+    pub fn not_acceptable() -> Self {
+        Self::new(ErrorType::Modify, "not-acceptable")
+    }
     pub fn not_allowed() -> Self {
         Self::new(ErrorType::Cancel, "not-allowed")
     }

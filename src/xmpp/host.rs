@@ -167,7 +167,19 @@ impl Inner {
                 &disco::service_features(),
                 Vec::new(),
             )),
-            // XEP-0355 section 4: what the delegated namespace offers, for the server's disco.
+            // XEP-0355 section 4: what the delegated namespace offers, for the server's disco
+            // (private XML storage and the XEP-0402 compatibility it brings, on the account).
+            Some(n)
+                if delegated_disco_node(n) == Some(super::private::NS_PRIVATE)
+                    && self.pep.as_ref().is_some_and(|p| p.is_server(actor)) =>
+            {
+                Ok(disco::info_query(
+                    Some(n),
+                    &[],
+                    super::private::PRIVATE_FEATURES,
+                    Vec::new(),
+                ))
+            }
             Some(n)
                 if delegated_disco_node(n).is_some()
                     && self.pep.as_ref().is_some_and(|p| p.is_server(actor)) =>
@@ -311,6 +323,7 @@ impl Inner {
                     .filter_map(|c| c.get_attr("namespace"))
                     .collect();
                 tracing::info!("{actor} delegates {namespaces:?} ({})", d.ns());
+                pep.record_delegation(actor.domain(), namespaces);
             }
             return;
         }

@@ -11,6 +11,7 @@ pub mod forms;
 mod host;
 pub mod multicast;
 pub mod notify;
+pub mod private;
 pub mod pubsub;
 pub mod rsm;
 mod scheduler;
