@@ -12,6 +12,8 @@
 # --watch-pid stops the server when that process exits (used by tests that start servers).
 # --builtin-pubsub (ejabberd) adds mod_pubsub on pubsub-builtin.localhost (Prosody always has it)
 #   for side-by-side benchmarks.
+# --builtin-pep (Prosody) keeps Prosody's own PEP (mod_pep) for its users: the migration tests make
+#   data there, export it with prosody-migrator and import it into stratus.
 # --tls-required (Prosody) makes c2s require STARTTLS, with a self-signed certificate for localhost.
 # --multicast loads the project's XEP-0033 module for the server's components on localhost, as the
 #   README shows: Prosody contrib/prosody/mod_stratus_multicast.lua; ejabberd
@@ -82,12 +84,13 @@ watch() { # DIR PID
 
 start() {
   local kind=$1 dir=$2 c2s=$3 comp=$4; shift 4
-  local dist="" watch_pid="" pep=0 builtin=0 tls=0 multicast="" code_path=() domain=localhost s2s="" resolv=""
+  local dist="" watch_pid="" pep=0 builtin=0 tls=0 multicast="" code_path=() domain=localhost s2s="" resolv="" builtin_pep=0
   if [ "$kind" = ejabberd ]; then dist=${1:?DIST_PORT required for ejabberd}; shift; fi
   while [ $# -gt 0 ]; do
     case $1 in
       --pep) pep=1; shift ;;
       --builtin-pubsub) builtin=1; shift ;;
+      --builtin-pep) builtin_pep=1; shift ;;
       --tls-required) tls=1; shift ;;
       --multicast) multicast=1; shift ;;
       --watch-pid) watch_pid=$2; shift 2 ;;
@@ -118,7 +121,7 @@ start() {
       fi
       PROSODY_DIR=$dir PROSODY_C2S_PORT=$c2s PROSODY_COMPONENT_PORT=$comp PROSODY_PEP=$pep PROSODY_TLS=$tls \
         PROSODY_MULTICAST=${multicast:+$(cd "$here/../contrib/prosody" && pwd)} \
-        PROSODY_DOMAIN=$domain PROSODY_S2S_PORT=$s2s \
+        PROSODY_DOMAIN=$domain PROSODY_S2S_PORT=$s2s PROSODY_BUILTIN_PEP=$builtin_pep \
         setsid "${ns[@]}" prosody --config "$dir/prosody.cfg.lua" -F </dev/null >"$dir/stdout.log" 2>&1 &
       echo $! > "$dir/server.pid"
       ;;

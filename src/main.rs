@@ -39,6 +39,14 @@ enum Command {
     Backup { file: std::path::PathBuf },
     /// Load FILE (made by `stratus backup`) into the empty storage.data_dir, stratus stopped.
     Restore { file: std::path::PathBuf },
+    /// Load users' PEP nodes (configuration, affiliations, subscriptions, items) from XEP-0227
+    /// FILEs (prosody-migrator's output, or contrib/ejabberd's) into the configured store,
+    /// through the same rules as clients' requests; running it again gives the same result.
+    /// The embedded store: with stratus stopped.
+    Import {
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
     /// Run an administrators' command on the running instance (through [http] listen, with the
     /// [admin] token), as the service itself. COMMAND: list-nodes, node-config, delete-node,
     /// purge-node, delete-item, list-subscriptions, cancel-subscription. FIELDS: var=value, e.g.
@@ -61,7 +69,7 @@ fn main() -> ExitCode {
     // up before the component is, or with stratus stopped.
     let storage_only = matches!(
         cli.command,
-        Some(Command::Storage { .. } | Command::Restore { .. })
+        Some(Command::Storage { .. } | Command::Restore { .. } | Command::Import { .. })
     );
     let loaded = if storage_only {
         Config::load_storage(&cli.overrides)
@@ -119,6 +127,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Backup { file }) => return runtime.block_on(backup(&config, &file)),
         Some(Command::Restore { file }) => return restore(&config, &file),
+        Some(Command::Import { files }) => return runtime.block_on(import(&config, &files)),
         Some(Command::Admin { command, fields }) => {
             return runtime.block_on(admin(&config, &command, &fields));
         }
@@ -313,6 +322,49 @@ async fn backup(config: &Config, file: &std::path::Path) -> ExitCode {
             eprintln!("stratus: cannot write {}: {e}", file.display());
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn import(config: &Config, files: &[std::path::PathBuf]) -> ExitCode {
+    let store = match stratus::storage::open(&config.storage).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "stratus: cannot open the store (the embedded one needs stratus stopped): {e}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let pubsub = PubSub::new(
+        store.clone(),
+        config.pubsub.limits(config.storage.backend),
+        Arc::new(stratus::pubsub::service::NoRoster),
+    );
+    let mut failed = false;
+    for file in files {
+        let xml = match std::fs::read_to_string(file) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("stratus: cannot read {}: {e}", file.display());
+                failed = true;
+                continue;
+            }
+        };
+        match stratus::xmpp::xep0227::import(&pubsub, &xml).await {
+            Ok(report) => {
+                failed |= !report.refused.is_empty();
+                println!("{}: {report}", file.display());
+            }
+            Err(e) => {
+                eprintln!("stratus: {}: {e}", file.display());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

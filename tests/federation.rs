@@ -24,16 +24,6 @@ const MOOD: &str = "http://jabber.org/protocol/mood";
 const DEVICES: &str = "eu.siacs.conversations.axolotl.devicelist";
 const CLOSED: &str = "urn:example:closed";
 
-/// Publishes to the client's own PEP service, with publish-options fields (XEP-0060 7.1.5).
-async fn publish(c: &mut Client, node: &str, id: &str, payload: Element, options: &[(&str, &str)]) {
-    let ps = publish_with_options(node, id, payload, options);
-    let r = c
-        .iq(Element::new("iq", NS_CLIENT).attr("type", "set").child(ps))
-        .await
-        .unwrap();
-    assert_eq!(r.get_attr("type"), Some("result"), "publish to {node}: {r}");
-}
-
 fn mood(text: &str) -> Element {
     Element::new("mood", MOOD).child(Element::new(text, MOOD))
 }

@@ -32,7 +32,14 @@ if domain == "" then domain = "localhost" end
 -- PROSODY_S2S_PORT=P: server-to-server streams on 127.0.0.1:P, dialback without TLS (federation
 -- tests on one machine; names come from the resolver of /etc/resolv.conf).
 local s2s = tonumber(os.getenv("PROSODY_S2S_PORT") or "")
-local disabled = { "pep"; "private"; "bookmarks"; "carbons"; "mam"; "offline" }
+-- PROSODY_BUILTIN_PEP=1: Prosody's own PEP serves its users (data for the migration tests).
+local builtin_pep = os.getenv("PROSODY_BUILTIN_PEP") == "1"
+local disabled = { "carbons"; "mam"; "offline" }
+if builtin_pep then
+    table.insert(modules, "pep")
+else
+    for _, m in ipairs({ "pep"; "private"; "bookmarks" }) do table.insert(disabled, m) end
+end
 if not s2s then table.insert(disabled, "s2s") end
 if not tls then table.insert(disabled, "tls") end
 if s2s then

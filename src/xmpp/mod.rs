@@ -16,6 +16,7 @@ pub mod pubsub;
 pub mod rsm;
 mod scheduler;
 pub mod stanza;
+pub mod xep0227;
 
 pub use dispatch::Service;
 

@@ -46,6 +46,8 @@ pub struct Server {
     pub tls: bool,
     /// The server loads the project's XEP-0033 module for components (contrib/).
     pub multicast: bool,
+    /// The server's own PEP serves its users (Prosody: data for the migration tests).
+    pub builtin_pep: bool,
     /// The server's domain (localhost but for the other side of a federation rig).
     pub domain: String,
     /// Listens for server-to-server streams on this port (federation rig).
@@ -126,6 +128,7 @@ impl Server {
             pep,
             tls: false,
             multicast: false,
+            builtin_pep: false,
             domain: "localhost".into(),
             s2s: None,
             resolv: None,
@@ -150,6 +153,9 @@ impl Server {
         }
         if self.multicast {
             cmd.arg("--multicast");
+        }
+        if self.builtin_pep {
+            cmd.arg("--builtin-pep");
         }
         if self.domain != "localhost" {
             cmd.arg("--domain").arg(&self.domain);
@@ -220,6 +226,7 @@ fn from_env(kind: Kind) -> Option<Server> {
         pep: false,
         tls: false,
         multicast: false,
+        builtin_pep: false,
         domain: "localhost".into(),
         s2s: None,
         resolv: None,

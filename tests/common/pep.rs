@@ -49,6 +49,23 @@ pub fn publish_with_options(
     ps
 }
 
+/// Publishes to the client's own PEP service with publish-options fields; the publish must
+/// succeed.
+pub async fn publish(
+    c: &mut Client,
+    node: &str,
+    id: &str,
+    payload: Element,
+    options: &[(&str, &str)],
+) {
+    let ps = publish_with_options(node, id, payload, options);
+    let r = c
+        .iq(Element::new("iq", NS_CLIENT).attr("type", "set").child(ps))
+        .await
+        .unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "publish to {node}: {r}");
+}
+
 pub fn bare(c: &Client) -> String {
     c.jid().to_bare().to_string()
 }

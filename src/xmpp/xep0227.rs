@@ -1,0 +1,271 @@
+//! XEP-0227 (Portable Import/Export Format) for users' PEP data: `stratus import` reads what
+//! Prosody's mod_storage_xep0227 (prosody-migrator) writes, per `<user/>`:
+//!
+//! - `<pubsub xmlns='…pubsub#owner'>` with `<configure node>` (a submitted `pubsub#node_config`
+//!   form; empty fields mean the default), `<affiliations node>` and `<subscriptions node>`;
+//! - `<pubsub xmlns='…pubsub'>` with `<items node>`, items oldest first.
+//!
+//! Everything goes through the core as requests of the account itself, so what is loaded obeys
+//! the same limits and rules as what clients publish; running an import twice leaves the same
+//! nodes, configurations, affiliations and items (configure is a replace, items replace items of
+//! the same id).
+
+use std::collections::BTreeMap;
+
+use crate::jid::{BareJid, Jid};
+use crate::pubsub::command::NewItem;
+use crate::pubsub::model::{Affiliation, ServiceId, SubscriptionState};
+use crate::pubsub::{ItemId, NodeName, PubSub, PubSubError, Request};
+use crate::xml::{Element, Limits, parse_element};
+
+use super::forms::{self, NS_DATA};
+use super::pubsub::{NS_OWNER, NS_PUBSUB};
+
+pub const NS_PIE: &str = "urn:xmpp:pie:0";
+
+/// Items published in one request during an import.
+const ITEMS_PER_PUBLISH: usize = 64;
+
+/// What an import loaded.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub users: usize,
+    pub nodes: usize,
+    pub items: usize,
+    pub affiliations: usize,
+    pub subscriptions: usize,
+    /// Nodes or items refused, with why (the rest is loaded).
+    pub refused: Vec<String>,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} users, {} nodes, {} items, {} affiliations, {} subscriptions imported",
+            self.users, self.nodes, self.items, self.affiliations, self.subscriptions
+        )?;
+        if !self.refused.is_empty() {
+            write!(f, "; {} refused:", self.refused.len())?;
+            for r in &self.refused {
+                write!(f, "\n  {r}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One node of one account, as the file has it.
+#[derive(Default)]
+struct NodeData<'a> {
+    configure: Option<&'a Element>,
+    affiliations: Vec<(&'a str, &'a str)>,
+    subscriptions: Vec<&'a str>,
+    items: Vec<&'a Element>,
+}
+
+/// Limits for reading an export: one file holds a whole server's users.
+fn file_limits(len: usize) -> Limits {
+    Limits {
+        max_stanza_bytes: len.max(1),
+        ..Limits::default()
+    }
+}
+
+/// Loads every user's PEP nodes of a XEP-0227 document into `ps`.
+pub async fn import(ps: &PubSub, xml: &str) -> Result<Report, String> {
+    let doc = parse_element(xml, file_limits(xml.len())).map_err(|e| format!("not XML: {e}"))?;
+    if !doc.is("server-data", NS_PIE) {
+        return Err(format!(
+            "not a XEP-0227 document: the root is <{}/> in {}",
+            doc.name(),
+            doc.ns()
+        ));
+    }
+    let mut report = Report::default();
+    for host in doc.children().filter(|h| h.is("host", NS_PIE)) {
+        let Some(domain) = host.get_attr("jid") else {
+            continue;
+        };
+        for user in host.children().filter(|u| u.is("user", NS_PIE)) {
+            let Some(name) = user.get_attr("name") else {
+                continue;
+            };
+            let account = BareJid::parse(&format!("{name}@{domain}"))
+                .map_err(|e| format!("{name}@{domain}: {e}"))?;
+            import_user(ps, &account, user, &mut report).await?;
+            report.users += 1;
+        }
+    }
+    Ok(report)
+}
+
+async fn import_user(
+    ps: &PubSub,
+    account: &BareJid,
+    user: &Element,
+    report: &mut Report,
+) -> Result<(), String> {
+    let mut nodes: BTreeMap<&str, NodeData> = BTreeMap::new();
+    for owner in user.children().filter(|p| p.is("pubsub", NS_OWNER)) {
+        for el in owner.children() {
+            let Some(node) = el.get_attr("node") else {
+                continue;
+            };
+            let data = nodes.entry(node).or_default();
+            match el.name() {
+                "configure" => data.configure = el.get_child("x", NS_DATA),
+                "affiliations" => data.affiliations.extend(
+                    el.children()
+                        .filter(|a| a.name() == "affiliation")
+                        .filter_map(|a| Some((a.get_attr("jid")?, a.get_attr("affiliation")?))),
+                ),
+                "subscriptions" => data.subscriptions.extend(
+                    el.children()
+                        .filter(|s| s.name() == "subscription")
+                        // Prosody 0.12 writes the state as `subscribed='subscribed'`.
+                        .filter(|s| {
+                            s.get_attr("subscription").or(s.get_attr("subscribed"))
+                                == Some("subscribed")
+                        })
+                        .filter_map(|s| s.get_attr("jid")),
+                ),
+                _ => {}
+            }
+        }
+    }
+    for items in user.children().filter(|p| p.is("pubsub", NS_PUBSUB)) {
+        for el in items.children().filter(|i| i.name() == "items") {
+            if let Some(node) = el.get_attr("node") {
+                nodes
+                    .entry(node)
+                    .or_default()
+                    .items
+                    .extend(el.children().filter(|i| i.name() == "item"));
+            }
+        }
+    }
+    let svc = ServiceId::Pep(account.clone());
+    let actor: Jid = account.clone().into();
+    for (name, data) in nodes {
+        let where_ = format!("{account} node {name}");
+        match import_node(ps, &svc, &actor, name, &data, report).await {
+            Ok(()) => report.nodes += 1,
+            Err(e) => report.refused.push(format!("{where_}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+async fn import_node(
+    ps: &PubSub,
+    svc: &ServiceId,
+    actor: &Jid,
+    name: &str,
+    data: &NodeData<'_>,
+    report: &mut Report,
+) -> Result<(), PubSubError> {
+    let node = NodeName::new(name)?;
+    // Empty fields are Prosody's "as the default": left out, the PEP defaults apply.
+    let patch = match data.configure {
+        Some(x) => {
+            let (_, mut fields) = forms::parse(x);
+            fields.retain(|_, v| v.iter().any(|s| !s.is_empty()));
+            Some(forms::config_patch(&fields)?)
+        }
+        None => None,
+    };
+    let created = ps
+        .execute(
+            svc,
+            actor,
+            Request::Create {
+                node: Some(node.clone()),
+                config: patch.clone(),
+            },
+        )
+        .await;
+    match created {
+        Ok(_) => {}
+        // Imported before: the configuration in the file wins again.
+        Err(PubSubError::NodeExists) => {
+            if patch.is_some() {
+                ps.execute(
+                    svc,
+                    actor,
+                    Request::Configure {
+                        node: node.clone(),
+                        patch,
+                    },
+                )
+                .await?;
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let mut changes = Vec::new();
+    for (jid, aff) in &data.affiliations {
+        let (Ok(jid), Some(aff)) = (BareJid::parse(jid), Affiliation::parse(aff)) else {
+            continue;
+        };
+        if jid.as_str() != actor.bare_str() {
+            changes.push((jid, aff));
+        }
+    }
+    if !changes.is_empty() {
+        report.affiliations += changes.len();
+        ps.execute(
+            svc,
+            actor,
+            Request::SetNodeAffiliations {
+                node: node.clone(),
+                changes,
+            },
+        )
+        .await?;
+    }
+    let subs: Vec<_> = data
+        .subscriptions
+        .iter()
+        .filter_map(|j| Jid::parse(j).ok())
+        .map(|j| (j, Some(SubscriptionState::Subscribed), None))
+        .collect();
+    if !subs.is_empty() {
+        report.subscriptions += subs.len();
+        ps.execute(
+            svc,
+            actor,
+            Request::SetNodeSubscriptions {
+                node: node.clone(),
+                changes: subs,
+            },
+        )
+        .await?;
+    }
+    let mut items = Vec::with_capacity(data.items.len());
+    for item in &data.items {
+        let id = item.get_attr("id").map(ItemId::new).transpose()?;
+        items.push(NewItem {
+            id,
+            payload: item
+                .children()
+                .next()
+                .map(Element::to_xml)
+                .unwrap_or_default(),
+        });
+    }
+    for chunk in items.chunks(ITEMS_PER_PUBLISH) {
+        ps.execute(
+            svc,
+            actor,
+            Request::Publish {
+                node: node.clone(),
+                items: chunk.to_vec(),
+                options: None,
+            },
+        )
+        .await?;
+        report.items += chunk.len();
+    }
+    Ok(())
+}

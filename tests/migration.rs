@@ -1,0 +1,186 @@
+//! Moving users' PEP data into stratus (XEP-0227): data made through Prosody's own PEP by real
+//! clients, exported by prosody-migrator into XEP-0227, loaded by `stratus import`, then served
+//! by stratus through a Prosody that delegates PEP to it, identically: item ids, payloads and
+//! access models.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::pep::*;
+use common::*;
+use stratus::xml::Element;
+
+const MOOD: &str = "http://jabber.org/protocol/mood";
+const DEVICES: &str = "eu.siacs.conversations.axolotl.devicelist";
+const BOOKMARKS: &str = "urn:xmpp:bookmarks:1";
+
+/// prosody-migrator from the server's internal store into XEP-0227, one USER@HOST.xml per user,
+/// as ../shared/notes/xmpp-servers.md says. The migrator writes into Prosody's data path
+/// (/var/lib/prosody, fixed in the program), so it runs in a private mount namespace where that
+/// directory is `out`; it runs as the prosody user, so the files are made readable to it.
+pub fn prosody_export(server: &Server, out: &Path) {
+    std::fs::create_dir_all(out).unwrap();
+    let data = server.dir.join("data");
+    let config = server.dir.join("migrator.cfg.lua");
+    std::fs::write(
+        &config,
+        format!(
+            "input {{ hosts = {{ [\"localhost\"] = {{ \"accounts\", \"roster\", \"pep-pubsub\" }} }}; type = \"internal\"; path = {data:?} }}\n\
+             output {{ type = \"xep0227\" }}\n"
+        ),
+    )
+    .unwrap();
+    let status = Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(&server.dir)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = Command::new("unshare")
+        .args(["-m", "sh", "-c"])
+        .arg("mount --bind \"$0\" /var/lib/prosody && exec prosody-migrator \"$@\"")
+        .arg(out)
+        .arg(format!("--config={}", config.display()))
+        .args(["input", "output"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "prosody-migrator: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[tokio::test]
+async fn prosody_pep_data_moves_into_stratus() {
+    let mut old = Server::unstarted(Kind::Prosody, false);
+    old.builtin_pep = true;
+    old.start();
+    let mut alice = new_user(&old, "alice").await;
+    let username = alice.jid().node().unwrap().to_owned();
+    publish(
+        &mut alice,
+        MOOD,
+        "m1",
+        Element::new("mood", MOOD).child(Element::new("happy", MOOD)),
+        &[],
+    )
+    .await;
+    publish(
+        &mut alice,
+        DEVICES,
+        "current",
+        Element::new("list", DEVICES).child(Element::new("device", DEVICES).attr("id", "4242")),
+        &[("pubsub#access_model", "open")],
+    )
+    .await;
+    for room in ["a@conference.localhost", "b@conference.localhost"] {
+        publish(
+            &mut alice,
+            BOOKMARKS,
+            room,
+            Element::new("conference", BOOKMARKS).attr("name", room),
+            &[
+                ("pubsub#persist_items", "true"),
+                ("pubsub#max_items", "max"),
+                ("pubsub#send_last_published_item", "never"),
+                ("pubsub#access_model", "whitelist"),
+            ],
+        )
+        .await;
+    }
+    drop(alice);
+    old.stop();
+    let out = old.dir.join("export");
+    prosody_export(&old, &out);
+    let files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    // stratus import, twice: the same counts, and (below) the same data.
+    let data = tempfile::tempdir().unwrap();
+    let import = || {
+        let run = Command::new(env!("CARGO_BIN_EXE_stratus"))
+            .arg("--data-dir")
+            .arg(data.path().join("data"))
+            .arg("import")
+            .args(&files)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+        assert!(
+            run.status.success(),
+            "import: {stdout}{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        stdout
+    };
+    let first = import();
+    assert!(first.contains("1 users, 3 nodes, 4 items"), "{first}");
+    assert_eq!(import(), first);
+
+    // Served by stratus through a Prosody delegating PEP to it: the same account logs in there.
+    let new = Server::start_private_pep(Kind::Prosody);
+    let mut stratus = Stratus::spawn_with_data(
+        &new.component_addr(),
+        "pubsub.localhost",
+        &data.path().join("data"),
+    );
+    stratus.wait_log("connected to", 1, T);
+    stratus::client::Client::register(&new.c2s_addr(), "localhost", &username, "pass")
+        .await
+        .unwrap();
+    let mut alice = login(&new, &username, "res").await;
+    let mut bob = new_user(&new, "bob").await;
+    let me = bare(&alice);
+    let mood = get_items(&mut alice, &me, MOOD).await;
+    assert_eq!(item_ids(&mood), ["m1"], "{mood}");
+    assert!(mood.to_xml().contains("<happy/>"), "{mood}");
+    let devices = get_items(&mut alice, &me, DEVICES).await;
+    assert_eq!(item_ids(&devices), ["current"], "{devices}");
+    assert!(
+        devices.to_xml().contains("id='4242'") || devices.to_xml().contains("id=\"4242\""),
+        "{devices}"
+    );
+    assert_eq!(
+        item_ids(&get_items(&mut alice, &me, BOOKMARKS).await),
+        ["a@conference.localhost", "b@conference.localhost"]
+    );
+    // The access models came along: open for the device list, presence for the mood (XEP-0163
+    // default), whitelist for the bookmarks.
+    assert_eq!(
+        item_ids(&get_items(&mut bob, &me, DEVICES).await),
+        ["current"]
+    );
+    let mood = get_items(&mut bob, &me, MOOD).await;
+    assert_eq!(
+        error_condition(&mood).as_deref(),
+        Some("not-authorized"),
+        "{mood}"
+    );
+    let marks = get_items(&mut bob, &me, BOOKMARKS).await;
+    assert_eq!(
+        error_condition(&marks).as_deref(),
+        Some("not-allowed"),
+        "{marks}"
+    );
+    // max_items max came along too: a third bookmark keeps the other two.
+    publish(
+        &mut alice,
+        BOOKMARKS,
+        "c@conference.localhost",
+        Element::new("conference", BOOKMARKS),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        item_ids(&get_items(&mut alice, &me, BOOKMARKS).await).len(),
+        3
+    );
+}
