@@ -7,13 +7,16 @@
 #   scripts/xmpp-server.sh stop DIR
 #   scripts/xmpp-server.sh register DIR USER PASSWORD     (user@DOMAIN, localhost unless --domain)
 #   scripts/xmpp-server.sh eval DIR 'ERLANG EXPRESSIONS.' (ejabberd: evaluated on its node, result printed)
+#   scripts/xmpp-server.sh ctl DIR COMMAND ARGS...        (ejabberd: an ejabberdctl command)
 #
 # Everything lives in DIR (config, data, logs, pid); nothing touches the system instances.
 # --watch-pid stops the server when that process exits (used by tests that start servers).
 # --builtin-pubsub (ejabberd) adds mod_pubsub on pubsub-builtin.localhost (Prosody always has it)
 #   for side-by-side benchmarks.
-# --builtin-pep (Prosody) keeps Prosody's own PEP (mod_pep) for its users: the migration tests make
-#   data there, export it with prosody-migrator and import it into stratus.
+# --builtin-pep keeps the server's own PEP for its users (Prosody mod_pep; ejabberd mod_pubsub with
+#   its pep plugin, and contrib/ejabberd/mod_stratus_pep_export loaded): the migration tests make
+#   data there, export it (prosody-migrator; `ctl DIR stratus_export_pep localhost OUT`) and import
+#   it into stratus.
 # --tls-required (Prosody) makes c2s require STARTTLS, with a self-signed certificate for localhost.
 # --multicast loads the project's XEP-0033 module for the server's components on localhost, as the
 #   README shows: Prosody contrib/prosody/mod_stratus_multicast.lua; ejabberd
@@ -139,14 +142,26 @@ start() {
         s2s_options="# Server-to-server streams (--s2s-port): dialback without TLS on loopback."$'\n'"s2s_use_starttls: false"
         pep_modules+="  mod_s2s_dialback: {}"$'\n'
       fi
+      local contrib=()
       if [ -n "$multicast" ]; then
-        # On ejabberd's code path with -pa, as the README's ERL_OPTIONS line does.
-        local ebin="$dir/ebin" xmpp_include
-        xmpp_include=$(ls -d /usr/lib/erlang/lib/p1_xmpp-*/include /usr/lib/erlang/lib/xmpp-*/include 2>/dev/null | head -1 || true)
-        mkdir -p "$ebin"
-        erlc -pa "$(ls -d /usr/lib/*/ejabberd-*/ebin | head -1)" -I "$xmpp_include" -o "$ebin" \
-          "$here/../contrib/ejabberd/mod_stratus_multicast.erl"
+        contrib+=(mod_stratus_multicast)
         pep_modules+=$'\n'"  mod_stratus_multicast: {}"
+      fi
+      if [ "$builtin_pep" = 1 ]; then
+        contrib+=(mod_stratus_pep_export)
+        pep_modules+=$'\n'"  mod_pubsub: {hosts: [pubsub-pep.localhost], plugins: [flat, pep], access_createnode: all}"
+        pep_modules+=$'\n'"  mod_stratus_pep_export: {}"
+      fi
+      if [ ${#contrib[@]} -gt 0 ]; then
+        # On ejabberd's code path with -pa, as the README's ERL_OPTIONS line does.
+        local ebin="$dir/ebin" xmpp_include ejd_include m
+        xmpp_include=$(ls -d /usr/lib/erlang/lib/p1_xmpp-*/include /usr/lib/erlang/lib/xmpp-*/include 2>/dev/null | head -1 || true)
+        ejd_include=$(ls -d /usr/lib/*/ejabberd-*/include | head -1)
+        mkdir -p "$ebin"
+        for m in "${contrib[@]}"; do
+          erlc -pa "$(ls -d /usr/lib/*/ejabberd-*/ebin | head -1)" -I "$xmpp_include" -I "$ejd_include" \
+            -o "$ebin" "$here/../contrib/ejabberd/$m.erl"
+        done
         code_path=(-pa "$ebin")
       fi
       sed -e "s/@C2S_PORT@/$c2s/" -e "s/@COMPONENT_PORT@/$comp/" -e "s/@DOMAIN@/$domain/g" \
@@ -213,5 +228,6 @@ case $cmd in
   stop) stop "$@" ;;
   register) register "$@" ;;
   eval) eval_on "$@" ;;
+  ctl) d=$1; shift; ejabberd_ctl "$d" "$@" ;;
   *) sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -1,7 +1,8 @@
-//! Moving users' PEP data into stratus (XEP-0227): data made through Prosody's own PEP by real
-//! clients, exported by prosody-migrator into XEP-0227, loaded by `stratus import`, then served
-//! by stratus through a Prosody that delegates PEP to it, identically: item ids, payloads and
-//! access models.
+//! Moving users' PEP data into stratus (XEP-0227): data made through the server's own PEP by a
+//! real client, exported into XEP-0227 (Prosody: prosody-migrator; ejabberd:
+//! contrib/ejabberd/mod_stratus_pep_export), loaded by `stratus import`, then served by stratus
+//! through the same kind of server delegating PEP to it, identically: item ids, payloads, access
+//! models and max_items.
 
 mod common;
 
@@ -55,9 +56,35 @@ pub fn prosody_export(server: &Server, out: &Path) {
     );
 }
 
+/// contrib/ejabberd/mod_stratus_pep_export's command, through ejabberdctl.
+fn ejabberd_export(server: &Server, out: &Path) {
+    let run = Command::new(root().join("scripts/xmpp-server.sh"))
+        .arg("ctl")
+        .arg(&server.dir)
+        .args(["stratus_export_pep", "localhost"])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "stratus_export_pep: {}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 #[tokio::test]
 async fn prosody_pep_data_moves_into_stratus() {
-    let mut old = Server::unstarted(Kind::Prosody, false);
+    pep_data_moves_into_stratus(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_pep_data_moves_into_stratus() {
+    pep_data_moves_into_stratus(Kind::Ejabberd).await;
+}
+
+async fn pep_data_moves_into_stratus(kind: Kind) {
+    let mut old = Server::unstarted(kind, false);
     old.builtin_pep = true;
     old.start();
     let mut alice = new_user(&old, "alice").await;
@@ -78,25 +105,53 @@ async fn prosody_pep_data_moves_into_stratus() {
         &[("pubsub#access_model", "open")],
     )
     .await;
+    // XEP-0060 8.1.3: created with a configuration (ejabberd 23.01's publish-options do not
+    // know pubsub#max_items).
+    let create = Element::new("iq", stratus::client::NS_CLIENT)
+        .attr("type", "set")
+        .child(
+            Element::new("pubsub", "http://jabber.org/protocol/pubsub")
+                .child(
+                    Element::new("create", "http://jabber.org/protocol/pubsub")
+                        .attr("node", BOOKMARKS),
+                )
+                .child(
+                    Element::new("configure", "http://jabber.org/protocol/pubsub").child(
+                        config_form(&[
+                            ("pubsub#persist_items", "1"),
+                            ("pubsub#max_items", "100"),
+                            ("pubsub#send_last_published_item", "never"),
+                            ("pubsub#access_model", "whitelist"),
+                        ]),
+                    ),
+                ),
+        );
+    let r = alice.iq(create).await.unwrap();
+    assert_eq!(r.get_attr("type"), Some("result"), "{r}");
     for room in ["a@conference.localhost", "b@conference.localhost"] {
         publish(
             &mut alice,
             BOOKMARKS,
             room,
             Element::new("conference", BOOKMARKS).attr("name", room),
-            &[
-                ("pubsub#persist_items", "true"),
-                ("pubsub#max_items", "max"),
-                ("pubsub#send_last_published_item", "never"),
-                ("pubsub#access_model", "whitelist"),
-            ],
+            &[],
         )
         .await;
     }
     drop(alice);
-    old.stop();
     let out = old.dir.join("export");
-    prosody_export(&old, &out);
+    match kind {
+        // prosody-migrator reads the store of a stopped server.
+        Kind::Prosody => {
+            old.stop();
+            prosody_export(&old, &out);
+        }
+        // mod_stratus_pep_export reads the running server's tables.
+        Kind::Ejabberd => {
+            ejabberd_export(&old, &out);
+            old.stop();
+        }
+    }
     let files: Vec<_> = std::fs::read_dir(&out)
         .unwrap()
         .map(|f| f.unwrap().path())
@@ -126,7 +181,7 @@ async fn prosody_pep_data_moves_into_stratus() {
     assert_eq!(import(), first);
 
     // Served by stratus through a Prosody delegating PEP to it: the same account logs in there.
-    let new = Server::start_private_pep(Kind::Prosody);
+    let new = Server::start_private_pep(kind);
     let mut stratus = Stratus::spawn_with_data(
         &new.component_addr(),
         "pubsub.localhost",
@@ -170,7 +225,7 @@ async fn prosody_pep_data_moves_into_stratus() {
         Some("not-allowed"),
         "{marks}"
     );
-    // max_items max came along too: a third bookmark keeps the other two.
+    // max_items (100) came along too: a third bookmark keeps the other two.
     publish(
         &mut alice,
         BOOKMARKS,
