@@ -47,6 +47,10 @@ enum Command {
         #[arg(required = true)]
         files: Vec<std::path::PathBuf>,
     },
+    /// Write every user's PEP nodes (configuration, affiliations, subscriptions, items) from the
+    /// configured store into FILE as XEP-0227, the form `import` reads. The embedded store: with
+    /// stratus stopped.
+    Export { file: std::path::PathBuf },
     /// Run an administrators' command on the running instance (through [http] listen, with the
     /// [admin] token), as the service itself. COMMAND: list-nodes, node-config, delete-node,
     /// purge-node, delete-item, list-subscriptions, cancel-subscription. FIELDS: var=value, e.g.
@@ -69,7 +73,12 @@ fn main() -> ExitCode {
     // up before the component is, or with stratus stopped.
     let storage_only = matches!(
         cli.command,
-        Some(Command::Storage { .. } | Command::Restore { .. } | Command::Import { .. })
+        Some(
+            Command::Storage { .. }
+                | Command::Restore { .. }
+                | Command::Import { .. }
+                | Command::Export { .. }
+        )
     );
     let loaded = if storage_only {
         Config::load_storage(&cli.overrides)
@@ -128,6 +137,7 @@ fn main() -> ExitCode {
         Some(Command::Backup { file }) => return runtime.block_on(backup(&config, &file)),
         Some(Command::Restore { file }) => return restore(&config, &file),
         Some(Command::Import { files }) => return runtime.block_on(import(&config, &files)),
+        Some(Command::Export { file }) => return runtime.block_on(export(&config, &file)),
         Some(Command::Admin { command, fields }) => {
             return runtime.block_on(admin(&config, &command, &fields));
         }
@@ -325,15 +335,22 @@ async fn backup(config: &Config, file: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn import(config: &Config, files: &[std::path::PathBuf]) -> ExitCode {
-    let store = match stratus::storage::open(&config.storage).await {
-        Ok(s) => s,
+/// The store for a command run beside (aws) or instead of (embedded) the service.
+async fn open_offline(config: &Config) -> Option<Arc<dyn stratus::storage::Store>> {
+    match stratus::storage::open(&config.storage).await {
+        Ok(s) => Some(s),
         Err(e) => {
             eprintln!(
                 "stratus: cannot open the store (the embedded one needs stratus stopped): {e}"
             );
-            return ExitCode::FAILURE;
+            None
         }
+    }
+}
+
+async fn import(config: &Config, files: &[std::path::PathBuf]) -> ExitCode {
+    let Some(store) = open_offline(config).await else {
+        return ExitCode::FAILURE;
     };
     let pubsub = PubSub::new(
         store.clone(),
@@ -353,7 +370,7 @@ async fn import(config: &Config, files: &[std::path::PathBuf]) -> ExitCode {
         match stratus::xmpp::xep0227::import(&pubsub, &xml).await {
             Ok(report) => {
                 failed |= !report.refused.is_empty();
-                println!("{}: {report}", file.display());
+                println!("{}: {report} imported", file.display());
             }
             Err(e) => {
                 eprintln!("stratus: {}: {e}", file.display());
@@ -365,6 +382,31 @@ async fn import(config: &Config, files: &[std::path::PathBuf]) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+async fn export(config: &Config, file: &std::path::Path) -> ExitCode {
+    let Some(store) = open_offline(config).await else {
+        return ExitCode::FAILURE;
+    };
+    let (xml, report) = match stratus::xmpp::xep0227::export(&*store).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("stratus: export failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Written aside, then renamed: FILE is never a partial export.
+    let partial = file.with_extension("partial");
+    match std::fs::write(&partial, xml).and_then(|()| std::fs::rename(&partial, file)) {
+        Ok(()) => {
+            println!("{}: {report} exported", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stratus: cannot write {}: {e}", file.display());
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -23,6 +23,16 @@ impl ServiceId {
             ServiceId::Pep(bare) => format!("p:{bare}"),
         }
     }
+
+    /// The service a [`ServiceId::key`] names.
+    pub fn from_key(key: &str) -> Option<ServiceId> {
+        match key {
+            "h" => Some(ServiceId::Host),
+            _ => BareJid::parse(key.strip_prefix("p:")?)
+                .ok()
+                .map(ServiceId::Pep),
+        }
+    }
 }
 
 impl fmt::Display for ServiceId {

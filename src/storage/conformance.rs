@@ -162,6 +162,40 @@ pub async fn node_names_are_paged_in_order(s: &dyn Store) {
     );
 }
 
+/// `stratus export`'s walk: every service with nodes once, in key order, paged; escaping in
+/// keys (a `|` or `%` in a JID) survives.
+pub async fn services_are_listed_in_key_order(s: &dyn Store) {
+    let peps = ["z@localhost", "a|b%7C@localhost", "m@localhost"];
+    for (i, who) in peps.iter().enumerate() {
+        for n in 0..=i {
+            s.create_node(
+                &ServiceId::Pep(bare(who)),
+                &record(&format!("n{n}"), who),
+                &bare(who),
+            )
+            .await
+            .unwrap();
+        }
+    }
+    s.create_node(
+        &ServiceId::Host,
+        &record("h", "x@localhost"),
+        &bare("x@localhost"),
+    )
+    .await
+    .unwrap();
+    let mut want: Vec<ServiceId> = peps
+        .iter()
+        .map(|p| ServiceId::Pep(bare(p)))
+        .chain([ServiceId::Host])
+        .collect();
+    want.sort_by_key(ServiceId::key);
+    assert_eq!(s.services(None, 100).await.unwrap(), want);
+    assert_eq!(s.services(None, 2).await.unwrap(), want[..2]);
+    assert_eq!(s.services(Some(&want[1]), 2).await.unwrap(), want[2..4]);
+    assert!(s.services(Some(&want[3]), 2).await.unwrap().is_empty());
+}
+
 fn sub(j: &str, subid: &str) -> Subscription {
     Subscription {
         jid: jid(j),
@@ -404,7 +438,7 @@ macro_rules! store_conformance_tests {
     ($backend:ident, $make:expr, $paging:ident) => {
         mod $backend {
             use super::*;
-            store_conformance_tests!(@case $make, create_load_delete_node, node_names_are_paged_in_order,
+            store_conformance_tests!(@case $make, create_load_delete_node, node_names_are_paged_in_order, services_are_listed_in_key_order,
                 subscriptions_and_affiliations, items_order_replace_trim_retract_purge, batches_apply_whole,
                 failed_batch_changes_nothing, writes_to_a_deleted_node_fail, same_id_writers_leave_one_item,
                 concurrent_retracts_count_once, publish_racing_delete, cut_off_deletion_leaves_nothing,

@@ -187,6 +187,18 @@ impl Store for MemoryStore {
         }))
     }
 
+    async fn services(&self, after: Option<&ServiceId>, max: usize) -> StoreResult<Vec<ServiceId>> {
+        let after = after.map(ServiceId::key);
+        Ok(self.all(|nodes| {
+            let keys: std::collections::BTreeMap<String, ServiceId> = nodes
+                .keys()
+                .map(|(s, _)| (s.key(), s.clone()))
+                .filter(|(k, _)| after.as_ref().is_none_or(|a| k > a))
+                .collect();
+            keys.into_values().take(max).collect()
+        }))
+    }
+
     async fn count_nodes_created_by(&self, svc: &ServiceId, creator: &str) -> StoreResult<u64> {
         Ok(self.all(|nodes| {
             nodes

@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
         max: usize,
     ) -> StoreResult<Vec<String>>;
     async fn count_nodes_created_by(&self, svc: &ServiceId, creator: &str) -> StoreResult<u64>;
+    /// The services that have nodes, in the order of their keys ([`ServiceId::key`]), at most
+    /// `max` after `after`: the walk of `stratus export`, which may read the whole store.
+    async fn services(&self, after: Option<&ServiceId>, max: usize) -> StoreResult<Vec<ServiceId>>;
 
     /// Sets (or with `Affiliation::None`, removes) bare JIDs' affiliations, all or none.
     async fn set_affiliations(

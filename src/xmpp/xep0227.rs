@@ -1,4 +1,5 @@
-//! XEP-0227 (Portable Import/Export Format) for users' PEP data: `stratus import` reads what
+//! XEP-0227 (Portable Import/Export Format) for users' PEP data: `stratus export` writes and
+//! `stratus import` reads what
 //! Prosody's mod_storage_xep0227 (prosody-migrator) writes, per `<user/>`:
 //!
 //! - `<pubsub xmlns='…pubsub#owner'>` with `<configure node>` (a submitted `pubsub#node_config`
@@ -16,12 +17,147 @@ use crate::jid::{BareJid, Jid};
 use crate::pubsub::command::NewItem;
 use crate::pubsub::model::{Affiliation, ServiceId, SubscriptionState};
 use crate::pubsub::{ItemId, NodeName, PubSub, PubSubError, Request};
-use crate::xml::{Element, Limits, parse_element};
+use crate::storage::{ItemQuery, Store};
+use crate::xml::{Element, Limits, Node, parse_element};
 
 use super::forms::{self, NS_DATA};
 use super::pubsub::{NS_OWNER, NS_PUBSUB};
 
 pub const NS_PIE: &str = "urn:xmpp:pie:0";
+
+/// Services, node names and items read per store request during an export.
+const EXPORT_PAGE: usize = 500;
+
+/// Every PEP node of the store as one XEP-0227 document, with what it holds; the host service's
+/// nodes are not users' data and stay out.
+pub async fn export(store: &dyn Store) -> Result<(String, Report), String> {
+    let e = |e: crate::storage::StoreError| e.to_string();
+    let mut report = Report::default();
+    let mut hosts: BTreeMap<String, Element> = BTreeMap::new();
+    let mut after: Option<ServiceId> = None;
+    loop {
+        let services = store
+            .services(after.as_ref(), EXPORT_PAGE)
+            .await
+            .map_err(e)?;
+        let Some(last) = services.last().cloned() else {
+            break;
+        };
+        for svc in services {
+            let ServiceId::Pep(account) = &svc else {
+                continue;
+            };
+            let Some(name) = account.node() else {
+                continue;
+            };
+            let user = export_user(store, &svc, name, &mut report)
+                .await
+                .map_err(e)?;
+            hosts
+                .entry(account.domain().to_owned())
+                .or_insert_with(|| Element::new("host", NS_PIE).attr("jid", account.domain()))
+                .push_child(user);
+            report.users += 1;
+        }
+        after = Some(last);
+    }
+    let doc = Element::new("server-data", NS_PIE).children_from(hosts.into_values());
+    Ok((doc.to_xml(), report))
+}
+
+async fn export_user(
+    store: &dyn Store,
+    svc: &ServiceId,
+    name: &str,
+    report: &mut Report,
+) -> crate::storage::StoreResult<Element> {
+    let mut owner = Element::new("pubsub", NS_OWNER);
+    let mut items_el = Element::new("pubsub", NS_PUBSUB);
+    let mut after: Option<String> = None;
+    loop {
+        let names = store.node_names(svc, after.as_deref(), EXPORT_PAGE).await?;
+        let Some(last) = names.last().cloned() else {
+            break;
+        };
+        for node in names {
+            let Some(record) = store.load_node(svc, &node).await? else {
+                continue;
+            };
+            owner.push_child(
+                Element::new("configure", NS_OWNER)
+                    .attr("node", node.as_str())
+                    .child(forms::config_form(&record.config, "submit")),
+            );
+            let affs: Vec<Element> = store
+                .affiliations(svc, &node)
+                .await?
+                .into_iter()
+                .filter(|(_, a)| !matches!(a, Affiliation::Owner | Affiliation::None))
+                .map(|(jid, a)| {
+                    Element::new("affiliation", NS_OWNER)
+                        .attr("jid", jid.to_string())
+                        .attr("affiliation", a.as_str())
+                })
+                .collect();
+            report.affiliations += affs.len();
+            if !affs.is_empty() {
+                owner.push_child(
+                    Element::new("affiliations", NS_OWNER)
+                        .attr("node", node.as_str())
+                        .children_from(affs),
+                );
+            }
+            let subs: Vec<Element> = store
+                .subscriptions(svc, &node)
+                .await?
+                .into_iter()
+                .filter(|s| s.state == SubscriptionState::Subscribed)
+                .map(|s| {
+                    Element::new("subscription", NS_OWNER)
+                        .attr("jid", s.jid.to_string())
+                        .attr("subscription", "subscribed")
+                })
+                .collect();
+            report.subscriptions += subs.len();
+            if !subs.is_empty() {
+                owner.push_child(
+                    Element::new("subscriptions", NS_OWNER)
+                        .attr("node", node.as_str())
+                        .children_from(subs),
+                );
+            }
+            let mut list = Element::new("items", NS_PUBSUB).attr("node", node.as_str());
+            let mut cursor: Option<String> = None;
+            loop {
+                let page = store
+                    .items(svc, &node, ItemQuery::After(cursor.clone(), EXPORT_PAGE))
+                    .await?;
+                let Some(last) = page.items.last() else {
+                    break;
+                };
+                cursor = Some(last.id.clone());
+                for item in &page.items {
+                    let mut el = Element::new("item", NS_PUBSUB).attr("id", item.id.clone());
+                    if !item.payload.is_empty() {
+                        el.push_node(Node::Raw(item.payload.clone()));
+                    }
+                    list.push_child(el);
+                    report.items += 1;
+                }
+                if page.items.len() < EXPORT_PAGE {
+                    break;
+                }
+            }
+            items_el.push_child(list);
+            report.nodes += 1;
+        }
+        after = Some(last);
+    }
+    Ok(Element::new("user", NS_PIE)
+        .attr("name", name)
+        .child(owner)
+        .child(items_el))
+}
 
 /// Items published in one request during an import.
 const ITEMS_PER_PUBLISH: usize = 64;
@@ -42,7 +178,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} users, {} nodes, {} items, {} affiliations, {} subscriptions imported",
+            "{} users, {} nodes, {} items, {} affiliations, {} subscriptions",
             self.users, self.nodes, self.items, self.affiliations, self.subscriptions
         )?;
         if !self.refused.is_empty() {

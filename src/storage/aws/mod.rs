@@ -66,6 +66,11 @@ fn part(s: &str) -> String {
     s.replace('%', "%25").replace('|', "%7C")
 }
 
+/// The string [`part`] escaped.
+fn unpart(s: &str) -> String {
+    s.replace("%7C", "|").replace("%25", "%")
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -708,6 +713,10 @@ impl Store for AwsStore {
         max: usize,
     ) -> StoreResult<Vec<String>> {
         self.node_names_in(svc, after, max).await
+    }
+
+    async fn services(&self, after: Option<&ServiceId>, max: usize) -> StoreResult<Vec<ServiceId>> {
+        self.services_in(after, max).await
     }
 
     async fn count_nodes_created_by(&self, svc: &ServiceId, creator: &str) -> StoreResult<u64> {

@@ -268,6 +268,47 @@ impl AwsStore {
             .collect()
     }
 
+    /// A scan of the table for node partitions (`nodes|SERVICE`): the whole table is read, which
+    /// only an export does.
+    pub(super) async fn services_in(
+        &self,
+        after: Option<&ServiceId>,
+        max: usize,
+    ) -> StoreResult<Vec<ServiceId>> {
+        let mut keys = std::collections::BTreeSet::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .ddb
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("begins_with(pk, :p)")
+                .expression_attribute_values(":p", s("nodes|"))
+                .projection_expression("pk")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for row in page.items() {
+                if let Some(svc) = get_s(row, "pk")?.strip_prefix("nodes|") {
+                    keys.insert(unpart(svc));
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let after = after.map(ServiceId::key);
+        Ok(keys
+            .into_iter()
+            .filter(|k| after.as_ref().is_none_or(|a| k > a))
+            .filter_map(|k| ServiceId::from_key(&k))
+            .take(max)
+            .collect())
+    }
+
     pub(super) async fn count_nodes_created_by_in(
         &self,
         svc: &ServiceId,

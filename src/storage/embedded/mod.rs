@@ -388,6 +388,10 @@ impl Store for EmbeddedStore {
         self.node_names_in(svc, after, max).await
     }
 
+    async fn services(&self, after: Option<&ServiceId>, max: usize) -> StoreResult<Vec<ServiceId>> {
+        self.services_in(after, max).await
+    }
+
     async fn count_nodes_created_by(&self, svc: &ServiceId, creator: &str) -> StoreResult<u64> {
         self.count_nodes_created_by_in(svc, creator).await
     }

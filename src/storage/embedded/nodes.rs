@@ -191,6 +191,37 @@ impl EmbeddedStore {
         .await
     }
 
+    /// Walks the nodes table service by service: after each service's first key, the range
+    /// starts again past all of its keys.
+    pub(super) async fn services_in(
+        &self,
+        after: Option<&ServiceId>,
+        max: usize,
+    ) -> StoreResult<Vec<ServiceId>> {
+        let after = after.map(ServiceId::key);
+        self.read(move |tx| {
+            let nodes = tx.open_table(NODES).map_err(err)?;
+            let mut start = after
+                .map(|a| prefix_end(&prefix(&[a.as_bytes()])))
+                .unwrap_or_default();
+            let mut out = Vec::new();
+            while out.len() < max {
+                let mut range = nodes.range::<&[u8]>(start.as_slice()..).map_err(err)?;
+                let Some(r) = range.next() else { break };
+                let (k, _) = r.map_err(err)?;
+                let k = k.value();
+                let svc_key = &k[..k.iter().position(|b| *b == 0).unwrap_or(k.len())];
+                let key = utf8(svc_key)?;
+                if let Some(svc) = ServiceId::from_key(&key) {
+                    out.push(svc);
+                }
+                start = prefix_end(&prefix(&[svc_key]));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     pub(super) async fn count_nodes_created_by_in(
         &self,
         svc: &ServiceId,
