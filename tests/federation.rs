@@ -10,15 +10,12 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::federation::{Federation, REMOTE_DOMAIN};
 use common::pep::*;
 use common::*;
 use stratus::client::{Client, NS_CLIENT};
 use stratus::xml::Element;
 
-const ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
 const ROSTER: &str = "jabber:iq:roster";
 const MOOD: &str = "http://jabber.org/protocol/mood";
 const DEVICES: &str = "eu.siacs.conversations.axolotl.devicelist";
@@ -26,14 +23,6 @@ const CLOSED: &str = "urn:example:closed";
 
 fn mood(text: &str) -> Element {
     Element::new("mood", MOOD).child(Element::new(text, MOOD))
-}
-
-fn app_error(reply: &Element) -> Option<String> {
-    reply
-        .get_child("error", NS_CLIENT)?
-        .children()
-        .find(|c| c.ns() == ERRORS)
-        .map(|c| c.name().to_owned())
 }
 
 fn event_ids(m: &Element, owner: &str, node: &str) -> Vec<String> {
@@ -51,73 +40,6 @@ fn is_event_from(m: &Element, owner: &str) -> bool {
     m.name() == "message"
         && m.get_attr("from") == Some(owner)
         && m.get_child("event", EVENT).is_some()
-}
-
-fn caps_presence(to: Option<&str>, ver: &str) -> Element {
-    Element::new("presence", NS_CLIENT)
-        .attr_opt("to", to.map(str::to_owned))
-        .child(
-            Element::new("c", CAPS)
-                .attr("hash", "sha-1")
-                .attr("node", "https://stratus.test/client")
-                .attr("ver", ver),
-        )
-}
-
-/// What a client with these features answers to disco#info (XEP-0030 section 3.1).
-fn disco_info(features: &[&str]) -> Element {
-    let mut query = Element::new("query", DISCO_INFO).child(
-        Element::new("identity", DISCO_INFO)
-            .attr("category", "client")
-            .attr("type", "pc"),
-    );
-    for f in features {
-        query.push_child(Element::new("feature", DISCO_INFO).attr("var", *f));
-    }
-    query
-}
-
-/// Reads `c`'s stanzas until one matches `until`, answering every disco#info query for its caps
-/// with `features` on the way (the servers' own caps modules ask too; a query that matches is
-/// answered first); returns the match and who asked.
-async fn answering_caps(
-    c: &mut Client,
-    features: &[&str],
-    mut until: impl FnMut(&Element) -> bool,
-) -> (Element, Vec<String>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut askers = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let s = c
-            .wait_for(left, |s| {
-                until(s)
-                    || (s.name() == "iq"
-                        && s.get_attr("type") == Some("get")
-                        && s.get_child("query", DISCO_INFO).is_some())
-            })
-            .await
-            .unwrap_or_else(|e| panic!("{}: nothing awaited within 20 s: {e}", c.jid()));
-        let query = s.name() == "iq" && s.get_child("query", DISCO_INFO).is_some();
-        if !query {
-            return (s, askers);
-        }
-        let from = s.get_attr("from").unwrap_or_default().to_owned();
-        let mut query = disco_info(features);
-        if let Some(node) = s.get_child("query", DISCO_INFO).unwrap().get_attr("node") {
-            query.set_attr("node", node);
-        }
-        let reply = Element::new("iq", NS_CLIENT)
-            .attr("type", "result")
-            .attr("id", s.get_attr("id").unwrap())
-            .attr("to", from.clone())
-            .child(query);
-        c.send(&reply).await.unwrap();
-        askers.push(from);
-        if until(&s) {
-            return (s, askers);
-        }
-    }
 }
 
 /// Waits for a roster push (RFC 6121 2.1.6) of `contact` with this subscription.

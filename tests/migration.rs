@@ -33,61 +33,53 @@ pub fn prosody_export(server: &Server, out: &Path) {
         ),
     )
     .unwrap();
-    let status = Command::new("chmod")
-        .args(["-R", "a+rwX"])
-        .arg(&server.dir)
-        .arg(out)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let run = Command::new("unshare")
-        .args(["-m", "sh", "-c"])
-        .arg("mount --bind \"$0\" /var/lib/prosody && exec prosody-migrator \"$@\"")
-        .arg(out)
-        .arg(format!("--config={}", config.display()))
-        .args(["input", "output"])
-        .output()
-        .unwrap();
+    run_ok(
+        Command::new("chmod")
+            .args(["-R", "a+rwX"])
+            .arg(&server.dir)
+            .arg(out),
+    );
+    run_ok(
+        Command::new("unshare")
+            .args(["-m", "sh", "-c"])
+            .arg("mount --bind \"$0\" /var/lib/prosody && exec prosody-migrator \"$@\"")
+            .arg(out)
+            .arg(format!("--config={}", config.display()))
+            .args(["input", "output"]),
+    );
+}
+
+/// Runs a command that must succeed; returns what it printed.
+fn run_ok(cmd: &mut Command) -> String {
+    let run = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
     assert!(
         run.status.success(),
-        "prosody-migrator: {}{}",
-        String::from_utf8_lossy(&run.stdout),
+        "{cmd:?}: {stdout}{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    stdout
 }
 
 /// contrib/ejabberd/mod_stratus_pep_export's command, through ejabberdctl.
 fn ejabberd_export(server: &Server, out: &Path) {
-    let run = Command::new(root().join("scripts/xmpp-server.sh"))
-        .arg("ctl")
-        .arg(&server.dir)
-        .args(["stratus_export_pep", "localhost"])
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "stratus_export_pep: {}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+    run_ok(
+        Command::new(root().join("scripts/xmpp-server.sh"))
+            .arg("ctl")
+            .arg(&server.dir)
+            .args(["stratus_export_pep", "localhost"])
+            .arg(out),
     );
 }
 
 /// Runs the stratus binary on the embedded store in `data`; it must succeed; returns its output.
 fn stratus_cmd(data: &Path, args: &[&std::ffi::OsStr]) -> String {
-    let run = Command::new(env!("CARGO_BIN_EXE_stratus"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
-    assert!(
-        run.status.success(),
-        "stratus {args:?}: {stdout}{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    stdout
+    run_ok(
+        Command::new(env!("CARGO_BIN_EXE_stratus"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(args),
+    )
 }
 
 #[tokio::test]
@@ -186,16 +178,21 @@ async fn pep_data_moves_into_stratus(kind: Kind) {
 
     // Served by stratus through a Prosody delegating PEP to it: the same account logs in there.
     let new = Server::start_private_pep(kind);
-    let mut stratus = Stratus::spawn_with_data(
+    let stratus = Stratus::spawn_with_data(
         &new.component_addr(),
         "pubsub.localhost",
         &data.path().join("data"),
     );
-    stratus.wait_log("connected to", 1, T);
     stratus::client::Client::register(&new.c2s_addr(), "localhost", &username, "pass")
         .await
         .unwrap();
     let mut alice = login(&new, &username, "res").await;
+    // Served once the server shows stratus's PEP on the account (it asks stratus on connect).
+    account_info_with(
+        &mut alice,
+        &["http://jabber.org/protocol/pubsub#publish-options"],
+    )
+    .await;
     let mut bob = new_user(&new, "bob").await;
     let me = bare(&alice);
     let mood = get_items(&mut alice, &me, MOOD).await;

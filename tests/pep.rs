@@ -12,7 +12,6 @@ use stratus::client::{Client, NS_CLIENT};
 use stratus::xml::Element;
 
 const PS: &str = "http://jabber.org/protocol/pubsub";
-const ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
 const NODE: &str = "urn:example:mood";
 
 struct Pep {
@@ -57,14 +56,6 @@ fn item_ids(reply: &Element) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-fn app_error(reply: &Element) -> Option<String> {
-    reply
-        .get_child("error", NS_CLIENT)?
-        .children()
-        .find(|c| c.ns() == ERRORS)
-        .map(|c| c.name().to_owned())
 }
 
 macro_rules! both_servers {
@@ -263,27 +254,18 @@ async fn bare_jid_disco_and_auto_create(kind: Kind) {
     let p = setup(kind);
     let mut alice = new_user(&p.server, "alice").await;
     let me = bare(&alice);
-    // The server learns the delegated features by asking stratus (XEP-0355, the ::bare disco node) once it
-    // has connected; on a busy machine that answer can arrive after the first account query,
-    // so the account is asked again for a few seconds before the test gives up.
+    // The server learns the delegated features by asking stratus (XEP-0355, the ::bare disco
+    // node) once it has connected: the account is asked until it shows them.
     let is_pep = |i: &Element| {
         i.name() == "identity"
             && i.get_attr("category") == Some("pubsub")
             && i.get_attr("type") == Some("pep")
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let info = loop {
-        let info = alice
-            .iq(iq("get", &me, Element::new("query", DISCO_INFO)))
-            .await
-            .unwrap();
-        assert_eq!(info.get_attr("type"), Some("result"), "{info}");
-        let q = info.get_child("query", DISCO_INFO).unwrap();
-        if q.children().any(is_pep) || std::time::Instant::now() > deadline {
-            break info;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let info = account_info_with(
+        &mut alice,
+        &["http://jabber.org/protocol/pubsub#publish-options"],
+    )
+    .await;
     let q = info.get_child("query", DISCO_INFO).unwrap();
     assert!(q.children().any(is_pep), "{info}");
     assert!(q.children().any(|f| f.get_attr("var") == Some("http://jabber.org/protocol/pubsub#publish-options")), "{info}");
@@ -705,26 +687,14 @@ async fn private_storage_and_bookmarks_in_sync(kind: Kind) {
     let mut bob = new_user(&p.server, "bob").await;
     let me = bare(&alice);
     // The server learns the features of the private namespace by asking stratus when it connects.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let has = |q: &Element, var: &str| {
-        q.children()
-            .any(|f| f.name() == "feature" && f.get_attr("var") == Some(var))
-    };
-    loop {
-        let info = alice
-            .iq(iq("get", &me, Element::new("query", DISCO_INFO)))
-            .await
-            .unwrap();
-        let q = info.get_child("query", DISCO_INFO).unwrap();
-        if has(q, "urn:xmpp:bookmarks:1#compat") && has(q, "urn:xmpp:bookmarks:1#compat-pep") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no #compat features: {info}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    account_info_with(
+        &mut alice,
+        &[
+            "urn:xmpp:bookmarks:1#compat",
+            "urn:xmpp:bookmarks:1#compat-pep",
+        ],
+    )
+    .await;
 
     // XEP-0049 section 2.2: nothing stored yet answers with the empty element.
     let prefs =
@@ -760,6 +730,11 @@ async fn private_storage_and_bookmarks_in_sync(kind: Kind) {
     )
     .await;
     assert_eq!(other.get_attr("type"), Some("error"), "{other}");
+    assert_eq!(
+        error_condition(&other).as_deref(),
+        Some("forbidden"),
+        "{other}"
+    );
     assert!(
         other
             .get_child("query", PRIVATE)

@@ -48,6 +48,8 @@ pub struct PresenceMap {
     remote: AtomicUsize,
     /// The bound of `remote`: presences of contacts on other servers beyond it are not kept.
     remote_limit: usize,
+    /// A remote presence was refused since a place last freed (warned about once).
+    refusing: std::sync::atomic::AtomicBool,
     /// Verified caps ver -> features.
     features: moka::sync::Cache<String, Features>,
     /// caps vers being asked about right now (one query per hash at a time).
@@ -71,6 +73,7 @@ impl PresenceMap {
             online: Mutex::default(),
             remote: AtomicUsize::new(0),
             remote_limit: usize::try_from(entries.saturating_mul(10)).unwrap_or(usize::MAX),
+            refusing: std::sync::atomic::AtomicBool::new(false),
             features: moka::sync::Cache::new(entries),
             asking: Mutex::default(),
         }
@@ -111,11 +114,18 @@ impl PresenceMap {
                     && (held.map_or(0, HashMap::len) >= MAX_REMOTE_RESOURCES_PER_ACCOUNT
                         || self.remote.load(Ordering::Relaxed) >= self.remote_limit)
                 {
-                    tracing::warn!(
-                        "not keeping the presence of {from}: {} resources of other servers \
-                         kept already (at most {MAX_REMOTE_RESOURCES_PER_ACCOUNT} per account)",
-                        self.remote.load(Ordering::Relaxed)
-                    );
+                    // A hostile server can send such presences without end: warned about once
+                    // until a place frees, each one at debug level.
+                    if !self.refusing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "not keeping the presence of {from}: {} resources of other servers \
+                             kept already (at most {MAX_REMOTE_RESOURCES_PER_ACCOUNT} per \
+                             account); further refusals are logged at debug level",
+                            self.remote.load(Ordering::Relaxed)
+                        );
+                    } else {
+                        tracing::debug!("not keeping the presence of {from}: bound reached");
+                    }
                     return PresenceChange::Nothing;
                 }
                 let resources = online.entry(bare).or_default();
@@ -138,6 +148,7 @@ impl PresenceMap {
                 if let Some(resources) = online.get_mut(&bare) {
                     if resources.remove(resource).is_some() && remote {
                         self.remote.fetch_sub(1, Ordering::Relaxed);
+                        self.refusing.store(false, Ordering::Relaxed);
                     }
                     if resources.is_empty() {
                         online.remove(&bare);

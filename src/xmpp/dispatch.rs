@@ -195,11 +195,7 @@ impl StanzaHandler for Service {
                 // other servers (its `roster` permission): a remote contact's resources are
                 // `+notify` recipients and owed last items like a local one's.
                 let local = pep.is_local(&from);
-                if !local
-                    && (from.node().is_none()
-                        || pep.is_server(&from)
-                        || from.domain() == pep.component)
-                {
+                if !local && (from.node().is_none() || from.domain() == pep.component) {
                     return;
                 }
                 if let PresenceChange::Available(who) = pep.presence.update_from(&stanza, !local) {

@@ -101,10 +101,19 @@ fn truthy(v: Option<&str>) -> bool {
     matches!(v, Some("true" | "1"))
 }
 
+/// The room a XEP-0048 `<conference/>` names: its item id in XEP-0402.
+fn room_of(c: &Element) -> Option<String> {
+    Some(Jid::parse(c.get_attr("jid")?).ok()?.to_bare().to_string())
+}
+
 /// XEP-0402 section 5.3.2: a XEP-0048 `<conference/>` as a XEP-0402 item (id: the room JID),
-/// keeping the `<extensions/>` of the item it replaces.
-fn conference_item(c: &Element, previous: Option<&Element>) -> Option<(String, Element)> {
-    let room = Jid::parse(c.get_attr("jid")?).ok()?.to_bare().to_string();
+/// keeping the `<extensions/>` of the item it replaces (found by `previous`).
+fn conference_item<'a>(
+    c: &Element,
+    previous: impl FnOnce(&str) -> Option<&'a Element>,
+) -> Option<(String, Element)> {
+    let room = room_of(c)?;
+    let previous = previous(&room);
     let mut out = Element::new("conference", NS_BOOKMARKS);
     if let Some(name) = c.get_attr("name") {
         out.set_attr("name", name);
@@ -254,6 +263,15 @@ impl Inner {
             .map_err(|e| from_pubsub(&e))
     }
 
+    /// The account's XEP-0402 bookmarks (None: it has no such node), oldest first.
+    async fn bookmark_items(
+        &self,
+        owner: &BareJid,
+    ) -> Result<Option<Vec<(String, Element)>>, StanzaError> {
+        self.items_of(owner, NS_BOOKMARKS, ItemSelection::Newest(None))
+            .await
+    }
+
     /// XEP-0049: a get or set of the account's own private XML.
     pub(super) async fn handle_private(
         &self,
@@ -324,10 +342,7 @@ impl Inner {
     /// XEP-0402 clients write), else as last stored.
     async fn legacy_bookmarks(&self, owner: &BareJid) -> Result<Option<Element>, StanzaError> {
         let stored = self.current(owner, NS_LEGACY_BOOKMARKS).await?;
-        match self
-            .items_of(owner, NS_BOOKMARKS, ItemSelection::Newest(None))
-            .await?
-        {
+        match self.bookmark_items(owner).await? {
             Some(items) => Ok(Some(legacy_storage(&items, stored.as_ref()))),
             None => Ok(stored),
         }
@@ -340,18 +355,13 @@ impl Inner {
         owner: &BareJid,
         storage: &Element,
     ) -> Result<Vec<Notification>, StanzaError> {
-        let existing = self
-            .items_of(owner, NS_BOOKMARKS, ItemSelection::Newest(None))
-            .await?;
-        let had: HashMap<String, Element> =
-            existing.clone().unwrap_or_default().into_iter().collect();
+        let existing = self.bookmark_items(owner).await?;
+        let node_exists = existing.is_some();
+        let had: HashMap<String, Element> = existing.unwrap_or_default().into_iter().collect();
         let wanted: Vec<(String, Element)> = storage
             .children()
             .filter(|c| c.is("conference", NS_LEGACY_BOOKMARKS))
-            .filter_map(|c| {
-                let room = Jid::parse(c.get_attr("jid")?).ok()?.to_bare().to_string();
-                conference_item(c, had.get(&room))
-            })
+            .filter_map(|c| conference_item(c, |room| had.get(room)))
             .collect();
         let mut notes = Vec::new();
         let changed: Vec<(String, &Element)> = wanted
@@ -362,7 +372,7 @@ impl Inner {
         if !changed.is_empty() {
             // A node the account made itself keeps its configuration; only its access model is
             // required (bookmarks are private).
-            let options = if existing.is_some() {
+            let options = if node_exists {
                 ConfigPatch {
                     changes: vec![ConfigChange::AccessModel(AccessModel::Whitelist)],
                     unknown: Vec::new(),
@@ -402,10 +412,7 @@ impl Inner {
         owner: &BareJid,
     ) -> Result<Vec<Notification>, StanzaError> {
         let stored = self.current(owner, NS_LEGACY_BOOKMARKS).await?;
-        let items = self
-            .items_of(owner, NS_BOOKMARKS, ItemSelection::Newest(None))
-            .await?
-            .unwrap_or_default();
+        let items = self.bookmark_items(owner).await?.unwrap_or_default();
         let storage = legacy_storage(&items, stored.as_ref());
         if stored.as_ref().map(Element::to_xml) == Some(storage.to_xml()) {
             return Ok(Vec::new());
@@ -456,7 +463,7 @@ mod tests {
         let previous = el("<conference xmlns='urn:xmpp:bookmarks:1' name='old'>\
              <extensions><state xmlns='http://myclient.example/bookmark/state' minimized='true'/></extensions></conference>");
         let conf = legacy.children().next().unwrap();
-        let (room, item) = conference_item(conf, Some(&previous)).unwrap();
+        let (room, item) = conference_item(conf, |_| Some(&previous)).unwrap();
         assert_eq!(room, "council@conference.underhill.org");
         assert_eq!(item.get_attr("name"), Some("Council of Oberon"));
         assert_eq!(item.get_attr("autojoin"), Some("true"));
@@ -493,7 +500,7 @@ mod tests {
     #[test]
     fn a_conference_without_a_room_jid_is_skipped() {
         let c = el("<conference xmlns='storage:bookmarks' name='nowhere'/>");
-        assert!(conference_item(&c, None).is_none());
+        assert!(conference_item(&c, |_| None).is_none());
     }
 
     #[test]

@@ -390,18 +390,21 @@ async fn import_node(
                 .unwrap_or_default(),
         });
     }
-    for chunk in items.chunks(ITEMS_PER_PUBLISH) {
+    while !items.is_empty() {
+        let rest = items.split_off(items.len().min(ITEMS_PER_PUBLISH));
+        let chunk = std::mem::replace(&mut items, rest);
+        let n = chunk.len();
         ps.execute(
             svc,
             actor,
             Request::Publish {
                 node: node.clone(),
-                items: chunk.to_vec(),
+                items: chunk,
                 options: None,
             },
         )
         .await?;
-        report.items += chunk.len();
+        report.items += n;
     }
     Ok(())
 }

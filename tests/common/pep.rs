@@ -107,16 +107,7 @@ pub async fn presence_subscribe(subscriber: &mut Client, owner: &mut Client) {
 /// Sends presence with XEP-0115 caps and answers every disco#info query for that caps node
 /// (the component's, and the server's own caps module's) until the component has asked.
 pub async fn online_with_caps(c: &mut Client, ver: &str, features: &[&str]) {
-    c.send(
-        &Element::new("presence", NS_CLIENT).child(
-            Element::new("c", CAPS)
-                .attr("hash", "sha-1")
-                .attr("node", "https://stratus.test/client")
-                .attr("ver", ver),
-        ),
-    )
-    .await
-    .unwrap();
+    c.send(&caps_presence(None, ver)).await.unwrap();
     // The component asks once per caps hash (it may know the hash already from another user).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while let Ok(q) = c
@@ -130,32 +121,122 @@ pub async fn online_with_caps(c: &mut Client, ver: &str, features: &[&str]) {
         )
         .await
     {
-        let mut query = Element::new("query", DISCO_INFO)
-            .attr_opt(
-                "node",
-                q.get_child("query", DISCO_INFO)
-                    .unwrap()
-                    .get_attr("node")
-                    .map(str::to_owned),
-            )
-            .child(
-                Element::new("identity", DISCO_INFO)
-                    .attr("category", "client")
-                    .attr("type", "pc"),
-            );
-        for f in features {
-            query.push_child(Element::new("feature", DISCO_INFO).attr("var", *f));
-        }
-        let from = q.get_attr("from").unwrap_or_default().to_owned();
-        let reply = Element::new("iq", NS_CLIENT)
-            .attr("type", "result")
-            .attr("id", q.get_attr("id").unwrap())
-            .attr("to", from.clone())
-            .child(query);
-        c.send(&reply).await.unwrap();
-        if from == "pubsub.localhost" {
+        if answer_caps_query(c, &q, features).await == "pubsub.localhost" {
             break;
         }
+    }
+}
+
+/// Answers a disco#info query `q` for the client's caps with `features`; returns who asked.
+pub async fn answer_caps_query(c: &mut Client, q: &Element, features: &[&str]) -> String {
+    let mut query = disco_info(features);
+    if let Some(node) = q
+        .get_child("query", DISCO_INFO)
+        .and_then(|q| q.get_attr("node"))
+    {
+        query.set_attr("node", node);
+    }
+    let from = q.get_attr("from").unwrap_or_default().to_owned();
+    let reply = Element::new("iq", NS_CLIENT)
+        .attr("type", "result")
+        .attr("id", q.get_attr("id").unwrap_or_default())
+        .attr("to", from.clone())
+        .child(query);
+    c.send(&reply).await.unwrap();
+    from
+}
+
+/// Presence with XEP-0115 caps (directed when `to` is given).
+pub fn caps_presence(to: Option<&str>, ver: &str) -> Element {
+    Element::new("presence", NS_CLIENT)
+        .attr_opt("to", to.map(str::to_owned))
+        .child(
+            Element::new("c", CAPS)
+                .attr("hash", "sha-1")
+                .attr("node", "https://stratus.test/client")
+                .attr("ver", ver),
+        )
+}
+
+/// What a client with these features answers to disco#info (XEP-0030 section 3.1).
+pub fn disco_info(features: &[&str]) -> Element {
+    let mut query = Element::new("query", DISCO_INFO).child(
+        Element::new("identity", DISCO_INFO)
+            .attr("category", "client")
+            .attr("type", "pc"),
+    );
+    for f in features {
+        query.push_child(Element::new("feature", DISCO_INFO).attr("var", *f));
+    }
+    query
+}
+
+/// Reads `c`'s stanzas until one matches `until`, answering every disco#info query for its caps
+/// with `features` on the way (the servers' own caps modules ask too; a query that matches is
+/// answered first); returns the match and who asked.
+pub async fn answering_caps(
+    c: &mut Client,
+    features: &[&str],
+    mut until: impl FnMut(&Element) -> bool,
+) -> (Element, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut askers = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let s = c
+            .wait_for(left, |s| {
+                until(s)
+                    || (s.name() == "iq"
+                        && s.get_attr("type") == Some("get")
+                        && s.get_child("query", DISCO_INFO).is_some())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{}: nothing awaited within 20 s: {e}", c.jid()));
+        let query = s.name() == "iq" && s.get_child("query", DISCO_INFO).is_some();
+        if !query {
+            return (s, askers);
+        }
+        askers.push(answer_caps_query(c, &s, features).await);
+        if until(&s) {
+            return (s, askers);
+        }
+    }
+}
+
+/// XEP-0060 errors: the pubsub#errors condition of an error reply.
+pub fn app_error(reply: &Element) -> Option<String> {
+    reply
+        .get_child("error", NS_CLIENT)?
+        .children()
+        .find(|c| c.ns() == "http://jabber.org/protocol/pubsub#errors")
+        .map(|c| c.name().to_owned())
+}
+
+/// The account's disco#info once it shows every one of `features`, asked again every 100 ms for
+/// up to 5 s: the server learns what stratus offers by asking it (XEP-0355, the delegation disco
+/// nodes) after stratus connects, and says so only in its answers.
+pub async fn account_info_with(c: &mut Client, features: &[&str]) -> Element {
+    let me = bare(c);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = c
+            .iq(super::iq("get", &me, Element::new("query", DISCO_INFO)))
+            .await
+            .unwrap();
+        assert_eq!(info.get_attr("type"), Some("result"), "{info}");
+        let q = info.get_child("query", DISCO_INFO).unwrap();
+        let has = |var: &str| {
+            q.children()
+                .any(|f| f.name() == "feature" && f.get_attr("var") == Some(var))
+        };
+        if features.iter().all(|f| has(f)) {
+            return info;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the account never showed {features:?}: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
