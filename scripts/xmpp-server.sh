@@ -149,7 +149,9 @@ start() {
       fi
       if [ "$builtin_pep" = 1 ]; then
         contrib+=(mod_stratus_pep_export)
-        pep_modules+=$'\n'"  mod_pubsub: {hosts: [pubsub-pep.localhost], plugins: [flat, pep], access_createnode: all}"
+        # ignore_pep_from_offline: false sends the last items of contacts who are offline too
+        # (ejabberd's default sends only online contacts'), as XEP-0163 and stratus do.
+        pep_modules+=$'\n'"  mod_pubsub: {hosts: [pubsub-pep.localhost], plugins: [flat, pep], access_createnode: all, ignore_pep_from_offline: false}"
         pep_modules+=$'\n'"  mod_stratus_pep_export: {}"
       fi
       if [ ${#contrib[@]} -gt 0 ]; then

@@ -129,6 +129,7 @@ pub struct Metrics {
     pub config_reloads: Counter,
     pub bounced: Counter,
     pub storage_errors: Counter,
+    storage_operations: Family<Vec<(&'static str, &'static str)>, Counter>,
     pub outbound_queue_stanzas: Gauge,
     pub outbound_queue_bytes: Gauge,
     pub connected: Gauge,
@@ -210,6 +211,11 @@ impl Metrics {
                 "storage_errors",
                 "Requests failed by a storage error (nothing acknowledged)",
             ),
+            storage_operations: registered(
+                r,
+                "storage_operations",
+                "Store operations issued (reads and writes, by operation); a cache hit issues none",
+            ),
             outbound_queue_stanzas: registered(
                 r,
                 "outbound_queue_stanzas",
@@ -245,6 +251,13 @@ impl Metrics {
             }
         }
         self.request_seconds.observe(took);
+    }
+
+    /// One store operation issued: `kind` is "read" or "write".
+    pub fn storage_operation(&self, op: &'static str, kind: &'static str) {
+        self.storage_operations
+            .get_or_create(&vec![("op", op), ("kind", kind)])
+            .inc();
     }
 
     /// The registry in the OpenMetrics text format.

@@ -139,3 +139,71 @@ async fn prosody_builtin_forbids_creation_by_a_user() {
         "{err}"
     );
 }
+
+/// The login storm (`--mode storm`) through a server whose users get PEP from stratus: every
+/// resource is owed the last item of each node of each contact (XEP-0163 section 4.3.1,
+/// `send_last_published_item = on_sub_and_presence`; contacts with mutual presence
+/// subscriptions, RFC 6121 section 3), all come online at once with the same caps (XEP-0115),
+/// and each gets every item once. The second storm is served from stratus's caches: no store
+/// read at all. A second run with the same accounts finds their rosters made.
+async fn storm_delivers_every_last_item_once(kind: Kind) {
+    let server = Server::start_private_pep(kind);
+    let http = format!("127.0.0.1:{}", free_port());
+    let _stratus = Stratus::start_with(&server, "pubsub.localhost", &["--http-listen", &http]);
+    let prefix = unique("storm");
+    let (users, contacts, nodes) = (8u64, 4u64, 2u64);
+    let run = || {
+        let args = [
+            "--mode",
+            "storm",
+            "--prefix",
+            &prefix,
+            "--metrics",
+            &http,
+            "--timeout",
+            "30",
+            "--json",
+            "-",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(
+            ["--users", "--contacts", "--pep-nodes"]
+                .into_iter()
+                .zip([users, contacts, nodes])
+                .flat_map(|(f, v)| [f.to_owned(), v.to_string()]),
+        )
+        .collect();
+        stratus_load(&server, args)
+    };
+    for rosters in ["made", "kept"] {
+        let o = run().await;
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}\n{out}", stderr(&o));
+        let json = &out[out
+            .find("{\n")
+            .unwrap_or_else(|| panic!("no JSON in {out}"))..];
+        let report: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(report["rosters"], rosters, "{out}");
+        let rounds = report["rounds"].as_array().unwrap();
+        assert_eq!(rounds.len(), 2, "{out}");
+        for r in rounds {
+            assert_eq!(r["expected"], users * contacts * nodes, "{out}");
+            assert_eq!(r["received"], users * contacts * nodes, "{out}");
+            assert_eq!(r["duplicates"], 0, "{out}");
+            assert_eq!(r["unexpected"], 0, "{out}");
+            assert!(r["all_items_s"].as_f64().is_some(), "{out}");
+        }
+        assert_eq!(rounds[1]["storage_reads"], 0, "{out}");
+    }
+}
+
+#[tokio::test]
+async fn prosody_storm_delivers_every_last_item_once() {
+    storm_delivers_every_last_item_once(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_storm_delivers_every_last_item_once() {
+    storm_delivers_every_last_item_once(Kind::Ejabberd).await;
+}

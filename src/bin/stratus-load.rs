@@ -2,13 +2,23 @@
 //!
 //!   stratus-load --server 127.0.0.1:5222 --domain localhost --service pubsub.localhost \
 //!       --subscribers 100 --window 16 --count 200
+//!   stratus-load --mode storm --users 1000 --contacts 50 --pep-nodes 5 --metrics 127.0.0.1:9105
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use stratus::client::TlsMode;
+use stratus::load::storm::StormConfig;
 use stratus::load::{self, LoadConfig, Mode};
+
+/// What to run: [`Mode`]'s publish loads, or the login storm.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CliMode {
+    Pubsub,
+    Raw,
+    Storm,
+}
 
 #[derive(Parser)]
 #[command(
@@ -50,9 +60,10 @@ struct Args {
     /// Payload bytes per item.
     #[arg(long, default_value_t = 100)]
     payload: usize,
-    /// pubsub: XEP-0060 publishes; raw: the same messages sent directly (the server's own limit).
+    /// pubsub: XEP-0060 publishes; raw: the same messages sent directly (the server's own limit);
+    /// storm: a login storm of PEP users (--users, --contacts, --pep-nodes).
     #[arg(long, value_enum, default_value = "pubsub")]
-    mode: Mode,
+    mode: CliMode,
     /// Account name prefix; accounts are registered in-band when missing.
     #[arg(long, default_value = "load")]
     prefix: String,
@@ -80,6 +91,27 @@ struct Args {
     /// the first publish to the last notification is reported, per notification. Repeatable.
     #[arg(long = "cpu-pid", value_name = "NAME=PID", value_parser = parse_cpu_pid)]
     cpu_pids: Vec<(String, u32)>,
+    /// Storm: accounts (one resource each).
+    #[arg(long, default_value_t = 100)]
+    users: usize,
+    /// Storm: contacts per account (even, fewer than --users), with mutual presence subscriptions.
+    #[arg(long, default_value_t = 10)]
+    contacts: usize,
+    /// Storm: PEP nodes per account, one item each, asked for with +notify.
+    #[arg(long, default_value_t = 5)]
+    pep_nodes: usize,
+    /// Storm: logins in progress at once.
+    #[arg(long, default_value_t = 100)]
+    logins_in_flight: usize,
+    /// Storm: seconds until the missing last items count as missing.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Storm: storms in turn (the first warms the service's caches).
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Storm: host:port of stratus's [http] listener, to report its store reads.
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 fn parse_cpu_pid(s: &str) -> Result<(String, u32), String> {
@@ -97,6 +129,9 @@ fn parse_cpu_pid(s: &str) -> Result<(String, u32), String> {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    if a.mode == CliMode::Storm {
+        return storm(a);
+    }
     let cfg = LoadConfig {
         server: a.server,
         domain: a.domain,
@@ -109,7 +144,11 @@ fn main() -> ExitCode {
         count: a.count,
         duration: a.duration.map(Duration::from_secs_f64),
         payload: a.payload,
-        mode: a.mode,
+        mode: if a.mode == CliMode::Raw {
+            Mode::Raw
+        } else {
+            Mode::Pubsub
+        },
         prefix: a.prefix,
         password: a.password,
         tls: a.starttls,
@@ -117,15 +156,8 @@ fn main() -> ExitCode {
         drain: Duration::from_secs_f64(a.drain),
         cpu_pids: a.cpu_pids,
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("stratus-load: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let report = match rt.block_on(load::run(cfg, !a.quiet)) {
         Ok(r) => r,
@@ -135,14 +167,10 @@ fn main() -> ExitCode {
         }
     };
     print!("{}", report.table());
-    if let Some(path) = a.json {
-        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
-        if path == "-" {
-            println!("{json}");
-        } else if let Err(e) = std::fs::write(&path, json) {
-            eprintln!("stratus-load: cannot write {path}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Some(path) = &a.json
+        && !write_json(path, &report)
+    {
+        return ExitCode::FAILURE;
     }
     if let Some(path) = a.html
         && let Err(e) = std::fs::write(&path, report.html())
@@ -158,4 +186,71 @@ fn main() -> ExitCode {
         return ExitCode::from(3);
     }
     ExitCode::SUCCESS
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("stratus-load: {e}");
+            None
+        }
+    }
+}
+
+/// `--mode storm`: the login storm; fails (exit 3) when a last item is missing or came twice.
+fn storm(a: Args) -> ExitCode {
+    let cfg = StormConfig {
+        server: a.server,
+        domain: a.domain,
+        prefix: a.prefix,
+        password: a.password,
+        tls: a.starttls,
+        tls_insecure: a.tls_insecure,
+        users: a.users,
+        contacts: a.contacts,
+        nodes: a.pep_nodes,
+        payload: a.payload,
+        logins_in_flight: a.logins_in_flight,
+        timeout: Duration::from_secs_f64(a.timeout),
+        rounds: a.rounds,
+        metrics: a.metrics,
+        cpu_pids: a.cpu_pids,
+    };
+    let Some(rt) = runtime() else {
+        return ExitCode::FAILURE;
+    };
+    let report = match rt.block_on(load::storm::run(cfg)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("stratus-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print!("{}", report.table());
+    if let Some(path) = &a.json
+        && !write_json(path, &report)
+    {
+        return ExitCode::FAILURE;
+    }
+    if !report.complete() {
+        eprintln!("stratus-load: some last items were missing or duplicated");
+        return ExitCode::from(3);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The report as JSON into `path` ("-": standard output); false (said) when it cannot be written.
+fn write_json(path: &str, report: &impl serde::Serialize) -> bool {
+    let json = serde_json::to_string_pretty(report).unwrap_or_default();
+    if path == "-" {
+        println!("{json}");
+    } else if let Err(e) = std::fs::write(path, json) {
+        eprintln!("stratus-load: cannot write {path}: {e}");
+        return false;
+    }
+    true
 }

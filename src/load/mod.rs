@@ -4,6 +4,7 @@
 //! HDR histograms, counting lost and duplicated notifications.
 
 pub mod report;
+pub mod storm;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -180,7 +181,7 @@ impl Stats {
 }
 
 async fn account(cfg: &LoadConfig, name: &str, resource: &str) -> Result<Client, ClientError> {
-    let cc = ClientConfig {
+    login(&ClientConfig {
         addr: cfg.server.clone(),
         domain: cfg.domain.clone(),
         username: name.to_owned(),
@@ -188,12 +189,17 @@ async fn account(cfg: &LoadConfig, name: &str, resource: &str) -> Result<Client,
         resource: resource.to_owned(),
         tls: cfg.tls,
         tls_insecure: cfg.tls_insecure,
-    };
-    match Client::connect(&cc).await {
+    })
+    .await
+}
+
+/// Logs in, registering the account (XEP-0077) when it does not exist yet.
+async fn login(cc: &ClientConfig) -> Result<Client, ClientError> {
+    match Client::connect(cc).await {
         Ok(c) => Ok(c),
         Err(ClientError::Auth(_)) => {
-            Client::register_with(&cc).await?;
-            Client::connect(&cc).await
+            Client::register_with(cc).await?;
+            Client::connect(cc).await
         }
         Err(e) => Err(e),
     }

@@ -21,7 +21,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    pub(super) fn of(h: &Histogram<u64>) -> Latency {
         let ms = |v: u64| v as f64 / 1000.0;
         Latency {
             count: h.len(),

@@ -52,9 +52,36 @@ pub struct PresenceMap {
     refusing: std::sync::atomic::AtomicBool,
     /// Verified caps ver -> features.
     features: moka::sync::Cache<String, Features>,
-    /// caps vers being asked about right now (one query per hash at a time).
-    asking: Mutex<HashSet<String>>,
+    /// Full JIDs whose unavailable presence came in the last [`GONE_FOR`]: a delayed copy of
+    /// their earlier available presence (XEP-0203; ejabberd forwards the answers to contacts'
+    /// presence probes, from each contact's session, and one may arrive after the unavailable)
+    /// does not bring them back. Bounded like the caps cache.
+    gone: moka::sync::Cache<String, ()>,
+    /// caps vers being asked about right now (one query per hash at a time), each with what
+    /// tells the resources waiting on it that the query ended (its sender dropped).
+    asking: Mutex<HashMap<String, tokio::sync::watch::Receiver<()>>>,
 }
+
+/// A caps query in flight: taken out of [`PresenceMap::asking`] when it ends, however it ends
+/// (answered, timed out, or its task dropped), which wakes the resources waiting on it.
+struct Asking<'a> {
+    map: &'a Mutex<HashMap<String, tokio::sync::watch::Receiver<()>>>,
+    ver: &'a str,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.ver);
+    }
+}
+
+/// How long an unavailable resource's late, delayed presences are taken as replays.
+const GONE_FOR: Duration = Duration::from_secs(60);
+const NS_DELAY: &str = "urn:xmpp:delay";
 
 /// What a presence changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +102,10 @@ impl PresenceMap {
             remote_limit: usize::try_from(entries.saturating_mul(10)).unwrap_or(usize::MAX),
             refusing: std::sync::atomic::AtomicBool::new(false),
             features: moka::sync::Cache::new(entries),
+            gone: moka::sync::Cache::builder()
+                .max_capacity(entries)
+                .time_to_live(GONE_FOR)
+                .build(),
             asking: Mutex::default(),
         }
     }
@@ -109,6 +140,15 @@ impl PresenceMap {
                     });
                 let held = online.get(&bare);
                 let new_resource = held.is_none_or(|rs| !rs.contains_key(resource));
+                let delayed = presence.children().any(|c| c.is("delay", NS_DELAY));
+                if new_resource && delayed && self.gone.contains_key(from.as_str()) {
+                    // A replay of the session that just ended, not a new one: a new session's
+                    // own presence comes undelayed.
+                    return PresenceChange::Nothing;
+                }
+                if !delayed {
+                    self.gone.invalidate(from.as_str());
+                }
                 if remote
                     && new_resource
                     && (held.map_or(0, HashMap::len) >= MAX_REMOTE_RESOURCES_PER_ACCOUNT
@@ -145,6 +185,7 @@ impl PresenceMap {
                 }
             }
             Some("unavailable") => {
+                self.gone.insert(from.to_string(), ());
                 if let Some(resources) = online.get_mut(&bare) {
                     if resources.remove(resource).is_some() && remote {
                         self.remote.fetch_sub(1, Ordering::Relaxed);
@@ -240,23 +281,38 @@ impl Pep {
         if let Some(f) = self.presence.known_features(jid, caps) {
             return f;
         }
-        if !self
-            .presence
-            .asking
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(caps.ver.clone())
-        {
-            // Another task asks about this hash right now.
-            return Arc::new(HashSet::new());
+        let asked = {
+            let mut asking = self
+                .presence
+                .asking
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match asking.get(&caps.ver) {
+                Some(running) => Err(running.clone()),
+                None => {
+                    let (done, running) = tokio::sync::watch::channel(());
+                    asking.insert(caps.ver.clone(), running);
+                    Ok(Asking {
+                        map: &self.presence.asking,
+                        ver: &caps.ver,
+                        _done: done,
+                    })
+                }
+            }
+        };
+        match asked {
+            Ok(_asking) => self.ask_features(jid, caps).await,
+            Err(mut running) => {
+                // Another resource with this hash is being asked (a login storm: everyone's
+                // client has the same caps). Its answer, once verified, is this one's too; if it
+                // does not verify (or never comes), this resource is asked itself.
+                let _ = running.changed().await;
+                match self.presence.known_features(jid, caps) {
+                    Some(f) => f,
+                    None => self.ask_features(jid, caps).await,
+                }
+            }
         }
-        let features = self.ask_features(jid, caps).await;
-        self.presence
-            .asking
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&caps.ver);
-        features
     }
 
     async fn ask_features(&self, jid: &Jid, caps: &Caps) -> Arc<HashSet<String>> {
@@ -341,6 +397,47 @@ mod tests {
             Limits::default(),
         )
         .unwrap()
+    }
+
+    /// ejabberd forwards the answers to contacts' presence probes (XEP-0203 delayed copies of the
+    /// session's presence) from each contact's session: one may come after the unavailable
+    /// presence (RFC 6121 section 4.5.2). It must not bring the resource back, or the next
+    /// session on that resource (same caps) would look like no change and get no last items.
+    #[test]
+    fn a_delayed_copy_after_unavailable_does_not_revive_the_resource() {
+        let map = PresenceMap::new(100);
+        let full = Jid::parse("a@h/phone").unwrap();
+        let delayed = parse_element(
+            &format!(
+                "<presence xmlns='jabber:component:accept' from='a@h/phone'>\
+                 <c xmlns='{NS_CAPS}' hash='sha-1' node='https://c.example' ver='v='/>\
+                 <delay xmlns='urn:xmpp:delay' from='a@h/phone' stamp='2026-12-07T10:11:08Z'/>\
+                 </presence>"
+            ),
+            Limits::default(),
+        )
+        .unwrap();
+        let unavailable = parse_element(
+            "<presence xmlns='jabber:component:accept' from='a@h/phone' type='unavailable'/>",
+            Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            map.update(&presence("a@h/phone", "v=")),
+            PresenceChange::Available(full.clone())
+        );
+        assert_eq!(map.update(&delayed), PresenceChange::Nothing);
+        assert_eq!(
+            map.update(&unavailable),
+            PresenceChange::Unavailable(full.clone())
+        );
+        assert_eq!(map.update(&delayed), PresenceChange::Nothing);
+        assert!(map.resources("a@h").is_empty());
+        // The next session's own presence comes undelayed: a change, with its last items.
+        assert_eq!(
+            map.update(&presence("a@h/phone", "v=")),
+            PresenceChange::Available(full)
+        );
     }
 
     #[test]

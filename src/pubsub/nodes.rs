@@ -53,6 +53,7 @@ impl PubSub {
         {
             return Err(PubSubError::NodeExists);
         }
+        self.forget_names(svc);
         self.forget(svc, &name);
         Ok(name)
     }
@@ -132,7 +133,10 @@ impl PubSub {
         let state = self.node(svc, node).await?;
         self.authorize_in(svc, &state, actor, Action::DeleteNode)
             .await?;
-        self.store.delete_node(svc, node).await?;
+        let deleted = self.store.delete_node(svc, node).await;
+        // A failed delete may have removed the node all the same (aws: half done, finished later).
+        self.forget_names(svc);
+        deleted?;
         self.forget(svc, node);
         self.last_items.invalidate(&Self::key(svc, node));
         let cfg = &state.record.config;

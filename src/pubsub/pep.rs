@@ -140,6 +140,8 @@ impl PubSub {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::pubsub::model::AccessModel;
     use crate::pubsub::policy::policy_of;
@@ -164,5 +166,95 @@ mod tests {
         assert!(host.counts_nodes_per_user() && !pep.counts_nodes_per_user());
         // Section 4: contacts' resources are recipients on PEP only.
         assert!(pep.has_implicit_recipients() && !host.has_implicit_recipients());
+    }
+
+    /// alice and bob share presence both ways (RFC 6121 section 3); bob/r is online and its
+    /// caps ask for every node's notifications (XEP-0163 section 4).
+    struct Pair;
+
+    #[async_trait::async_trait]
+    impl RosterSource for Pair {
+        async fn relation(
+            &self,
+            _svc: &ServiceId,
+            _owners: &[BareJid],
+            _actor: &BareJid,
+        ) -> crate::pubsub::access::RosterRelation {
+            crate::pubsub::access::RosterRelation {
+                presence_subscribed: true,
+                groups: Vec::new(),
+            }
+        }
+
+        async fn features(&self, _resource: &Jid) -> Arc<HashSet<String>> {
+            Arc::new(["n1+notify", "n2+notify"].map(str::to_owned).into())
+        }
+
+        fn serves(&self, _account: &BareJid) -> bool {
+            true
+        }
+
+        async fn sharing_with(&self, who: &BareJid) -> Vec<BareJid> {
+            let other = if who.as_str() == "bob@h" {
+                "alice@h"
+            } else {
+                "bob@h"
+            };
+            vec![BareJid::parse(other).unwrap()]
+        }
+    }
+
+    /// A login storm is served from memory once warm: the second presence of a resource issues
+    /// no store read at all, and a node created since is seen at the next presence.
+    #[tokio::test]
+    async fn last_items_on_presence_read_nothing_once_warm() {
+        use crate::pubsub::service::Limits;
+        use crate::storage::memory::MemoryStore;
+        use crate::storage::metered::Metered;
+
+        let metered = Arc::new(Metered::new(Arc::new(MemoryStore::default())));
+        let counts = metered.counts();
+        let ps = PubSub::new(metered, Limits::default(), Arc::new(Pair));
+        let alice = jid("alice@h/phone");
+        let svc = ServiceId::Pep(alice.to_bare());
+        let item = |id: &str| vec![(Some(id.to_owned()), "<e xmlns='urn:e'/>".to_owned())];
+        ps.create(&svc, &alice, Some("n1"), None).await.unwrap();
+        ps.publish(&svc, &alice, "n1", item("a")).await.unwrap();
+        let bob = jid("bob@h/r");
+        let ids = |notes: &[Notification]| -> Vec<(String, String)> {
+            let mut v: Vec<_> = notes
+                .iter()
+                .filter(|n| n.service == svc)
+                .flat_map(|n| match &n.event {
+                    Event::Items { items, .. } => items
+                        .iter()
+                        .map(|i| (n.node.clone(), i.id.clone()))
+                        .collect(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let first = ps.last_items_on_presence(&bob).await;
+        assert_eq!(ids(&first), [("n1".to_owned(), "a".to_owned())]);
+        let reads = counts.reads();
+        let again = ps.last_items_on_presence(&bob).await;
+        assert_eq!(ids(&again), ids(&first));
+        assert_eq!(counts.reads(), reads, "a warm presence read the store");
+        // A new node is listed at the next presence (the names cache was dropped).
+        ps.create(&svc, &alice, Some("n2"), None).await.unwrap();
+        ps.publish(&svc, &alice, "n2", item("b")).await.unwrap();
+        let after = ps.last_items_on_presence(&bob).await;
+        assert_eq!(
+            ids(&after),
+            [
+                ("n1".to_owned(), "a".to_owned()),
+                ("n2".to_owned(), "b".to_owned())
+            ]
+        );
+        let reads = counts.reads();
+        ps.last_items_on_presence(&bob).await;
+        assert_eq!(counts.reads(), reads, "a warm presence read the store");
     }
 }

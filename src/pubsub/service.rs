@@ -235,6 +235,13 @@ pub struct PubSub {
     pub(super) nodes: moka::sync::Cache<(ServiceId, String), Arc<NodeState>>,
     /// The last item of each node, filled only after the store acknowledged the write.
     pub(super) last_items: moka::sync::Cache<(ServiceId, String), LastItem>,
+    /// Each service's first page of node names (`max_page` of them), on a store of one instance
+    /// only: what a resource coming online needs ([`PubSub::last_items_on_presence`]) without a
+    /// store read. Dropped on every create and delete of a node of the service.
+    pub(super) names: moka::sync::Cache<ServiceId, Arc<Vec<String>>>,
+    /// Bumped (under its lock) by every create and delete; a page read from the store is cached
+    /// only when no create or delete happened during the read.
+    pub(super) names_epoch: std::sync::Mutex<u64>,
     /// Items to delete when they expire (`pubsub#item_expire`).
     pub(super) expiries: super::expiry::Schedule,
     /// The service administrators (`[admin] jids`, and the service's own domain for
@@ -272,6 +279,10 @@ impl PubSub {
             roster,
             nodes: cache(limits.cache_ttl),
             last_items: cache(limits.cache_ttl),
+            names: moka::sync::Cache::builder()
+                .max_capacity(NODE_CACHE_CAPACITY)
+                .build(),
+            names_epoch: Default::default(),
             expiries: Default::default(),
             admins: Default::default(),
         }
@@ -329,6 +340,13 @@ impl PubSub {
 
     pub(super) fn key(svc: &ServiceId, node: &str) -> (ServiceId, String) {
         (svc.clone(), node.to_owned())
+    }
+
+    /// The service's list of nodes changed (a create or a delete, after the store's answer).
+    pub(super) fn forget_names(&self, svc: &ServiceId) {
+        let mut epoch = self.names_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        *epoch += 1;
+        self.names.invalidate(svc);
     }
 
     pub(super) fn forget(&self, svc: &ServiceId, node: &str) {
@@ -426,10 +444,23 @@ impl PubSub {
         after: Option<&str>,
         max: usize,
     ) -> PubSubResult<Vec<String>> {
-        Ok(self
-            .store
-            .node_names(svc, after, max.min(self.limits().max_page))
-            .await?)
+        let page = self.limits().max_page;
+        let max = max.min(page);
+        if after.is_some() || self.store.shared() {
+            return Ok(self.store.node_names(svc, after, max).await?);
+        }
+        if let Some(names) = self.names.get(svc) {
+            return Ok(names.iter().take(max).cloned().collect());
+        }
+        let before = *self.names_epoch.lock().unwrap_or_else(|e| e.into_inner());
+        let names = self.store.node_names(svc, None, page).await?;
+        {
+            let epoch = self.names_epoch.lock().unwrap_or_else(|e| e.into_inner());
+            if *epoch == before {
+                self.names.insert(svc.clone(), Arc::new(names.clone()));
+            }
+        }
+        Ok(names.into_iter().take(max).collect())
     }
 
     // ---- publishing (XEP-0060 section 7) ----

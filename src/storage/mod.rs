@@ -23,6 +23,7 @@ pub mod conformance;
 pub mod embedded;
 pub mod failpoint;
 pub mod memory;
+pub mod metered;
 
 use std::sync::Arc;
 
@@ -274,8 +275,12 @@ pub trait Store: Send + Sync + 'static {
     async fn settle(&self) {}
 }
 
-/// Opens the backend the configuration names.
+/// Opens the backend the configuration names, its operations counted ([`metered`]).
 pub async fn open(config: &crate::config::StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(metered::Metered::new(open_backend(config).await?)))
+}
+
+async fn open_backend(config: &crate::config::StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
     match config.backend {
         crate::config::StorageBackend::Memory => Ok(Arc::new(memory::MemoryStore::default())),
         crate::config::StorageBackend::Embedded => {
