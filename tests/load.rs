@@ -207,3 +207,72 @@ async fn prosody_storm_delivers_every_last_item_once() {
 async fn ejabberd_storm_delivers_every_last_item_once() {
     storm_delivers_every_last_item_once(Kind::Ejabberd).await;
 }
+
+/// The soak's time series (`--duration`): once a second, the resident memory of each watched
+/// process (`--cpu-pid`) and stratus's outbound queue (`--metrics`), in the JSON and plotted in
+/// the HTML report; nothing lost or duplicated over the run.
+async fn soak_samples_memory_and_queue(kind: Kind) {
+    let server = shared(kind);
+    let lease = lease_domain(server);
+    let http = format!("127.0.0.1:{}", free_port());
+    let stratus = Stratus::start_with(server, &lease.domain, &["--http-listen", &http]);
+    let dir = tempfile::tempdir().unwrap();
+    let html = dir.path().join("soak.html");
+    let args = [
+        "--service",
+        &lease.domain,
+        "--node",
+        &unique("soak"),
+        "--prefix",
+        &unique("sk"),
+        "-N",
+        "3",
+        "--rate",
+        "20",
+        "-M",
+        "100000",
+        "--duration",
+        "3.5",
+        "--drain",
+        "5",
+        "--metrics",
+        &http,
+        "--cpu-pid",
+        &format!("stratus={}", stratus.child.id()),
+        "--json",
+        "-",
+        "--html",
+        html.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let o = stratus_load(server, args).await;
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{out}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&out[out.find("{\n").unwrap_or_else(|| panic!("{out}"))..]).unwrap();
+    // --duration stops the publishing: 3.5 s at 20/s is about 70 publishes, not 100,000.
+    let published = report["published"].as_u64().unwrap();
+    assert!((40..=100).contains(&published), "{published}\n{out}");
+    assert_eq!(report["lost"], 0, "{out}");
+    assert_eq!(report["duplicates"], 0, "{out}");
+    let samples = report["samples"].as_array().unwrap();
+    assert!(samples.len() >= 3, "{out}");
+    for s in samples {
+        assert!(s["rss_kib"][0].as_u64().unwrap() > 0, "{out}");
+        assert!(s["outbound_queue"].as_u64().is_some(), "{out}");
+    }
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("resident memory of stratus"), "{page}");
+    assert!(page.contains("outbound queue over time"), "{page}");
+}
+
+#[tokio::test]
+async fn prosody_soak_samples_memory_and_queue() {
+    soak_samples_memory_and_queue(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_soak_samples_memory_and_queue() {
+    soak_samples_memory_and_queue(Kind::Ejabberd).await;
+}

@@ -88,7 +88,8 @@ struct Args {
     #[arg(long)]
     quiet: bool,
     /// NAME=PID of a local process (the XMPP server, the pubsub component) whose CPU time from
-    /// the first publish to the last notification is reported, per notification. Repeatable.
+    /// the first publish to the last notification is reported, per notification, and whose
+    /// resident memory is sampled every second (plotted in --html). Repeatable.
     #[arg(long = "cpu-pid", value_name = "NAME=PID", value_parser = parse_cpu_pid)]
     cpu_pids: Vec<(String, u32)>,
     /// Storm: accounts (one resource each).
@@ -109,7 +110,8 @@ struct Args {
     /// Storm: storms in turn (the first warms the service's caches).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
-    /// Storm: host:port of stratus's [http] listener, to report its store reads.
+    /// host:port of stratus's [http] listener: its outbound queue is sampled every second
+    /// (publish loads), its store reads reported (storm).
     #[arg(long)]
     metrics: Option<String>,
 }
@@ -155,6 +157,7 @@ fn main() -> ExitCode {
         tls_insecure: a.tls_insecure,
         drain: Duration::from_secs_f64(a.drain),
         cpu_pids: a.cpu_pids,
+        metrics: a.metrics.clone(),
     };
     let Some(rt) = runtime() else {
         return ExitCode::FAILURE;

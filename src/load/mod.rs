@@ -65,8 +65,87 @@ pub struct LoadConfig {
     /// How long to wait for stragglers after the last publish.
     pub drain: Duration,
     /// Local processes (name, pid) whose CPU time the run reports, per notification: the
-    /// server's and the pubsub component's cost of the load, beside its speed.
+    /// server's and the pubsub component's cost of the load, beside its speed. Their resident
+    /// memory is sampled every second.
     pub cpu_pids: Vec<(String, u32)>,
+    /// host:port of stratus's metrics listener (`[http] listen`): its outbound queue is sampled
+    /// every second.
+    pub metrics: Option<String>,
+}
+
+/// One second of a run: resident memory of each watched process, and stratus's outbound queue.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sample {
+    pub second: u64,
+    /// KiB, in the order of `cpu_pids` (None: the process could not be read).
+    pub rss_kib: Vec<Option<u64>>,
+    /// Stanzas waiting to be written to the server (`stratus_outbound_queue_stanzas`).
+    pub outbound_queue: Option<u64>,
+}
+
+/// Resident memory of a local process in KiB (Linux: VmRSS of /proc/PID/status).
+pub fn process_rss_kib(pid: u32) -> std::io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no VmRSS"))
+}
+
+/// `GET /metrics` from stratus's listener, the text as served.
+pub(crate) async fn scrape(addr: &str) -> Result<String, ClientError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fail = |e: std::io::Error| ClientError::Protocol(format!("metrics at {addr}: {e}"));
+    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(fail)?;
+    s.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(fail)?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text))
+        .await
+        .map_err(|_| ClientError::Timeout(format!("metrics at {addr}")))?
+        .map_err(fail)?;
+    Ok(text)
+}
+
+/// The value of an unlabelled metric line `NAME VALUE`.
+fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Samples the watched processes and the outbound queue once a second until `stop`.
+fn sampler(
+    cfg: &LoadConfig,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Sample>> {
+    let pids: Vec<u32> = cfg.cpu_pids.iter().map(|(_, p)| *p).collect();
+    let metrics = cfg.metrics.clone();
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        while !stop.load(Ordering::Relaxed) {
+            tick.tick().await;
+            let outbound_queue = match &metrics {
+                Some(m) => scrape(m)
+                    .await
+                    .ok()
+                    .and_then(|t| metric_value(&t, "stratus_outbound_queue_stanzas"))
+                    .map(|v| v as u64),
+                None => None,
+            };
+            out.push(Sample {
+                second: started.elapsed().as_secs(),
+                rss_kib: pids.iter().map(|p| process_rss_kib(*p).ok()).collect(),
+                outbound_queue,
+            });
+        }
+        out
+    })
 }
 
 /// Clock ticks per second of /proc's CPU times: USER_HZ, 100 on Linux whatever the kernel's HZ.
@@ -326,6 +405,8 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
     }
     let cpu_before = cpu_snapshot(&cfg.cpu_pids)?;
     let started = Instant::now();
+    let sampling = Arc::new(AtomicBool::new(false));
+    let samples = sampler(&cfg, started, sampling.clone());
     let deadline = cfg.duration.map(|d| started + d);
     let mut pubs = Vec::new();
     for (p, client) in publishers.into_iter().enumerate() {
@@ -370,6 +451,8 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
     }
     let elapsed = started.elapsed();
     let cpu_after = cpu_snapshot(&cfg.cpu_pids)?;
+    sampling.store(true, Ordering::Relaxed);
+    let samples = samples.await.unwrap_or_default();
     stop.store(true, Ordering::Relaxed);
     for r in readers {
         let _ = r.await;
@@ -398,6 +481,7 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
             .zip(&cpu_after)
             .map(|(b, a)| a.saturating_sub(*b))
             .collect(),
+        samples,
     ))
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use super::{LoadConfig, Stats};
+use super::{LoadConfig, Sample, Stats};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -59,6 +59,8 @@ pub struct Report {
     /// CPU time of the watched processes (`--cpu-pid`) from the first publish to the last
     /// notification.
     pub cpu: Vec<CpuUse>,
+    /// Once a second: resident memory of the watched processes and stratus's outbound queue.
+    pub samples: Vec<Sample>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +80,7 @@ impl Report {
         elapsed: Duration,
         expected: u64,
         cpu: Vec<Duration>,
+        samples: Vec<Sample>,
     ) -> Report {
         let e2e = s.e2e.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let ack = s.ack.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -141,6 +144,7 @@ impl Report {
                     },
                 })
                 .collect(),
+            samples,
         }
     }
 
@@ -199,6 +203,35 @@ impl Report {
                 c.name, c.pid, c.cpu_s, c.us_per_notification
             );
         }
+        for (i, (name, _)) in self.config.cpu_pids.iter().enumerate() {
+            let rss: Vec<u64> = self
+                .samples
+                .iter()
+                .filter_map(|s| s.rss_kib.get(i).copied().flatten())
+                .collect();
+            if let (Some(first), Some(last), Some(max)) =
+                (rss.first(), rss.last(), rss.iter().max())
+            {
+                let _ = writeln!(
+                    t,
+                    "resident memory of {name}: {first} KiB at the start, {last} KiB at the end, {max} KiB at most ({} samples)",
+                    rss.len()
+                );
+            }
+        }
+        let queue: Vec<u64> = self
+            .samples
+            .iter()
+            .filter_map(|s| s.outbound_queue)
+            .collect();
+        if let Some(max) = queue.iter().max() {
+            let _ = writeln!(
+                t,
+                "stratus outbound queue: {max} stanzas at most, {} at the end ({} samples)",
+                queue.last().copied().unwrap_or(0),
+                queue.len()
+            );
+        }
         t
     }
 
@@ -217,6 +250,31 @@ impl Report {
         h.push_str(&bar_chart(&self.buckets));
         h.push_str("<h2>latency over time (p50 blue, p99 red)</h2>");
         h.push_str(&line_chart(&self.timeline));
+        for (i, c) in self.config.cpu_pids.iter().enumerate() {
+            let points: Vec<(u64, f64)> = self
+                .samples
+                .iter()
+                .filter_map(|s| Some((s.second, s.rss_kib.get(i).copied()?? as f64 / 1024.0)))
+                .collect();
+            if !points.is_empty() {
+                let _ = write!(
+                    h,
+                    "<h2>resident memory of {} (pid {}) over time</h2>",
+                    crate::xml::element::escape_text(&c.0),
+                    c.1
+                );
+                h.push_str(&series_chart("MiB", &[("#393", &points)]));
+            }
+        }
+        let queue: Vec<(u64, f64)> = self
+            .samples
+            .iter()
+            .filter_map(|s| Some((s.second, s.outbound_queue? as f64)))
+            .collect();
+        if !queue.is_empty() {
+            h.push_str("<h2>stratus outbound queue over time (stanzas)</h2>");
+            h.push_str(&series_chart("stanzas", &[("#c63", &queue)]));
+        }
         let _ = write!(
             h,
             "<h2>raw data</h2><pre>{}</pre></body></html>",
@@ -267,34 +325,41 @@ fn bar_chart(buckets: &[(f64, u64)]) -> String {
 type TimePoint = (u64, f64, f64, u64);
 
 fn line_chart(points: &[TimePoint]) -> String {
+    let p50: Vec<(u64, f64)> = points.iter().map(|p| (p.0, p.1)).collect();
+    let p99: Vec<(u64, f64)> = points.iter().map(|p| (p.0, p.2)).collect();
+    series_chart("ms", &[("#36c", &p50), ("#c33", &p99)])
+}
+
+/// Lines over time (seconds) on one scale, each (colour, points).
+fn series_chart(unit: &str, series: &[(&str, &[(u64, f64)])]) -> String {
     let (w, hgt) = (800.0, 300.0);
-    let max_t = points.iter().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
-    let max_v = points.iter().map(|p| p.2).fold(0.001, f64::max);
-    let xy = |t: u64, v: f64| {
-        (
-            50.0 + t as f64 / max_t * (w - 70.0),
-            10.0 + hgt - v / max_v * hgt,
-        )
-    };
-    let line = |pick: &dyn Fn(&TimePoint) -> f64| {
-        points
+    let all = || series.iter().flat_map(|(_, p)| p.iter());
+    let max_t = all().map(|p| p.0).max().unwrap_or(1).max(1) as f64;
+    let max_v = all().map(|p| p.1).fold(0.001, f64::max);
+    let mut svg = format!(
+        "<svg width='{w}' height='{}' xmlns='http://www.w3.org/2000/svg'>",
+        hgt + 40.0
+    );
+    for (colour, points) in series {
+        let line = points
             .iter()
-            .map(|p| {
-                let (x, y) = xy(p.0, pick(p));
+            .map(|(t, v)| {
+                let x = 50.0 + *t as f64 / max_t * (w - 70.0);
+                let y = 10.0 + hgt - v / max_v * hgt;
                 format!("{x:.1},{y:.1}")
             })
             .collect::<Vec<_>>()
-            .join(" ")
-    };
-    format!(
-        "<svg width='{w}' height='{}' xmlns='http://www.w3.org/2000/svg'>\
-         <polyline fill='none' stroke='#36c' stroke-width='2' points='{}'/>\
-         <polyline fill='none' stroke='#c33' stroke-width='2' points='{}'/>\
-         <text x='5' y='20'>{max_v:.1} ms</text><text x='{:.1}' y='{:.1}'>{max_t} s</text></svg>",
-        hgt + 40.0,
-        line(&|p| p.1),
-        line(&|p| p.2),
+            .join(" ");
+        let _ = write!(
+            svg,
+            "<polyline fill='none' stroke='{colour}' stroke-width='2' points='{line}'/>"
+        );
+    }
+    let _ = write!(
+        svg,
+        "<text x='5' y='20'>{max_v:.1} {unit}</text><text x='{:.1}' y='{:.1}'>{max_t} s</text></svg>",
         w - 50.0,
         hgt + 30.0
-    )
+    );
+    svg
 }

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, Semaphore};
 
 use super::report::{CpuUse, Latency};
@@ -609,21 +608,9 @@ async fn leave(mut c: Client, domain: &str) {
     c.close().await;
 }
 
-/// `GET /metrics` from stratus's listener: the store reads so far, by operation.
+/// The store reads of stratus so far, by operation (its `/metrics`).
 async fn storage_reads(addr: &str) -> Result<BTreeMap<String, u64>, ClientError> {
-    let fail = |e: std::io::Error| ClientError::Protocol(format!("metrics at {addr}: {e}"));
-    let mut s = tokio::net::TcpStream::connect(addr).await.map_err(fail)?;
-    s.write_all(
-        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .map_err(fail)?;
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_string(&mut text))
-        .await
-        .map_err(|_| ClientError::Timeout(format!("metrics at {addr}")))?
-        .map_err(fail)?;
-    Ok(parse_reads(&text))
+    Ok(parse_reads(&super::scrape(addr).await?))
 }
 
 /// `stratus_storage_operations_total{op="...",kind="read"} N` lines, summed by op.
