@@ -366,7 +366,10 @@ async fn rosters(cfg: &StormConfig) -> Result<&'static str, ClientError> {
     if !all_mutual(&lacking) {
         made = "made";
         let caps = Arc::new(caps_query(0));
-        let deadline = Instant::now() + Duration::from_secs(30 + cfg.users as u64 / 10);
+        // Servers make a few hundred subscriptions a second (Prosody's internal storage rewrites
+        // a roster file per change): a minute, and a second per 40 pairs.
+        let pairs = (cfg.users * cfg.contacts / 2) as u64;
+        let deadline = Instant::now() + Duration::from_secs(60 + pairs / 40);
         let finished = Arc::new(AtomicU64::new(0));
         let (users, asks) = (cfg.users as u64, lacking.clone());
         clients = each(clients, move |i, c| {
@@ -384,13 +387,20 @@ async fn rosters(cfg: &StormConfig) -> Result<&'static str, ClientError> {
     // Every account's P items: the last item each node sends on presence.
     let body = Arc::new(payload(cfg.payload));
     let nodes = cfg.nodes;
+    // Sixteen accounts publish at a time: ejabberd 23.01 refuses many concurrent node creations
+    // (item-not-found, its log: a mnesia transaction aborted on a lock cycle).
+    let publishing = Arc::new(Semaphore::new(16));
     let clients = each(clients, move |_, mut c| {
         let body = body.clone();
+        let publishing = publishing.clone();
         async move {
+            let _turn = publishing
+                .acquire()
+                .await
+                .map_err(|e| ClientError::Protocol(e.to_string()))?;
             for k in 0..nodes {
-                // The first publish creates the node (XEP-0163 section 3). ejabberd 23.01 refuses
-                // some of many concurrent creations (item-not-found, its log: a mnesia transaction
-                // aborted on a lock cycle): the setup tries again, a few times.
+                // The first publish creates the node (XEP-0163 section 3); a refused creation
+                // (ejabberd, above) is tried again, a few times.
                 let mut tries = 0;
                 loop {
                     let r = c
@@ -410,7 +420,7 @@ async fn rosters(cfg: &StormConfig) -> Result<&'static str, ClientError> {
                         break;
                     }
                     tries += 1;
-                    if tries == 5 {
+                    if tries == 10 {
                         return Err(ClientError::Protocol(format!("publish refused: {r}")));
                     }
                     tokio::time::sleep(Duration::from_millis(50 * tries)).await;
