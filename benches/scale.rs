@@ -9,11 +9,14 @@
 //!     AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
 //!     cargo bench --features aws --bench scale -- NODES SUBS ITEMS aws
 //!
+//! Run without `--bench` (`cargo test --bench scale`, as scripts/test.sh does) it checks the
+//! scenario at 1,000 nodes instead: every node, subscription and item is where it should be.
+//!
 //! Half the nodes have no subscriber, the other half share SUBS among them, so that the memory
 //! of a node and that of a subscription can be told apart; every node has ITEMS / NODES items of
 //! 100 bytes. The data is written through the store's own batch operations (BATCH_LIMIT per
 //! batch, 64 at a time); publishes go through the core (PubSub::publish, acknowledged only once
-//! durable), one at a time.
+//! durable), one at a time: 2,000 per case.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,10 +29,9 @@ use stratus::pubsub::model::{
 };
 use stratus::pubsub::service::NoRoster;
 use stratus::pubsub::{Limits, PubSub};
-use stratus::storage::{BATCH_LIMIT, Store, SubscriptionChange};
+use stratus::storage::{BATCH_LIMIT, ItemQuery, Store, SubscriptionChange};
 
 const OWNER: &str = "owner@scale.example";
-const PUBLISHES: usize = 2000;
 
 fn rss_kib() -> u64 {
     stratus::load::process_rss_kib(std::process::id()).unwrap_or(0)
@@ -135,10 +137,10 @@ fn service(store: Arc<dyn Store>) -> PubSub {
 }
 
 /// Durable publishes one at a time to the nodes `pick` names; the ack latency of each.
-async fn publishes(ps: &PubSub, pick: impl Fn(usize) -> usize) -> Histogram<u64> {
+async fn publishes(ps: &PubSub, count: usize, pick: impl Fn(usize) -> usize) -> Histogram<u64> {
     let owner = Jid::parse(&format!("{OWNER}/bench")).unwrap();
     let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
-    for n in 0..PUBLISHES {
+    for n in 0..count {
         let node = node_name(pick(n));
         let t = Instant::now();
         ps.publish(
@@ -172,7 +174,8 @@ struct Figures {
     warm: Histogram<u64>,
 }
 
-async fn measure(open: &dyn Fn() -> Arc<dyn Store>, shape: &Shape) -> Figures {
+/// Publishes measured per case: 2,000, or 200 in the checked run.
+async fn measure(open: &dyn Fn() -> Arc<dyn Store>, shape: &Shape, count: usize) -> Figures {
     // Start-up: open the store and answer a first request (what stratus does before it serves).
     let before = rss_kib();
     let t = Instant::now();
@@ -211,11 +214,11 @@ async fn measure(open: &dyn Fn() -> Arc<dyn Store>, shape: &Shape) -> Figures {
     );
     // Publishes: warm (the first 200 nodes, cached above), then cold (a fresh service: every
     // publish reads its node from the store first).
-    let warm = publishes(&ps, |n| n % 200.min(shape.nodes)).await;
+    let warm = publishes(&ps, count, |n| n % 200.min(shape.nodes)).await;
     drop(ps);
     drop(store);
     let cold_ps = service(open());
-    let cold = publishes(&cold_ps, cold_pick(shape.nodes, 1)).await;
+    let cold = publishes(&cold_ps, count, cold_pick(shape.nodes, 1)).await;
     Figures {
         startup,
         node_kib,
@@ -223,6 +226,42 @@ async fn measure(open: &dyn Fn() -> Arc<dyn Store>, shape: &Shape) -> Figures {
         cold,
         warm,
     }
+}
+
+/// The store holds what [`populate`] wrote: every node once, in order, with its subscriptions
+/// and items.
+async fn check(store: &dyn Store, shape: &Shape) {
+    let svc = ServiceId::Host;
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store
+            .node_names(&svc, after.as_deref(), 1000)
+            .await
+            .unwrap();
+        let Some(last) = page.last().cloned() else {
+            break;
+        };
+        names.extend(page);
+        after = Some(last);
+    }
+    assert_eq!(names, (0..shape.nodes).map(node_name).collect::<Vec<_>>());
+    for i in 0..shape.nodes {
+        let name = node_name(i);
+        let subs = store.subscriptions(&svc, &name).await.unwrap();
+        let want = if Shape::has_subs(i) {
+            shape.subs_per_node
+        } else {
+            0
+        };
+        assert_eq!(subs.len(), want, "subscriptions of {name}");
+        let page = store
+            .items(&svc, &name, ItemQuery::Newest(1))
+            .await
+            .unwrap();
+        assert_eq!(page.count, shape.items_per_node as u64, "items of {name}");
+    }
+    println!("  checked {} nodes", shape.nodes);
 }
 
 fn report(label: &str, shape: &Shape, f: &Figures) {
@@ -248,7 +287,14 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .collect();
     let num = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
-    let (nodes, subs, items) = (num(0, 100_000), num(1, 1_000_000), num(2, 1_000_000));
+    // `cargo bench` passes --bench; `cargo test --bench scale` does not: a small, checked run.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let scale = if smoke { 100 } else { 1 };
+    let (nodes, subs, items) = (
+        num(0, 100_000 / scale),
+        num(1, 1_000_000 / scale),
+        num(2, 1_000_000 / scale),
+    );
     let backend = args.get(3).cloned().unwrap_or_else(|| "embedded".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -256,14 +302,20 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         for (label, shape) in [
-            ("small", Shape::new(nodes / 1000, subs / 1000, items / 1000)),
+            (
+                "small",
+                Shape::new((nodes / 1000).max(2), subs / 1000, items / 1000),
+            ),
             ("large", Shape::new(nodes, subs, items)),
         ] {
             println!("{label} ({backend}):");
             let dir = tempfile::tempdir().unwrap();
             let open = store_opener(&backend, dir.path(), label).await;
             populate(open(), &shape).await;
-            let f = measure(&*open, &shape).await;
+            if smoke {
+                check(&*open(), &shape).await;
+            }
+            let f = measure(&*open, &shape, if smoke { 200 } else { 2000 }).await;
             report(label, &shape, &f);
         }
     });

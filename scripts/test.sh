@@ -45,6 +45,8 @@ export STRATUS_TEST_PROSODY_C2S=$P_C2S STRATUS_TEST_PROSODY_COMPONENT=$P_COMP
 export STRATUS_TEST_EJABBERD_C2S=$E_C2S STRATUS_TEST_EJABBERD_COMPONENT=$E_COMP
 
 cargo test --locked --no-fail-fast "$@"
+# The scale bench at 1/100 of its size, its counts checked (never its speed).
+cargo test --locked --no-fail-fast --bench scale "$@"
 # The XEP-0060 and durability tests again, with stratus storing into S3 + DynamoDB.
 STRATUS_TEST_STORAGE=aws cargo test --locked --no-fail-fast --test pubsub --test durability "$@"
 # The aws backend on two servers, as with MinIO or Garage beside DynamoDB: the table in DynamoDB
