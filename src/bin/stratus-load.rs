@@ -159,15 +159,8 @@ fn main() -> ExitCode {
         cpu_pids: a.cpu_pids,
         metrics: a.metrics.clone(),
     };
-    let Some(rt) = runtime() else {
+    let Some(report) = block_on(load::run(cfg, !a.quiet)) else {
         return ExitCode::FAILURE;
-    };
-    let report = match rt.block_on(load::run(cfg, !a.quiet)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("stratus-load: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     print!("{}", report.table());
     if let Some(path) = &a.json
@@ -191,17 +184,18 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_multi_thread()
+/// Runs a load on a fresh runtime; None (said) when it cannot start or fails.
+fn block_on<T>(
+    run: impl std::future::Future<Output = Result<T, stratus::client::ClientError>>,
+) -> Option<T> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => Some(rt),
-        Err(e) => {
-            eprintln!("stratus-load: {e}");
-            None
-        }
-    }
+        .map_err(|e| eprintln!("stratus-load: {e}"))
+        .ok()?;
+    rt.block_on(run)
+        .map_err(|e| eprintln!("stratus-load: {e}"))
+        .ok()
 }
 
 /// `--mode storm`: the login storm; fails (exit 3) when a last item is missing or came twice.
@@ -223,15 +217,8 @@ fn storm(a: Args) -> ExitCode {
         metrics: a.metrics,
         cpu_pids: a.cpu_pids,
     };
-    let Some(rt) = runtime() else {
+    let Some(report) = block_on(load::storm::run(cfg)) else {
         return ExitCode::FAILURE;
-    };
-    let report = match rt.block_on(load::storm::run(cfg)) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("stratus-load: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     print!("{}", report.table());
     if let Some(path) = &a.json

@@ -259,19 +259,6 @@ impl Stats {
     }
 }
 
-async fn account(cfg: &LoadConfig, name: &str, resource: &str) -> Result<Client, ClientError> {
-    login(&ClientConfig {
-        addr: cfg.server.clone(),
-        domain: cfg.domain.clone(),
-        username: name.to_owned(),
-        password: cfg.password.clone(),
-        resource: resource.to_owned(),
-        tls: cfg.tls,
-        tls_insecure: cfg.tls_insecure,
-    })
-    .await
-}
-
 /// Logs in, registering the account (XEP-0077) when it does not exist yet.
 async fn login(cc: &ClientConfig) -> Result<Client, ClientError> {
     match Client::connect(cc).await {
@@ -285,17 +272,34 @@ async fn login(cc: &ClientConfig) -> Result<Client, ClientError> {
 }
 
 async fn connect_all(cfg: &LoadConfig, role: &str, n: usize) -> Result<Vec<Client>, ClientError> {
-    let mut out = Vec::with_capacity(n);
-    // Logins in batches: SCRAM costs CPU on both sides.
-    for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
-        let mut tasks = Vec::new();
-        for &i in chunk {
-            let cfg = cfg.clone();
-            let name = format!("{}-{role}{i}", cfg.prefix);
-            tasks.push(tokio::spawn(
-                async move { account(&cfg, &name, "load").await },
-            ));
+    let configs = (0..n).map(|i| {
+        let name = format!("{}-{role}{i}", cfg.prefix);
+        ClientConfig {
+            addr: cfg.server.clone(),
+            domain: cfg.domain.clone(),
+            username: name,
+            password: cfg.password.clone(),
+            resource: "load".to_owned(),
+            tls: cfg.tls,
+            tls_insecure: cfg.tls_insecure,
         }
+    });
+    login_all(configs).await
+}
+
+/// Logs every account in (registering those missing), in order, 32 at a time: SCRAM costs CPU on
+/// both sides.
+async fn login_all(
+    configs: impl IntoIterator<Item = ClientConfig>,
+) -> Result<Vec<Client>, ClientError> {
+    let configs: Vec<ClientConfig> = configs.into_iter().collect();
+    let mut out = Vec::with_capacity(configs.len());
+    for chunk in configs.chunks(32) {
+        let tasks: Vec<_> = chunk
+            .iter()
+            .cloned()
+            .map(|cc| tokio::spawn(async move { login(&cc).await }))
+            .collect();
         for t in tasks {
             out.push(
                 t.await
