@@ -55,6 +55,7 @@ async fn survives_sigkill(kind: Kind) {
 
     let mut again = Stratus::spawn_with_data(&server.component_addr(), &svc, data.path());
     again.wait_log("connected to", 1, std::time::Duration::from_secs(30));
+    ping_until_answered(&mut alice, &svc).await;
     let items = get_items(&mut alice, &svc, "durable").await;
     let got = item_ids(&items);
     assert_eq!(got, acked, "every acknowledged item, in order");

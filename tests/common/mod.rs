@@ -520,6 +520,27 @@ pub fn iq(kind: &str, to: &str, payload: Element) -> Element {
 
 /// XEP-0199: `c` pings `domain` and gets the result. Stanzas from stratus to `c` through one
 /// server keep their order, so whatever stratus sent `c` before the pong has arrived by then.
+/// Pings `domain` until it answers with a result (up to 10 s): a restarted component is routable
+/// only once the server has taken its new stream and let go of the old one, which its own
+/// "connected" log line does not tell.
+pub async fn ping_until_answered(c: &mut Client, domain: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pong = c
+            .iq(iq("get", domain, Element::new("ping", "urn:xmpp:ping")))
+            .await
+            .unwrap_or_else(|e| panic!("no answer to a ping from {domain}: {e}"));
+        if pong.get_attr("type") == Some("result") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{domain} never answered: {pong}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 pub async fn ping_answered(c: &mut Client, domain: &str) {
     let pong = c
         .iq(iq("get", domain, Element::new("ping", "urn:xmpp:ping")))
