@@ -9,9 +9,7 @@
 # Each run is two storms (--rounds 2): the first right after the accounts published (or, from the
 # second repetition on, after the previous run), the second with every cache warm; the table
 # gives each. Servers on CPU 0, stratus and the load tool on CPU 1 (as scripts/bench.sh).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-root=$(pwd)
+source "$(dirname "$0")/bench-lib.sh" storm
 U=${1:-1000}
 C=${2:-50}
 P=${3:-5}
@@ -20,40 +18,16 @@ TIMEOUT=${TIMEOUT:-300}
 
 "$root/scripts/xmpp-server.sh" install
 cargo build --release --locked --bin stratus --bin stratus-load
-out=$root/bench-out
-mkdir -p "$out"
-work=$(mktemp -d "${TMPDIR:-/tmp}/stratus-storm.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for d in "$work"/*/; do [ -f "$d/server.pid" ] && "$root/scripts/xmpp-server.sh" stop "$d" || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
 table=$root/docs/benchmarks-storm-latest.md
 {
   echo "# Login storm $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null); ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null); stratus $(git rev-parse --short HEAD)."
+  machine_line
   echo "Command: REPEAT=$REPEAT scripts/bench-storm.sh $U $C $P (U accounts, C mutual contacts each, P PEP nodes each with one item; every resource logs in at once with caps asking +notify for the P nodes; medians of $REPEAT interleaved runs)."
   echo
   echo "| server | PEP | storm | owed | delivered (min) | duplicates (max) | all logged in s | every last item s | per resource p50 ms | p99 ms | store reads | server CPU s | stratus CPU s |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$table"
-
-start() { # server kind dir flags...: starts a private server on CPU 0; prints "c2s comp"
-  local kind=$1 dir=$2; shift 2
-  local c2s comp
-  c2s=$(free_port) comp=$(free_port)
-  if [ "$kind" = prosody ]; then
-    taskset -c 0 "$root/scripts/xmpp-server.sh" start prosody "$dir" "$c2s" "$comp" "$@" --watch-pid $$ >&2
-  else
-    taskset -c 0 "$root/scripts/xmpp-server.sh" start ejabberd "$dir" "$c2s" "$comp" "$(free_port)" "$@" --watch-pid $$ >&2
-  fi
-  echo "$c2s $comp"
-}
 
 storm() { # name c2s server-pid [stratus-pid metrics]: one run
   local name=$1 c2s=$2 spid=$3 stratus=${4:-} metrics=${5:-}
@@ -96,8 +70,8 @@ PY
 }
 
 for server in ${SERVERS:-prosody ejabberd}; do
-  read -r c2s_s comp_s < <(start "$server" "$work/$server-stratus" --pep)
-  read -r c2s_b _ < <(start "$server" "$work/$server-builtin" --builtin-pep)
+  read -r c2s_s comp_s < <(start_server "$server" "$work/$server-stratus" --pep)
+  read -r c2s_b _ < <(start_server "$server" "$work/$server-builtin" --builtin-pep)
   http=127.0.0.1:$(free_port)
   taskset -c 1 target/release/stratus --server "127.0.0.1:$comp_s" --domain pubsub.localhost --secret secret \
     --data-dir "$work/store-$server" --http-listen "$http" --log-level warn > "$out/storm-stratus-$server.log" 2>&1 &

@@ -118,6 +118,9 @@ pub struct Metrics {
     stanzas_in: [Counter; 3],
     /// Stanzas written to the server (each message of a batch counts).
     pub stanzas_out: Counter,
+    /// Bytes and write calls on the component stream (the batching of stanzas into writes).
+    pub bytes_out: Counter,
+    pub stream_writes: Counter,
     requests_ok: Vec<Counter>,
     requests_error: Vec<Counter>,
     request_errors: Family<Vec<(&'static str, String)>, Counter>,
@@ -176,6 +179,12 @@ impl Metrics {
         Metrics {
             stanzas_in,
             stanzas_out: registered(r, "stanzas_sent", "Stanzas written to the server"),
+            bytes_out: registered(r, "bytes_sent", "Bytes written to the server"),
+            stream_writes: registered(
+                r,
+                "stream_writes",
+                "Writes to the server's socket (each one batch of queued stanzas)",
+            ),
             requests_ok,
             requests_error,
             request_errors,

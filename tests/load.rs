@@ -258,6 +258,21 @@ async fn soak_samples_memory_and_queue(kind: Kind) {
     assert_eq!(report["duplicates"], 0, "{out}");
     let samples = report["samples"].as_array().unwrap();
     assert!(samples.len() >= 3, "{out}");
+    // stratus's stream counters, scraped around the run: each notification is at least its
+    // 100-byte payload on the stream; a publish is at least its notifications and its answer.
+    let traffic = &report["traffic"];
+    assert!(
+        traffic["stratus_bytes_per_notification"].as_f64().unwrap() > 100.0,
+        "{out}"
+    );
+    assert!(
+        traffic["stratus_stanzas_per_publish"].as_f64().unwrap() >= 1.0,
+        "{out}"
+    );
+    assert!(
+        traffic["stratus_stanzas_per_write"].as_f64().unwrap() >= 1.0,
+        "{out}"
+    );
     for s in samples {
         assert!(s["rss_kib"][0].as_u64().unwrap() > 0, "{out}");
         assert!(s["outbound_queue"].as_u64().is_some(), "{out}");
@@ -275,4 +290,49 @@ async fn prosody_soak_samples_memory_and_queue() {
 #[tokio::test]
 async fn ejabberd_soak_samples_memory_and_queue() {
     soak_samples_memory_and_queue(Kind::Ejabberd).await;
+}
+
+/// Raw mode (the server's routing limit, `scripts/bench.sh`'s "raw" rows): the publisher sends
+/// each subscriber the message itself, in both shapes, and every one arrives once; the count
+/// of notifications is published x subscribers.
+async fn raw_mode_delivers_each_message_once(kind: Kind) {
+    let server = shared(kind);
+    let mut bytes = Vec::new();
+    for shape in ["notification", "minimal"] {
+        let args = ["--mode", "raw", "--raw-message", shape, "--node", "raw"]
+            .into_iter()
+            .chain(["--prefix", &unique("rw"), "-N", "3", "-W", "2", "-M", "5"])
+            .chain(["--drain", "5", "--json", "-"])
+            .map(str::to_owned)
+            .collect();
+        let o = stratus_load(server, args).await;
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{shape}: {}\n{out}", stderr(&o));
+        let report: serde_json::Value =
+            serde_json::from_str(&out[out.find("{\n").unwrap_or_else(|| panic!("{out}"))..])
+                .unwrap();
+        assert_eq!(report["published"], 5, "{out}");
+        assert_eq!(report["notifications_received"], 15, "{shape}: {out}");
+        assert_eq!(report["lost"], 0, "{out}");
+        assert_eq!(report["duplicates"], 0, "{out}");
+        assert_eq!(report["config"]["raw_message"], shape, "{out}");
+        bytes.push(
+            report["traffic"]["publisher_bytes_per_notification"]
+                .as_f64()
+                .unwrap(),
+        );
+    }
+    // What the publisher sent per notification: a whole notification (event, items, item and
+    // the 100-byte payload), or fewer bytes in the minimal message.
+    assert!(bytes[0] > bytes[1] && bytes[1] > 100.0, "{bytes:?}");
+}
+
+#[tokio::test]
+async fn prosody_raw_mode_delivers_each_message_once() {
+    raw_mode_delivers_each_message_once(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_raw_mode_delivers_each_message_once() {
+    raw_mode_delivers_each_message_once(Kind::Ejabberd).await;
 }

@@ -147,6 +147,14 @@ async fn metrics_move_and_health_follows_the_stream(kind: Kind) {
     );
     assert!(moved("stratus_notifications_total") >= 1.0, "{after}");
     assert!(moved("stratus_stanzas_sent_total") >= 4.0, "{after}");
+    // Every stanza is bytes in some write: at least one write, never more writes than stanzas
+    // (they are batched), and at least the bytes of the notification bob read.
+    let writes = moved("stratus_stream_writes_total");
+    assert!(
+        writes >= 1.0 && writes <= moved("stratus_stanzas_sent_total"),
+        "{after}"
+    );
+    assert!(moved("stratus_bytes_sent_total") >= 200.0, "{after}");
     assert_eq!(sample(&after, "stratus_connected"), 1.0, "{after}");
     assert!(after.contains("# TYPE stratus_request_duration_seconds histogram"));
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use stratus::client::TlsMode;
 use stratus::load::storm::StormConfig;
-use stratus::load::{self, LoadConfig, Mode};
+use stratus::load::{self, LoadConfig, Mode, RawMessage};
 
 /// What to run: [`Mode`]'s publish loads, or the login storm.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,6 +64,10 @@ struct Args {
     /// storm: a login storm of PEP users (--users, --contacts, --pep-nodes).
     #[arg(long, value_enum, default_value = "pubsub")]
     mode: CliMode,
+    /// Raw mode's message: the notification a pubsub service sends (the same bytes), or a
+    /// minimal one (fewer elements and bytes: the server's parse cost, by difference).
+    #[arg(long, value_enum, default_value = "notification")]
+    raw_message: RawMessage,
     /// Account name prefix; accounts are registered in-band when missing.
     #[arg(long, default_value = "load")]
     prefix: String,
@@ -151,6 +155,7 @@ fn main() -> ExitCode {
         } else {
             Mode::Pubsub
         },
+        raw_message: a.raw_message,
         prefix: a.prefix,
         password: a.password,
         tls: a.starttls,

@@ -189,6 +189,9 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 tracing::trace!("sent {buf}");
                 io.write_all(buf.as_bytes()).await?;
                 io.flush().await?;
+                let m = crate::metrics::metrics();
+                m.bytes_out.inc_by(buf.len() as u64);
+                m.stream_writes.inc();
                 buf.clear();
             }
             _ = tokio::time::sleep(idle), if keepalive.is_some() => {

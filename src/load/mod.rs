@@ -33,6 +33,19 @@ pub enum Mode {
     Raw,
 }
 
+/// The message each subscriber gets in raw mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RawMessage {
+    /// The notification a pubsub service sends (XEP-0060 7.1.2: `<event><items><item>`, the
+    /// payload inside), without its `from`, which the server adds: the same bytes to parse,
+    /// route and write as a service's notification.
+    Notification,
+    /// The payload and a small id element only: what the server's routing costs with fewer
+    /// elements and bytes (its parse cost per element and byte, against `notification`).
+    Minimal,
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LoadConfig {
     /// c2s host:port.
@@ -55,6 +68,8 @@ pub struct LoadConfig {
     /// Payload bytes per item.
     pub payload: usize,
     pub mode: Mode,
+    /// The message of raw mode.
+    pub raw_message: RawMessage,
     /// Accounts are PREFIX-p0.. and PREFIX-s0..; registered (XEP-0077) when missing.
     pub prefix: String,
     pub password: String,
@@ -175,6 +190,47 @@ pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
     Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
 }
 
+/// What a run measured of the processes it watched, from the first publish to the last
+/// notification.
+pub(crate) struct Measured {
+    /// CPU time of each `--cpu-pid` process.
+    pub cpu: Vec<Duration>,
+    /// stratus's stream counters (`--metrics`).
+    pub stream: Option<StreamCounters>,
+    pub samples: Vec<Sample>,
+}
+
+/// stratus's component-stream counters (`--metrics`): what the server received from it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StreamCounters {
+    pub bytes: f64,
+    pub stanzas: f64,
+    pub writes: f64,
+}
+
+impl StreamCounters {
+    /// From a `/metrics` text; None when a counter is missing (not stratus, or an old one).
+    pub fn parse(text: &str) -> Option<StreamCounters> {
+        Some(StreamCounters {
+            bytes: metric_value(text, "stratus_bytes_sent_total")?,
+            stanzas: metric_value(text, "stratus_stanzas_sent_total")?,
+            writes: metric_value(text, "stratus_stream_writes_total")?,
+        })
+    }
+
+    async fn scrape(cfg: &LoadConfig) -> Option<StreamCounters> {
+        StreamCounters::parse(&scrape(cfg.metrics.as_deref()?).await.ok()?)
+    }
+
+    fn since(self, before: StreamCounters) -> StreamCounters {
+        StreamCounters {
+            bytes: self.bytes - before.bytes,
+            stanzas: self.stanzas - before.stanzas,
+            writes: self.writes - before.writes,
+        }
+    }
+}
+
 /// CPU time of the watched processes now; a process that cannot be read is an error naming it.
 fn cpu_snapshot(pids: &[(String, u32)]) -> Result<Vec<Duration>, ClientError> {
     pids.iter()
@@ -200,6 +256,8 @@ pub struct Stats {
     /// e2e latency per second since the start, for the latency-over-time chart.
     pub timeline: Mutex<Vec<Histogram<u64>>>,
     pub published: AtomicU64,
+    /// Bytes of the stanzas the publishers sent while publishing.
+    pub published_bytes: AtomicU64,
     pub acked: AtomicU64,
     pub errors: AtomicU64,
     pub received: AtomicU64,
@@ -222,6 +280,7 @@ impl Stats {
             e2e: Mutex::new(hist()),
             timeline: Mutex::new(Vec::new()),
             published: AtomicU64::new(0),
+            published_bytes: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             received: AtomicU64::new(0),
@@ -408,6 +467,7 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
         }));
     }
     let cpu_before = cpu_snapshot(&cfg.cpu_pids)?;
+    let stream_before = StreamCounters::scrape(&cfg).await;
     let started = Instant::now();
     let sampling = Arc::new(AtomicBool::new(false));
     let samples = sampler(&cfg, started, sampling.clone());
@@ -455,6 +515,10 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
     }
     let elapsed = started.elapsed();
     let cpu_after = cpu_snapshot(&cfg.cpu_pids)?;
+    let stream = match stream_before {
+        Some(b) => StreamCounters::scrape(&cfg).await.map(|a| a.since(b)),
+        None => None,
+    };
     sampling.store(true, Ordering::Relaxed);
     let samples = samples.await.unwrap_or_default();
     stop.store(true, Ordering::Relaxed);
@@ -480,13 +544,39 @@ pub async fn run(cfg: LoadConfig, progress: bool) -> Result<Report, ClientError>
         publish_elapsed,
         elapsed,
         expected,
-        cpu_before
-            .iter()
-            .zip(&cpu_after)
-            .map(|(b, a)| a.saturating_sub(*b))
-            .collect(),
-        samples,
+        Measured {
+            cpu: cpu_before
+                .iter()
+                .zip(&cpu_after)
+                .map(|(b, a)| a.saturating_sub(*b))
+                .collect(),
+            stream,
+            samples,
+        },
     ))
+}
+
+/// The message raw mode sends `to` one subscriber for item `id`.
+fn raw_message(kind: RawMessage, to: &str, node: &str, id: &str, body: &Element) -> Element {
+    let m = Element::new("message", NS_CLIENT)
+        .attr("to", to.to_owned())
+        .attr("type", "headline");
+    match kind {
+        RawMessage::Notification => m.child(
+            Element::new("event", NS_EVENT).child(
+                Element::new("items", NS_EVENT)
+                    .attr("node", node.to_owned())
+                    .child(
+                        Element::new("item", NS_EVENT)
+                            .attr("id", id.to_owned())
+                            .child(body.clone()),
+                    ),
+            ),
+        ),
+        RawMessage::Minimal => m
+            .child(Element::new("load", NS_LOAD).attr("id", id.to_owned()))
+            .child(body.clone()),
+    }
 }
 
 /// Item ids carried by an event notification or a raw load message.
@@ -624,7 +714,12 @@ async fn publish_loop(
                                 ),
                         ),
                     );
-                if outbox.send(&iq).await.is_err() {
+                let mut xml = String::new();
+                iq.write_to(&mut xml, NS_CLIENT);
+                stats
+                    .published_bytes
+                    .fetch_add(xml.len() as u64, Ordering::Relaxed);
+                if outbox.send_raw(xml).await.is_err() {
                     break;
                 }
             }
@@ -632,13 +727,12 @@ async fn publish_loop(
                 // One message per subscriber, as a pubsub service would send; "acked" when written.
                 let mut batch = String::new();
                 for t in &targets {
-                    let m = Element::new("message", NS_CLIENT)
-                        .attr("to", t.clone())
-                        .attr("type", "headline")
-                        .child(Element::new("load", NS_LOAD).attr("id", id.clone()))
-                        .child(body.clone());
+                    let m = raw_message(cfg.raw_message, t, &cfg.node, &id, &body);
                     m.write_to(&mut batch, NS_CLIENT);
                 }
+                stats
+                    .published_bytes
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 if outbox.send_raw(batch).await.is_err() {
                     break;
                 }

@@ -59,6 +59,7 @@ pub struct Report {
     /// CPU time of the watched processes (`--cpu-pid`) from the first publish to the last
     /// notification.
     pub cpu: Vec<CpuUse>,
+    pub traffic: Traffic,
     /// Once a second: resident memory of the watched processes and stratus's outbound queue.
     pub samples: Vec<Sample>,
 }
@@ -72,6 +73,22 @@ pub struct CpuUse {
     pub us_per_notification: f64,
 }
 
+/// What the server was sent per notification: by the publishing client, and (publish loads
+/// through stratus with `--metrics`) by stratus on its component stream.
+#[derive(Debug, Clone, Serialize)]
+pub struct Traffic {
+    /// Bytes of the publishers' stanzas (publish IQs, or raw mode's messages).
+    pub publisher_bytes_per_notification: f64,
+    /// stratus's bytes, stanzas per publish, and stanzas per socket write.
+    pub stratus_bytes_per_notification: Option<f64>,
+    pub stratus_stanzas_per_publish: Option<f64>,
+    pub stratus_stanzas_per_write: Option<f64>,
+}
+
+fn per(total: f64, n: u64) -> f64 {
+    if n == 0 { 0.0 } else { total / n as f64 }
+}
+
 impl Report {
     pub(super) fn build(
         cfg: &LoadConfig,
@@ -79,9 +96,13 @@ impl Report {
         publish_elapsed: Duration,
         elapsed: Duration,
         expected: u64,
-        cpu: Vec<Duration>,
-        samples: Vec<Sample>,
+        m: super::Measured,
     ) -> Report {
+        let super::Measured {
+            cpu,
+            stream,
+            samples,
+        } = m;
         let e2e = s.e2e.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let ack = s.ack.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let received = s.received.load(Ordering::Relaxed);
@@ -144,6 +165,15 @@ impl Report {
                     },
                 })
                 .collect(),
+            traffic: Traffic {
+                publisher_bytes_per_notification: per(
+                    s.published_bytes.load(Ordering::Relaxed) as f64,
+                    received,
+                ),
+                stratus_bytes_per_notification: stream.map(|c| per(c.bytes, received)),
+                stratus_stanzas_per_publish: stream.map(|c| per(c.stanzas, published)),
+                stratus_stanzas_per_write: stream.map(|c| c.stanzas / c.writes.max(1.0)),
+            },
             samples,
         }
     }
@@ -203,6 +233,23 @@ impl Report {
                 c.name, c.pid, c.cpu_s, c.us_per_notification
             );
         }
+        let tr = &self.traffic;
+        let _ = write!(
+            t,
+            "sent to the server per notification: {:.1} bytes by the publishers",
+            tr.publisher_bytes_per_notification
+        );
+        if let (Some(b), Some(sp), Some(sw)) = (
+            tr.stratus_bytes_per_notification,
+            tr.stratus_stanzas_per_publish,
+            tr.stratus_stanzas_per_write,
+        ) {
+            let _ = write!(
+                t,
+                ", {b:.1} bytes by stratus ({sp:.2} stanzas per publish, {sw:.1} stanzas per write)"
+            );
+        }
+        let _ = writeln!(t);
         for (i, (name, _)) in self.config.cpu_pids.iter().enumerate() {
             let rss: Vec<u64> = self
                 .samples
