@@ -518,8 +518,6 @@ pub fn iq(kind: &str, to: &str, payload: Element) -> Element {
         .child(payload)
 }
 
-/// XEP-0199: `c` pings `domain` and gets the result. Stanzas from stratus to `c` through one
-/// server keep their order, so whatever stratus sent `c` before the pong has arrived by then.
 /// Pings `domain` until it answers with a result (up to 10 s): a restarted component is routable
 /// only once the server has taken its new stream and let go of the old one, which its own
 /// "connected" log line does not tell.
@@ -541,6 +539,8 @@ pub async fn ping_until_answered(c: &mut Client, domain: &str) {
     }
 }
 
+/// XEP-0199: `c` pings `domain` and gets the result. Stanzas from stratus to `c` through one
+/// server keep their order, so whatever stratus sent `c` before the pong has arrived by then.
 pub async fn ping_answered(c: &mut Client, domain: &str) {
     let pong = c
         .iq(iq("get", domain, Element::new("ping", "urn:xmpp:ping")))
