@@ -72,6 +72,13 @@ PY
 for server in ${SERVERS:-prosody ejabberd}; do
   read -r c2s_s comp_s < <(start_server "$server" "$work/$server-stratus" --pep)
   read -r c2s_b _ < <(start_server "$server" "$work/$server-builtin" --builtin-pep)
+  # The rosters straight into each server's storage, before anyone logs in: U x C entries made
+  # through c2s take Prosody hours at C=50; the storm's setup then finds them all.
+  target/release/stratus-load --mode storm --users "$U" --contacts "$C" --pep-nodes "$P" \
+    --prefix "storm$U" --print-rosters > "$work/rosters.txt"
+  for d in "$work/$server-stratus" "$work/$server-builtin"; do
+    echo "rosters written into $d: $("$root/scripts/xmpp-server.sh" rosters "$d" "$work/rosters.txt") entries" >&2
+  done
   http=127.0.0.1:$(free_port)
   taskset -c 1 target/release/stratus --server "127.0.0.1:$comp_s" --domain pubsub.localhost --secret secret \
     --data-dir "$work/store-$server" --http-listen "$http" --log-level warn > "$out/storm-stratus-$server.log" 2>&1 &

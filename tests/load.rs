@@ -198,6 +198,97 @@ async fn storm_delivers_every_last_item_once(kind: Kind) {
     }
 }
 
+/// A storm's rosters written into the server's own storage before anyone logs in
+/// (`stratus-load --print-rosters`, then `scripts/xmpp-server.sh rosters`, which the
+/// benchmark uses for U=1000, C=50): the server answers each account's roster with every
+/// contact at subscription `both` (RFC 6121 section 2.1.2.5), so the setup makes no
+/// subscription ("kept" on the first run), and stratus, which reads rosters through the
+/// server (XEP-0356 roster privilege), owes and delivers every contact's last items.
+async fn storm_with_rosters_in_the_servers_storage(kind: Kind) {
+    let server = Server::start_private_pep(kind);
+    let _stratus = Stratus::start(&server, "pubsub.localhost");
+    let prefix = unique("prov");
+    let (users, contacts, nodes) = (6u64, 2u64, 2u64);
+    let sizes: Vec<String> = ["--users", "--contacts", "--pep-nodes"]
+        .into_iter()
+        .zip([users, contacts, nodes])
+        .flat_map(|(f, v)| [f.to_owned(), v.to_string()])
+        .collect();
+    let listed = stratus_load(
+        &server,
+        ["--mode", "storm", "--prefix", &prefix, "--print-rosters"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain(sizes.iter().cloned())
+            .collect(),
+    )
+    .await;
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let lines = String::from_utf8(listed.stdout).unwrap();
+    // Every account lists each of its C contacts once, and each pair appears both ways.
+    let pairs: std::collections::HashSet<(&str, &str)> =
+        lines.lines().map(|l| l.split_once(' ').unwrap()).collect();
+    assert_eq!(pairs.len() as u64, users * contacts, "{lines}");
+    assert!(
+        pairs.iter().all(|(a, c)| pairs.contains(&(*c, *a))),
+        "{lines}"
+    );
+    let file = server.dir.join("rosters.txt");
+    std::fs::write(&file, &lines).unwrap();
+    let written = Command::new(root().join("scripts/xmpp-server.sh"))
+        .arg("rosters")
+        .arg(&server.dir)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let o = stratus_load(
+        &server,
+        [
+            "--mode",
+            "storm",
+            "--prefix",
+            &prefix,
+            "--rounds",
+            "1",
+            "--timeout",
+            "30",
+            "--json",
+            "-",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(sizes)
+        .collect(),
+    )
+    .await;
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{out}", stderr(&o));
+    let json = &out[out
+        .find("{\n")
+        .unwrap_or_else(|| panic!("no JSON in {out}"))..];
+    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(report["rosters"], "kept", "{out}");
+    let round = &report["rounds"][0];
+    assert_eq!(round["expected"], users * contacts * nodes, "{out}");
+    assert_eq!(round["received"], users * contacts * nodes, "{out}");
+    assert_eq!(round["duplicates"], 0, "{out}");
+}
+
+#[tokio::test]
+async fn prosody_storm_with_rosters_in_the_servers_storage() {
+    storm_with_rosters_in_the_servers_storage(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_storm_with_rosters_in_the_servers_storage() {
+    storm_with_rosters_in_the_servers_storage(Kind::Ejabberd).await;
+}
+
 #[tokio::test]
 async fn prosody_storm_delivers_every_last_item_once() {
     storm_delivers_every_last_item_once(Kind::Prosody).await;

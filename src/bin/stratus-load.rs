@@ -4,6 +4,7 @@
 //!       --subscribers 100 --window 16 --count 200
 //!   stratus-load --mode storm --users 1000 --contacts 50 --pep-nodes 5 --metrics 127.0.0.1:9105
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -114,6 +115,10 @@ struct Args {
     /// Storm: storms in turn (the first warms the service's caches).
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// Storm: print the roster entries the accounts need ("account contact" per line, bare
+    /// JIDs, subscription both) and exit, for `scripts/xmpp-server.sh rosters DIR FILE`.
+    #[arg(long)]
+    print_rosters: bool,
     /// host:port of stratus's [http] listener: its outbound queue is sampled every second
     /// (publish loads), its store reads reported (storm).
     #[arg(long)]
@@ -222,6 +227,23 @@ fn storm(a: Args) -> ExitCode {
         metrics: a.metrics,
         cpu_pids: a.cpu_pids,
     };
+    if a.print_rosters {
+        if let Err(e) = cfg.check() {
+            eprintln!("stratus-load: {e}");
+            return ExitCode::FAILURE;
+        }
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for line in cfg.roster_lines() {
+            if writeln!(out, "{line}").is_err() {
+                return ExitCode::FAILURE;
+            }
+        }
+        return if out.flush().is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let Some(report) = block_on(load::storm::run(cfg)) else {
         return ExitCode::FAILURE;
     };

@@ -128,13 +128,26 @@ impl StormConfig {
             .collect()
     }
 
+    /// Every roster entry the storm's accounts must have, as "account contact" lines of bare
+    /// JIDs (both directions of each pair, subscription `both`): what `scripts/xmpp-server.sh
+    /// rosters` writes into a server's storage, so that a large storm's setup finds its
+    /// rosters instead of making them through c2s.
+    pub fn roster_lines(&self) -> impl Iterator<Item = String> + '_ {
+        (0..self.users).flat_map(move |i| {
+            let me = self.bare(i);
+            self.contacts_of(i)
+                .into_iter()
+                .map(move |j| format!("{me} {}", self.bare(j)))
+        })
+    }
+
     /// j is one of i's contacts: at most C/2 steps from it round the ring, either way.
     fn is_contact(&self, i: usize, j: usize) -> bool {
         let d = (j + self.users - i) % self.users;
         i != j && d.min(self.users - d) <= self.contacts / 2
     }
 
-    fn check(&self) -> Result<(), ClientError> {
+    pub fn check(&self) -> Result<(), ClientError> {
         if !self.contacts.is_multiple_of(2) || self.contacts >= self.users || self.nodes == 0 {
             return Err(ClientError::Protocol(format!(
                 "storm: contacts must be even and fewer than users, nodes at least 1 \
