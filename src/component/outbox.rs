@@ -16,6 +16,10 @@ use crate::xml::Element;
 /// Bytes a writer gathers before one write call.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// Urgent stanzas (our own requests, each a small IQ) queued at most: as many as requests may
+/// wait for answers at once (`Requests`' default capacity).
+const URGENT_CAPACITY: usize = 4096;
+
 /// Bytes queued at most unless configured: producers wait beyond.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 
@@ -23,6 +27,9 @@ pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<String>,
+    /// Our own questions to the server (roster reads, disco): written before anything queued
+    /// in `tx`, so that an answer a decision waits for is not behind a backlog of deliveries.
+    urgent: mpsc::Sender<String>,
     /// The default namespace of the stream the stanzas go to (jabber:component:accept, jabber:client).
     stream_ns: &'static str,
     /// One permit per queued byte (a string larger than the whole budget takes all of it).
@@ -34,6 +41,7 @@ pub struct Outbox {
 #[derive(Clone)]
 pub struct OutboxReceiver {
     rx: Arc<Mutex<mpsc::Receiver<String>>>,
+    urgent: Arc<Mutex<mpsc::Receiver<String>>>,
     bytes: Arc<Semaphore>,
     max_bytes: usize,
 }
@@ -42,6 +50,11 @@ impl OutboxReceiver {
     /// The queue, for one reader at a time.
     pub async fn lock(&self) -> MutexGuard<'_, mpsc::Receiver<String>> {
         self.rx.lock().await
+    }
+
+    /// The queue of urgent stanzas ([`Outbox::send_urgent`]), for one reader at a time.
+    pub async fn lock_urgent(&self) -> MutexGuard<'_, mpsc::Receiver<String>> {
+        self.urgent.lock().await
     }
 
     /// Gives back the byte budget of a string taken from the queue.
@@ -66,6 +79,7 @@ impl Outbox {
         stream_ns: &'static str,
     ) -> (Outbox, OutboxReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
+        let (urgent, urgent_rx) = mpsc::channel(URGENT_CAPACITY);
         // Permits are taken in u32 amounts: the budget is capped there so that what is taken and
         // what is given back are always the same number.
         let max_bytes = max_bytes.min(u32::MAX as usize);
@@ -73,12 +87,14 @@ impl Outbox {
         (
             Outbox {
                 tx,
+                urgent,
                 stream_ns,
                 bytes: bytes.clone(),
                 max_bytes,
             },
             OutboxReceiver {
                 rx: Arc::new(Mutex::new(rx)),
+                urgent: Arc::new(Mutex::new(urgent_rx)),
                 bytes,
                 max_bytes,
             },
@@ -91,6 +107,15 @@ impl Outbox {
         let mut xml = String::with_capacity(256);
         stanza.write_to(&mut xml, self.stream_ns);
         self.send_raw(xml).await
+    }
+
+    /// Queues a request of ours ahead of everything in the ordinary queue (its order among
+    /// other urgent stanzas is kept); waits while [`URGENT_CAPACITY`] are queued.
+    pub async fn send_urgent(&self, stanza: &Element) -> Result<(), OutboxClosed> {
+        crate::metrics::metrics().stanzas_out.inc();
+        let mut xml = String::with_capacity(256);
+        stanza.write_to(&mut xml, self.stream_ns);
+        self.urgent.send(xml).await.map_err(|_| OutboxClosed)
     }
 
     /// Queues already-serialized XML (one or more complete stanzas); waits while the queue is
@@ -142,6 +167,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     mut stop: oneshot::Receiver<WriterStop>,
 ) -> std::io::Result<()> {
     let mut rx = queue.rx.lock().await;
+    let mut urgent = queue.urgent.lock().await;
     let mut buf = String::with_capacity(BATCH_BYTES);
     let idle = keepalive.unwrap_or(Duration::from_secs(24 * 3600));
     loop {
@@ -150,6 +176,9 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
             how = &mut stop => {
                 let tail = match how {
                     Ok(WriterStop::Drain(tail)) => {
+                        while let Ok(more) = urgent.try_recv() {
+                            buf.push_str(&more);
+                        }
                         while let Ok(more) = rx.try_recv() {
                             queue.release(&more);
                             buf.push_str(&more);
@@ -169,6 +198,13 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 let _ = io.shutdown().await;
                 return Ok(());
             }
+            Some(first) = urgent.recv() => {
+                buf.push_str(&first);
+                while let Ok(more) = urgent.try_recv() {
+                    buf.push_str(&more);
+                }
+                write_batch(&mut io, &mut buf).await?;
+            }
             msg = rx.recv() => {
                 let Some(first) = msg else {
                     // Every producer is gone: nothing more will be queued.
@@ -186,13 +222,7 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                         Err(_) => break,
                     }
                 }
-                tracing::trace!("sent {buf}");
-                io.write_all(buf.as_bytes()).await?;
-                io.flush().await?;
-                let m = crate::metrics::metrics();
-                m.bytes_out.inc_by(buf.len() as u64);
-                m.stream_writes.inc();
-                buf.clear();
+                write_batch(&mut io, &mut buf).await?;
             }
             _ = tokio::time::sleep(idle), if keepalive.is_some() => {
                 io.write_all(b" ").await?;
@@ -200,6 +230,18 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Writes and flushes one batch, counted in the stream metrics, and empties `buf`.
+async fn write_batch<W: AsyncWrite + Unpin>(io: &mut W, buf: &mut String) -> std::io::Result<()> {
+    tracing::trace!("sent {buf}");
+    io.write_all(buf.as_bytes()).await?;
+    io.flush().await?;
+    let m = crate::metrics::metrics();
+    m.bytes_out.inc_by(buf.len() as u64);
+    m.stream_writes.inc();
+    buf.clear();
+    Ok(())
 }
 
 #[cfg(test)]
@@ -225,6 +267,34 @@ mod tests {
         let mut s = String::new();
         r.read_to_string(&mut s).await.unwrap();
         assert_eq!(s, "<message to='a@b'/><presence/></stream:stream>");
+    }
+
+    /// A request of ours queued after a backlog is written before it: the answer a decision
+    /// waits for does not queue behind the deliveries.
+    #[tokio::test]
+    async fn urgent_stanzas_go_before_the_backlog() {
+        let (outbox, rx) = Outbox::new(16, "jabber:component:accept");
+        for i in 0..3 {
+            outbox
+                .send_raw(format!("<message id='{i}'/>"))
+                .await
+                .unwrap();
+        }
+        outbox
+            .send_urgent(&Element::new("iq", "jabber:component:accept").attr("id", "q"))
+            .await
+            .unwrap();
+        let (w, mut r) = tokio::io::duplex(1 << 16);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let writer = tokio::spawn(run_writer(w, rx, None, stop_rx));
+        let mut first = [0u8; 12];
+        r.read_exact(&mut first).await.unwrap();
+        assert_eq!(&first, b"<iq id='q'/>");
+        stop_tx.send(WriterStop::Drain(String::new())).unwrap();
+        writer.await.unwrap().unwrap();
+        let mut rest = String::new();
+        r.read_to_string(&mut rest).await.unwrap();
+        assert_eq!(rest, "<message id='0'/><message id='1'/><message id='2'/>");
     }
 
     #[tokio::test(start_paused = true)]

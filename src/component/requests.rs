@@ -58,7 +58,30 @@ impl Requests {
     /// Sends `iq` (an id is assigned) and waits up to `timeout` for the result or error from the
     /// JID in its `to`. None when unanswered, when the table is full, or when the connection ended.
     /// Must not be awaited by the task that reads the stream (the answer arrives there).
-    pub async fn send(&self, out: &Outbox, mut iq: Element, timeout: Duration) -> Option<Element> {
+    /// Queued in order with everything else sent (a barrier that must follow the stanzas before
+    /// it, say).
+    pub async fn send(&self, out: &Outbox, iq: Element, timeout: Duration) -> Option<Element> {
+        self.ask(out, iq, timeout, false).await
+    }
+
+    /// [`Requests::send`] ahead of the stanzas queued for delivery ([`Outbox::send_urgent`]):
+    /// for questions a decision waits on (rosters, caps), which must not queue behind a backlog.
+    pub async fn send_ahead(
+        &self,
+        out: &Outbox,
+        iq: Element,
+        timeout: Duration,
+    ) -> Option<Element> {
+        self.ask(out, iq, timeout, true).await
+    }
+
+    async fn ask(
+        &self,
+        out: &Outbox,
+        mut iq: Element,
+        timeout: Duration,
+        ahead: bool,
+    ) -> Option<Element> {
         let id = unguessable_id();
         iq.set_attr("id", id.clone());
         let asked = iq.get_attr("to").and_then(|t| Jid::parse(t).ok());
@@ -74,7 +97,12 @@ impl Requests {
             }
             table.insert(id.clone(), Waiter { asked, tx });
         }
-        if out.send(&iq).await.is_err() {
+        let queued = if ahead {
+            out.send_urgent(&iq).await
+        } else {
+            out.send(&iq).await
+        };
+        if queued.is_err() {
             self.table().remove(&id);
             return None;
         }

@@ -41,6 +41,27 @@ pub struct Pep {
 }
 
 impl Pep {
+    /// Each owner's roster as read since `since` ([`Pep::roster_since`]), once for all the
+    /// actors; only the rosters of accounts of the servers we serve can be read.
+    async fn relations_since(
+        &self,
+        owners: &[BareJid],
+        actors: &[BareJid],
+        since: std::time::Instant,
+    ) -> Vec<RosterRelation> {
+        let mut out = vec![RosterRelation::default(); actors.len()];
+        for owner in owners.iter().filter(|o| self.is_local(o)) {
+            let roster = self.roster_since(owner, since).await;
+            for (actor, relation) in actors.iter().zip(out.iter_mut()) {
+                if let Some(item) = roster.get(actor.as_str()) {
+                    relation.presence_subscribed |= item.subscription_from();
+                    relation.groups.extend(item.groups.iter().cloned());
+                }
+            }
+        }
+        out
+    }
+
     /// `requests`: the component's table of IQs waiting for answers; `cache_entries`: the bound
     /// of each of its caches.
     pub fn new(
@@ -129,31 +150,31 @@ impl RosterSource for Arc<Pep> {
         owners: &[BareJid],
         actor: &BareJid,
     ) -> RosterRelation {
-        self.relations(svc, owners, std::slice::from_ref(actor))
+        self.relation_since(svc, owners, actor, std::time::Instant::now())
+            .await
+    }
+
+    async fn relation_since(
+        &self,
+        _svc: &ServiceId,
+        owners: &[BareJid],
+        actor: &BareJid,
+        since: std::time::Instant,
+    ) -> RosterRelation {
+        self.relations_since(owners, std::slice::from_ref(actor), since)
             .await
             .pop()
             .unwrap_or_default()
     }
 
-    /// Each owner's roster is read once, fresh, for all the actors; only the rosters of accounts
-    /// of the servers we serve can be read.
     async fn relations(
         &self,
         _svc: &ServiceId,
         owners: &[BareJid],
         actors: &[BareJid],
     ) -> Vec<RosterRelation> {
-        let mut out = vec![RosterRelation::default(); actors.len()];
-        for owner in owners.iter().filter(|o| self.is_local(o)) {
-            let roster = self.roster_within(owner, std::time::Duration::ZERO).await;
-            for (actor, relation) in actors.iter().zip(out.iter_mut()) {
-                if let Some(item) = roster.get(actor.as_str()) {
-                    relation.presence_subscribed |= item.subscription_from();
-                    relation.groups.extend(item.groups.iter().cloned());
-                }
-            }
-        }
-        out
+        self.relations_since(owners, actors, std::time::Instant::now())
+            .await
     }
 
     async fn contacts(&self, account: &BareJid) -> Vec<Contact> {

@@ -326,7 +326,7 @@ impl Pep {
             );
         match self
             .requests
-            .send(&self.outbox, iq, Duration::from_secs(5))
+            .send_ahead(&self.outbox, iq, Duration::from_secs(5))
             .await
         {
             Some(r) if r.get_attr("type") == Some("result") => {

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::component::NS_COMPONENT;
 use crate::jid::Jid;
@@ -17,6 +17,9 @@ pub const NS_ROSTER: &str = "jabber:iq:roster";
 /// How long a fetched roster is trusted. Roster pushes are not delivered to components by every
 /// server, so changes become visible within this bound.
 pub const ROSTER_TTL: Duration = Duration::from_secs(30);
+
+/// How long a roster read waits for the server's answer.
+const ROSTER_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RosterItem {
@@ -45,6 +48,10 @@ pub struct Rosters {
     /// account it was addressed; this says whose last items it may be owed. A hint only: every
     /// use checks the account's roster again.
     watchers: moka::sync::Cache<String, Arc<HashSet<String>>>,
+    /// One read of an account's roster at a time: a decision that needs a fresh roster waits for
+    /// the read in progress, then takes the answer of any read sent after it began (see
+    /// [`Pep::roster_since`]). Bounded like the cache; an evicted lock only allows a second read.
+    reading: moka::sync::Cache<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Rosters {
@@ -56,6 +63,7 @@ impl Rosters {
                 .time_to_live(ROSTER_TTL)
                 .build(),
             watchers: moka::sync::Cache::new(entries.saturating_mul(10)),
+            reading: moka::sync::Cache::new(entries),
         }
     }
 
@@ -157,48 +165,95 @@ impl Pep {
 
     /// The account's roster, read again when the cached copy is older than `max_age`.
     pub async fn roster_within(&self, owner: &Jid, max_age: Duration) -> Arc<Roster> {
+        self.roster_where(owner, |read_at| read_at.elapsed() < max_age)
+            .await
+    }
+
+    /// The account's roster as the server answered a read sent at or after `since`: what an
+    /// access decision that began at `since` must go by (a contact added or removed before it
+    /// counts). Reads of one account are made one at a time, and every decision waiting when
+    /// one is sent takes its answer: in a login storm, where each account's roster is wanted
+    /// by each of its contacts at once, the server answers one read per account and round trip
+    /// instead of one per decision.
+    pub async fn roster_since(&self, owner: &Jid, since: Instant) -> Arc<Roster> {
+        self.roster_where(owner, |read_at| read_at >= since).await
+    }
+
+    /// The cached roster when `fresh` takes the time its read was sent, else a new read: one
+    /// at a time per account, and the cache looked at again once it is this one's turn.
+    async fn roster_where(&self, owner: &Jid, fresh: impl Fn(Instant) -> bool) -> Arc<Roster> {
         let key = owner.to_bare().to_string();
-        let cached = self.rosters.cache.get(&key);
-        if let Some((at, r)) = &cached
-            && at.elapsed() < max_age
-        {
-            return r.clone();
+        let cached = |rosters: &Rosters| {
+            rosters
+                .cache
+                .get(&key)
+                .filter(|(at, _)| fresh(*at))
+                .map(|(_, r)| r)
+        };
+        if let Some(r) = cached(&self.rosters) {
+            return r;
         }
+        let turn = self.rosters.reading.get_with(key.clone(), Arc::default);
+        let _turn = turn.lock().await;
+        if let Some(r) = cached(&self.rosters) {
+            return r;
+        }
+        let previous = self.rosters.cache.get(&key).map(|(_, r)| r);
+        let sent = Instant::now();
+        match self.read_roster(&key, owner, previous.as_deref()).await {
+            Some(roster) => {
+                self.rosters.cache.insert(key, (sent, roster.clone()));
+                roster
+            }
+            // Not cached: the next decision asks again instead of refusing for ROSTER_TTL.
+            None => Arc::new(Roster::new()),
+        }
+    }
+
+    /// Asks the server for the account's roster: empty without the roster privilege; None when
+    /// the server did not answer in time (nothing is let in on a roster not seen). The wait is
+    /// long because the question queues behind everything else on the one stream: in a login
+    /// storm, behind thousands of last items on their way out.
+    async fn read_roster(
+        &self,
+        key: &str,
+        owner: &Jid,
+        previous: Option<&Roster>,
+    ) -> Option<Arc<Roster>> {
         let granted = self
             .privileges
             .get(owner.domain())
             .is_some_and(|g| g.roster_get);
-        let roster = if granted {
-            let iq = Element::new("iq", NS_COMPONENT)
-                .attr("type", "get")
-                .attr("from", self.component.clone())
-                .attr("to", key.clone())
-                .child(Element::new("query", NS_ROSTER));
-            match self
-                .requests
-                .send(&self.outbox, iq, Duration::from_secs(5))
-                .await
-            {
-                Some(r) if r.get_attr("type") == Some("result") => {
-                    let roster = Arc::new(parse_roster(&r));
-                    let previous = cached.as_ref().map(|(_, r)| &**r);
-                    self.rosters.learn(&key, &roster, previous, |c| {
-                        Jid::parse(c).is_ok_and(|j| self.is_local(&j))
-                    });
-                    roster
-                }
-                other => {
-                    debug!("roster of {key} unavailable: {other:?}");
-                    Arc::new(Roster::new())
-                }
+        if !granted {
+            return Some(Arc::new(Roster::new()));
+        }
+        let iq = Element::new("iq", NS_COMPONENT)
+            .attr("type", "get")
+            .attr("from", self.component.clone())
+            .attr("to", key)
+            .child(Element::new("query", NS_ROSTER));
+        match self
+            .requests
+            .send_ahead(&self.outbox, iq, ROSTER_WAIT)
+            .await
+        {
+            Some(r) if r.get_attr("type") == Some("result") => {
+                let roster = Arc::new(parse_roster(&r));
+                self.rosters.learn(key, &roster, previous, |c| {
+                    Jid::parse(c).is_ok_and(|j| self.is_local(&j))
+                });
+                Some(roster)
             }
-        } else {
-            Arc::new(Roster::new())
-        };
-        self.rosters
-            .cache
-            .insert(key, (Instant::now(), roster.clone()));
-        roster
+            Some(r) => {
+                // An error answer (no such account, say) is the server's word: an empty roster.
+                debug!("roster of {key} refused: {r}");
+                Some(Arc::new(Roster::new()))
+            }
+            None => {
+                warn!("no answer to the roster of {key} within {ROSTER_WAIT:?}");
+                None
+            }
+        }
     }
 }
 
@@ -250,5 +305,79 @@ mod tests {
         assert!(rosters.watchers_of("erin@remote.example").is_empty());
         rosters.unwatch("bob@remote.example", "zoe@localhost");
         assert!(rosters.watchers_of("bob@remote.example").is_empty());
+    }
+
+    /// Decisions waiting on one account's roster share reads, and none takes the answer of a
+    /// read sent before it began: twenty decisions at once make two reads, the first one's and
+    /// one for all nineteen that began while it was in flight, which see the roster as it is
+    /// after the change made meanwhile (a contact added, RFC 6121 section 2.1.2.5).
+    #[tokio::test]
+    async fn waiting_decisions_share_reads_sent_after_they_began() {
+        use crate::component::{Outbox, Requests};
+        use crate::xml::{Limits, parse_element};
+
+        let (outbox, rx) = Outbox::new(64, NS_COMPONENT);
+        let requests = Arc::new(Requests::default());
+        let pep = Arc::new(Pep::new(
+            "pubsub.localhost",
+            vec!["localhost".into()],
+            outbox,
+            requests.clone(),
+            100,
+        ));
+        pep.privileges.record(
+            "localhost",
+            &parse_element(
+                "<privilege xmlns='urn:xmpp:privilege:2'>\
+                 <perm access='roster' type='get'/></privilege>",
+                Limits::default(),
+            )
+            .unwrap(),
+        );
+        let owner = Jid::parse("alice@localhost").unwrap();
+        let first = {
+            let (pep, owner) = (pep.clone(), owner.clone());
+            tokio::spawn(async move { pep.roster_since(&owner, Instant::now()).await })
+        };
+        let mut queue = rx.lock_urgent().await;
+        let asked = |xml: String| {
+            let iq = parse_element(&xml, Limits::default()).unwrap();
+            assert_eq!(iq.get_attr("to"), Some("alice@localhost"), "{xml}");
+            iq.get_attr("id").unwrap().to_owned()
+        };
+        let id1 = asked(queue.recv().await.unwrap());
+        // Nineteen decisions begin while the first read is in flight.
+        let later: Vec<_> = (0..19)
+            .map(|_| {
+                let (pep, owner) = (pep.clone(), owner.clone());
+                let since = Instant::now();
+                tokio::spawn(async move { pep.roster_since(&owner, since).await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let answer = |id: &str, contact: &str| {
+            parse_element(
+                &format!(
+                    "<iq xmlns='jabber:component:accept' type='result' id='{id}' \
+                     from='alice@localhost' to='pubsub.localhost'>\
+                     <query xmlns='jabber:iq:roster'>\
+                     <item jid='{contact}' subscription='both'/></query></iq>"
+                ),
+                Limits::default(),
+            )
+            .unwrap()
+        };
+        requests.complete(answer(&id1, "bob@localhost")).unwrap();
+        assert!(first.await.unwrap().contains_key("bob@localhost"));
+        let id2 = asked(queue.recv().await.unwrap());
+        requests.complete(answer(&id2, "carol@localhost")).unwrap();
+        for task in later {
+            let roster = task.await.unwrap();
+            assert!(
+                roster.contains_key("carol@localhost") && !roster.contains_key("bob@localhost"),
+                "a decision took a roster read before it began: {roster:?}"
+            );
+        }
+        assert!(queue.try_recv().is_err(), "more than two reads were sent");
     }
 }

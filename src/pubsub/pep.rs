@@ -79,6 +79,9 @@ impl PubSub {
     /// receives, local or on another server, where
     /// the node sends its last item on presence and lets the resource read it now.
     pub async fn last_items_on_presence(&self, who: &Jid) -> Vec<Notification> {
+        // One moment for every decision below: each contact's roster is read once for all of
+        // its nodes (and shared with the other resources that came online meanwhile).
+        let since = std::time::Instant::now();
         let features = self.roster.features(who).await;
         if !features.iter().any(|f| f.ends_with("+notify")) {
             return Vec::new();
@@ -101,7 +104,7 @@ impl PubSub {
                 if !features.contains(&format!("{node}+notify")) {
                     continue;
                 }
-                if let Some(n) = self.last_item_for(&svc, &node, who).await {
+                if let Some(n) = self.last_item_for(&svc, &node, who, since).await {
                     out.push(n);
                 }
             }
@@ -111,13 +114,19 @@ impl PubSub {
 
     /// The last item of `node` as a notification to `who` alone, if the node sends it on presence
     /// and `who` may read the node now.
-    async fn last_item_for(&self, svc: &ServiceId, node: &str, who: &Jid) -> Option<Notification> {
+    async fn last_item_for(
+        &self,
+        svc: &ServiceId,
+        node: &str,
+        who: &Jid,
+        since: std::time::Instant,
+    ) -> Option<Notification> {
         let (state, seen) = self.node_seen(svc, node).await.ok()?;
         let cfg = &state.record.config;
         if cfg.send_last_published_item != SendLastPublished::OnSubAndPresence {
             return None;
         }
-        self.authorize_in(svc, &state, who, Action::RetrieveItems)
+        self.authorize_since(svc, &state, who, Action::RetrieveItems, since)
             .await
             .ok()?;
         let item = self.last_item_at(svc, node, seen).await.ok()??;

@@ -15,17 +15,6 @@ use super::policy::policy_of;
 use super::service::*;
 
 impl PubSub {
-    pub(super) async fn relation(
-        &self,
-        svc: &ServiceId,
-        state: &NodeState,
-        actor: &Jid,
-    ) -> RosterRelation {
-        self.roster
-            .relation(svc, &policy_of(svc).roster_owners(state), &actor.to_bare())
-            .await
-    }
-
     /// The candidates that may read the node now. Every delivery (explicit subscriber or implicit
     /// `+notify` contact, of every kind of notification) passes this same check as a read
     /// (XEP-0060 4.1 table 4, then the access model), with the owner's roster read once for all.
@@ -104,6 +93,21 @@ impl PubSub {
         actor: &Jid,
         action: Action,
     ) -> PubSubResult<()> {
+        self.authorize_since(svc, state, actor, action, std::time::Instant::now())
+            .await
+    }
+
+    /// [`PubSub::authorize_in`] for a decision that began at `since`, with the owner's roster as
+    /// read since then ([`RosterSource::relation_since`]): the decisions of one moment share a
+    /// roster read.
+    pub async fn authorize_since(
+        &self,
+        svc: &ServiceId,
+        state: &NodeState,
+        actor: &Jid,
+        action: Action,
+        since: std::time::Instant,
+    ) -> PubSubResult<()> {
         let aff = self.affiliation(svc, state, actor);
         let cfg = &state.record.config;
         // Only fetch the roster when the decision depends on it.
@@ -114,7 +118,14 @@ impl PubSub {
                 AccessModel::Presence | AccessModel::Roster
             );
         let roster = if needs_roster {
-            self.relation(svc, state, actor).await
+            self.roster
+                .relation_since(
+                    svc,
+                    &policy_of(svc).roster_owners(state),
+                    &actor.to_bare(),
+                    since,
+                )
+                .await
         } else {
             RosterRelation::default()
         };

@@ -65,6 +65,19 @@ pub trait RosterSource: Send + Sync {
         actor: &BareJid,
     ) -> RosterRelation;
 
+    /// [`RosterSource::relation`] for a decision that began at `since`: a roster read sent since
+    /// then is as good as a new one, so the several decisions of one moment (the last items
+    /// owed to a resource that came online) share a read.
+    async fn relation_since(
+        &self,
+        svc: &ServiceId,
+        owners: &[BareJid],
+        actor: &BareJid,
+        _since: std::time::Instant,
+    ) -> RosterRelation {
+        self.relation(svc, owners, actor).await
+    }
+
     /// The relation of each of `actors`, from one reading of the owners' rosters.
     async fn relations(
         &self,

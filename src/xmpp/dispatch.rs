@@ -22,7 +22,7 @@ use crate::xml::{Element, Rejected};
 
 use super::errors::StanzaError;
 use super::multicast::Multicast;
-use super::scheduler::{MAX_TASKS, NodeOrder, answers_at_once, busy, shard_of};
+use super::scheduler::{MAX_TASKS, MAX_WAITING, NodeOrder, answers_at_once, busy, shard_of};
 use super::stanza::Iq;
 
 /// The component's stanza handler.
@@ -45,6 +45,11 @@ pub(super) struct Inner {
     pub(super) idle: Notify,
     /// Permits for tasks spawned from the reader ([`MAX_TASKS`]).
     pub(super) tasks: Arc<Semaphore>,
+    /// Places for presence work waiting for one of those permits ([`MAX_WAITING`]).
+    pub(super) waiting: Arc<Semaphore>,
+    /// When presence work was last dropped for want of a place (seconds since start), so that
+    /// the warning is logged once per burst.
+    pub(super) dropped_at: std::sync::atomic::AtomicU64,
     /// Arrival order of delegated requests per PEP node.
     pub(super) pep_order: Arc<NodeOrder>,
     /// Set once the expiry sweep runs (started on the first connection).
@@ -72,6 +77,8 @@ impl Service {
                 inflight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 tasks: Arc::new(Semaphore::new(MAX_TASKS)),
+                waiting: Arc::new(Semaphore::new(MAX_WAITING)),
+                dropped_at: std::sync::atomic::AtomicU64::new(0),
                 pep_order: Arc::default(),
                 sweeping: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -204,12 +211,12 @@ impl StanzaHandler for Service {
                     if local {
                         pep.rosters.forget(&who.to_bare().to_string());
                     }
-                    let (inner, out) = (inner.clone(), out.clone());
-                    match self.try_task() {
-                        Some(permit) => self.spawn_counted(permit, async move {
-                            inner.on_available(who, &out).await
-                        }),
-                        None => debug!("too busy to send last items to {who}"),
+                    // The last items owed to the new resource (XEP-0163 section 4.3.1) wait
+                    // for a task rather than being dropped when every task is busy: in a login
+                    // storm every resource's presence arrives at once.
+                    let (inner, out, to) = (inner.clone(), out.clone(), who.clone());
+                    if !self.spawn_queued(async move { inner.on_available(who, &out).await }) {
+                        self.dropped(&to);
                     }
                 }
             }

@@ -26,6 +26,10 @@ pub(super) const SHARDS: usize = 32;
 /// answers, which the reader must stay free to read).
 pub(super) const MAX_TASKS: usize = 1024;
 
+/// Presence work (the last items owed to a resource that came online) waiting for a task at
+/// most; beyond, it is dropped with a warning. A waiting entry holds a JID and a few handles.
+pub(super) const MAX_WAITING: usize = 16 * 1024;
+
 /// Host-service requests queued per shard at most; beyond, `resource-constraint`.
 pub(super) const SHARD_QUEUE: usize = 1024;
 
@@ -90,6 +94,54 @@ impl Service {
     /// waits for work to finish.
     pub(super) fn try_task(&self) -> Option<OwnedSemaphorePermit> {
         self.inner.tasks.clone().try_acquire_owned().ok()
+    }
+
+    /// Runs `work` once one of the [`MAX_TASKS`] permits is free, in order of arrival, counted as
+    /// in flight from now; false (and nothing runs) when [`MAX_WAITING`] wait already.
+    pub(super) fn spawn_queued(
+        &self,
+        work: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> bool {
+        let Ok(place) = self.inner.waiting.clone().try_acquire_owned() else {
+            return false;
+        };
+        self.inner.inflight.fetch_add(1, Ordering::SeqCst);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            // The semaphore is never closed: a permit always comes.
+            let permit = inner.tasks.clone().acquire_owned().await;
+            drop(place);
+            work.await;
+            drop(permit);
+            inner.finished();
+        });
+        true
+    }
+
+    /// Presence work for `who` found no place: warned about once per minute, at debug level
+    /// otherwise.
+    pub(super) fn dropped(&self, who: &crate::jid::Jid) {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs()
+            + 1;
+        let last = self.inner.dropped_at.load(Ordering::Relaxed);
+        if (last == 0 || now >= last + 60)
+            && self
+                .inner
+                .dropped_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                "too busy to send the last items owed to {who}: {MAX_WAITING} presences wait \
+                 for a task already (further ones this minute at debug level)"
+            );
+        } else {
+            debug!("too busy to send last items to {who}");
+        }
     }
 
     /// Runs `work` in its own task, counted as in flight until it completes.
