@@ -346,4 +346,55 @@ mod tests {
         assert_eq!(*log.lock().unwrap(), (0..50).collect::<Vec<_>>());
         assert_eq!(order.len(), 0);
     }
+
+    /// Presence work that finds every task busy waits for one and runs, in order, instead of
+    /// being dropped (the last items owed to every resource of a login storm); only beyond
+    /// MAX_WAITING is it refused.
+    #[tokio::test]
+    async fn presence_work_waits_for_a_task_instead_of_being_dropped() {
+        use crate::pubsub::service::{Limits, NoRoster, PubSub};
+        use crate::storage::memory::MemoryStore;
+
+        let pubsub = Arc::new(PubSub::new(
+            Arc::new(MemoryStore::default()),
+            Limits::default(),
+            Arc::new(NoRoster),
+        ));
+        let service =
+            Service::new("pubsub.localhost", pubsub, None, Arc::default(), false).unwrap();
+        let busy = service
+            .inner
+            .tasks
+            .clone()
+            .acquire_many_owned(MAX_TASKS as u32)
+            .await
+            .unwrap();
+        assert!(service.try_task().is_none(), "every task is taken");
+        let ran = Arc::new(std::sync::Mutex::new(Vec::new()));
+        for i in 0..3 {
+            let ran = ran.clone();
+            assert!(service.spawn_queued(async move { ran.lock().unwrap().push(i) }));
+        }
+        tokio::task::yield_now().await;
+        assert!(ran.lock().unwrap().is_empty(), "ran without a task");
+        drop(busy);
+        for _ in 0..100 {
+            if ran.lock().unwrap().len() == 3 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(*ran.lock().unwrap(), [0, 1, 2]);
+        // Beyond the places for waiting work, it is refused (and warned about), not queued.
+        let places = service
+            .inner
+            .waiting
+            .clone()
+            .acquire_many_owned(MAX_WAITING as u32)
+            .await
+            .unwrap();
+        assert!(!service.spawn_queued(async {}));
+        drop(places);
+        assert!(service.spawn_queued(async {}));
+    }
 }

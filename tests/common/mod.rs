@@ -883,6 +883,8 @@ impl InProcess {
             self.receive(parse(s)).await;
         }
         let mut rx = self.queue.lock().await;
+        // stratus's own requests, which its writer sends ahead of the rest (Outbox::send_urgent).
+        let mut urgent = self.queue.lock_urgent().await;
         let mut written = Vec::new();
         loop {
             let chunk = {
@@ -890,8 +892,9 @@ impl InProcess {
                 tokio::pin!(idle);
                 tokio::select! {
                     biased;
+                    Some(chunk) = urgent.recv() => Some(chunk),
                     chunk = rx.recv() => chunk,
-                    _ = &mut idle => rx.try_recv().ok(),
+                    _ = &mut idle => urgent.try_recv().or_else(|_| rx.try_recv()).ok(),
                 }
             };
             let Some(chunk) = chunk else { break };
