@@ -32,6 +32,16 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A successful run's stdout and the `--json -` report in it (after the text table).
+fn report_of(o: &Output, what: &str) -> (serde_json::Value, String) {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{what}: {}\n{out}", stderr(o));
+    let json = &out[out
+        .find("{\n")
+        .unwrap_or_else(|| panic!("no JSON in {out}"))..];
+    (serde_json::from_str(json).unwrap(), out)
+}
+
 /// A process that spins until dropped.
 struct Spinner(std::process::Child);
 
@@ -178,12 +188,7 @@ async fn storm_delivers_every_last_item_once(kind: Kind) {
     };
     for rosters in ["made", "kept"] {
         let o = run().await;
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{}\n{out}", stderr(&o));
-        let json = &out[out
-            .find("{\n")
-            .unwrap_or_else(|| panic!("no JSON in {out}"))..];
-        let report: serde_json::Value = serde_json::from_str(json).unwrap();
+        let (report, out) = report_of(&o, "storm");
         assert_eq!(report["rosters"], rosters, "{out}");
         let rounds = report["rounds"].as_array().unwrap();
         assert_eq!(rounds.len(), 2, "{out}");
@@ -266,12 +271,7 @@ async fn storm_with_rosters_in_the_servers_storage(kind: Kind) {
         .collect(),
     )
     .await;
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}\n{out}", stderr(&o));
-    let json = &out[out
-        .find("{\n")
-        .unwrap_or_else(|| panic!("no JSON in {out}"))..];
-    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    let (report, out) = report_of(&o, "storm");
     assert_eq!(report["rosters"], "kept", "{out}");
     let round = &report["rounds"][0];
     assert_eq!(round["expected"], users * contacts * nodes, "{out}");
@@ -338,10 +338,7 @@ async fn soak_samples_memory_and_queue(kind: Kind) {
     .map(str::to_owned)
     .to_vec();
     let o = stratus_load(server, args).await;
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{}\n{out}", stderr(&o));
-    let report: serde_json::Value =
-        serde_json::from_str(&out[out.find("{\n").unwrap_or_else(|| panic!("{out}"))..]).unwrap();
+    let (report, out) = report_of(&o, "soak");
     // --duration stops the publishing: 3.5 s at 20/s is about 70 publishes, not 100,000.
     let published = report["published"].as_u64().unwrap();
     assert!((40..=100).contains(&published), "{published}\n{out}");
@@ -397,11 +394,7 @@ async fn raw_mode_delivers_each_message_once(kind: Kind) {
             .map(str::to_owned)
             .collect();
         let o = stratus_load(server, args).await;
-        let out = String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{shape}: {}\n{out}", stderr(&o));
-        let report: serde_json::Value =
-            serde_json::from_str(&out[out.find("{\n").unwrap_or_else(|| panic!("{out}"))..])
-                .unwrap();
+        let (report, out) = report_of(&o, shape);
         assert_eq!(report["published"], 5, "{out}");
         assert_eq!(report["notifications_received"], 15, "{shape}: {out}");
         assert_eq!(report["lost"], 0, "{out}");
