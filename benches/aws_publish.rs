@@ -1,7 +1,7 @@
 //! Publish latency on the aws backend next to the raw requests the same publish needs, sent by
 //! hand to the same servers in the same run: what stratus adds on top of its storage round trips.
 //!
-//!   python3 -m moto.server -p 5000 &   # or any S3 + DynamoDB endpoint
+//!   scripts/moto-server.py -p 5000 &   # or any S3 + DynamoDB endpoint
 //!   STRATUS_TEST_AWS_ENDPOINT=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
 //!     cargo bench --bench aws_publish [-- COUNT]
 //!

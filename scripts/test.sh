@@ -34,7 +34,8 @@ for s in socks: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in socks])')
 "$root/scripts/xmpp-server.sh" start prosody "$work/prosody" "$P_C2S" "$P_COMP" --watch-pid $$
 "$root/scripts/xmpp-server.sh" start ejabberd "$work/ejabberd" "$E_C2S" "$E_COMP" "$E_DIST" --watch-pid $$
-python3 -m moto.server -H 127.0.0.1 -p "$MOTO" > "$work/moto.log" 2>&1 &
+# DynamoDB requests one at a time, as DynamoDB isolates transactions (see the script).
+"$root/scripts/moto-server.py" -H 127.0.0.1 -p "$MOTO" > "$work/moto.log" 2>&1 &
 moto_pid=$!
 ddb_pid=$("$root/scripts/dynamodb-local.sh" start "$DDB" "$work/dynamodb-local.log")
 for port in "$MOTO" "$DDB"; do

@@ -509,7 +509,7 @@ mod tests {
     }
 
     #[cfg(feature = "aws")]
-    const AWS_HOW: &str = "the aws backend tests need a local S3 + DynamoDB server: run scripts/test.sh (it starts one), or start one (python3 -m moto.server -p 5000) and set STRATUS_TEST_AWS_ENDPOINT=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test";
+    const AWS_HOW: &str = "the aws backend tests need a local S3 + DynamoDB server: run scripts/test.sh (it starts one), or start one (scripts/moto-server.py -p 5000) and set STRATUS_TEST_AWS_ENDPOINT=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test";
 
     #[cfg(feature = "aws")]
     store_conformance_tests!(aws, aws_store().await, paging_returns_every_item_once_300);

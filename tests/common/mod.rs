@@ -598,7 +598,7 @@ pub fn config_form(fields: &[(&str, &str)]) -> Element {
 #[allow(dead_code)]
 pub fn aws_endpoint() -> Result<String, String> {
     std::env::var("STRATUS_TEST_AWS_ENDPOINT").map_err(|_| {
-        "the aws backend tests need a local S3 + DynamoDB server: run scripts/test.sh (it starts one), or start one (python3 -m moto.server -p 5000) and set STRATUS_TEST_AWS_ENDPOINT=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test"
+        "the aws backend tests need a local S3 + DynamoDB server: run scripts/test.sh (it starts one), or start one (scripts/moto-server.py -p 5000) and set STRATUS_TEST_AWS_ENDPOINT=http://127.0.0.1:5000 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test"
             .to_owned()
     })
 }
