@@ -187,6 +187,10 @@ pub struct ComponentConfig {
     pub outbound_queue: usize,
     /// Bytes waiting to be written before producers are made to wait.
     pub outbound_queue_bytes: usize,
+    /// Bytes written to the server that it has not handled yet, at most (a ping after every
+    /// quarter tells how far it got): keeps our questions from queueing behind a backlog inside
+    /// the server. 0: no window.
+    pub in_flight_bytes: u64,
     /// Largest stanza accepted from the server, in bytes. A larger one is skipped and its sender
     /// gets a policy-violation error; the stream goes on.
     pub max_stanza_bytes: usize,
@@ -301,6 +305,7 @@ impl Default for ComponentConfig {
             reconnect_max_ms: 30_000,
             outbound_queue: 8192,
             outbound_queue_bytes: crate::component::outbox::DEFAULT_QUEUE_BYTES,
+            in_flight_bytes: crate::component::flow::DEFAULT_WINDOW,
             max_stanza_bytes: xml.max_stanza_bytes,
             max_depth: xml.max_depth,
             max_attributes: xml.max_attributes,
@@ -516,6 +521,10 @@ impl Config {
         }
         if c.outbound_queue_bytes < 1 << 20 {
             problems.push("component.outbound_queue_bytes must be at least 1048576".into());
+        }
+        if c.in_flight_bytes != 0 && c.in_flight_bytes < 1 << 16 {
+            problems
+                .push("component.in_flight_bytes must be 0 (no window) or at least 65536".into());
         }
         if c.outbound_queue == 0 {
             problems.push("component.outbound_queue must be at least 1".into());

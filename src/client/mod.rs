@@ -448,7 +448,7 @@ impl Client {
         let RawStream { events, write, .. } = s;
         let (outbox, queue) = Outbox::new(4096, NS_CLIENT);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let writer = tokio::spawn(run_writer(write, queue, None, stop_rx));
+        let writer = tokio::spawn(run_writer(write, queue, None, None, stop_rx));
         Ok(Client {
             jid,
             outbox,

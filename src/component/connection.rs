@@ -12,7 +12,8 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use super::outbox::{Outbox, OutboxReceiver, WriterStop, run_writer};
+use super::flow::Flow;
+use super::outbox::{Outbox, OutboxReceiver, WriterStop, as_reader, run_writer};
 use super::requests::Requests;
 use super::{NS_COMPONENT, NS_STREAM_ERRORS};
 use crate::config::Config;
@@ -291,10 +292,22 @@ impl Component {
             reader_task,
         } = session;
         let (stop_tx, stop_rx) = oneshot::channel();
+        // The window is the server's own: pinged at its domain (the first PEP server: configured,
+        // or the component domain's parent).
+        let window = self.config.component.in_flight_bytes;
+        let flow = match self.config.pep_servers().into_iter().next() {
+            Some(server) if window > 0 => Some(Arc::new(Flow::new(
+                window,
+                &self.config.component.domain,
+                &server,
+            ))),
+            _ => None,
+        };
         let writer = tokio::spawn(run_writer(
             write,
             self.queue.clone(),
             self.config.keepalive(),
+            flow.clone(),
             stop_rx,
         ));
         let mut writer = writer;
@@ -334,13 +347,16 @@ impl Component {
                             && matches!(el.get_attr("type"), Some("result" | "error"))
                         {
                             // Answers are never answered (RFC 6120 8.1.2.2); ours go to their
-                            // waiter, the rest to the handler.
+                            // waiter (the window's pings to the window), the rest to the handler.
+                            if flow.as_ref().is_some_and(|f| f.answer(&el)) {
+                                continue;
+                            }
                             match self.requests.complete(el) {
                                 Ok(()) => continue,
-                                Err(el) => handler.handle(el, &self.outbox).await,
+                                Err(el) => as_reader(handler.handle(el, &self.outbox)).await,
                             }
                         } else {
-                            handler.handle(el, &self.outbox).await;
+                            as_reader(handler.handle(el, &self.outbox)).await;
                         }
                     }
                     Some(Ok(StreamEvent::Close)) => {
@@ -349,7 +365,7 @@ impl Component {
                     }
                     Some(Ok(StreamEvent::Rejected(r))) => {
                         crate::metrics::metrics().bounced.inc();
-                        handler.rejected(r, &self.outbox).await
+                        as_reader(handler.rejected(r, &self.outbox)).await
                     }
                     Some(Ok(StreamEvent::Open(_))) => {}
                     Some(Err(e)) => {

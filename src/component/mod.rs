@@ -3,6 +3,7 @@
 //! [`Outbox`]; answers to the IQs we sent go to the [`Requests`] that wait for them.
 
 mod connection;
+pub mod flow;
 pub mod outbox;
 pub mod requests;
 

@@ -6,11 +6,13 @@
 //! reconnects are written on the next connection.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Mutex, MutexGuard, Semaphore, mpsc, oneshot};
 
+use super::flow::Flow;
 use crate::xml::Element;
 
 /// Bytes a writer gathers before one write call.
@@ -22,6 +24,42 @@ const URGENT_CAPACITY: usize = 4096;
 
 /// Bytes queued at most unless configured: producers wait beyond.
 pub const DEFAULT_QUEUE_BYTES: usize = 64 << 20;
+
+tokio::task_local! {
+    /// Set while the task that reads the stream handles a stanza ([`as_reader`]).
+    static READER: ();
+}
+
+/// Runs `f` as the stream's reader: when a send in it finds the queue full, the writer writes
+/// past a full window ([`Flow`]) rather than wait for a ping answer that only this reader can read.
+pub async fn as_reader<F: std::future::Future>(f: F) -> F::Output {
+    READER.scope((), f).await
+}
+
+/// Readers waiting for room in the queue, and a wake-up for the writer when one begins to.
+#[derive(Default)]
+struct Stuck {
+    readers: AtomicUsize,
+    begun: tokio::sync::Notify,
+}
+
+/// Counts the reader as waiting for as long as it lives (a cancelled send included).
+struct ReaderWaits<'a>(&'a Stuck);
+
+impl<'a> ReaderWaits<'a> {
+    fn begin(stuck: &'a Stuck) -> Option<ReaderWaits<'a>> {
+        READER.try_with(|_| ()).ok()?;
+        stuck.readers.fetch_add(1, Ordering::SeqCst);
+        stuck.begun.notify_one();
+        Some(ReaderWaits(stuck))
+    }
+}
+
+impl Drop for ReaderWaits<'_> {
+    fn drop(&mut self) {
+        self.0.readers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// The sending side: cheap to clone, shared by every producer.
 #[derive(Clone)]
@@ -35,6 +73,7 @@ pub struct Outbox {
     /// One permit per queued byte (a string larger than the whole budget takes all of it).
     bytes: Arc<Semaphore>,
     max_bytes: usize,
+    stuck: Arc<Stuck>,
 }
 
 /// The receiving side, handed from one connection's writer to the next.
@@ -44,6 +83,7 @@ pub struct OutboxReceiver {
     urgent: Arc<Mutex<mpsc::Receiver<String>>>,
     bytes: Arc<Semaphore>,
     max_bytes: usize,
+    stuck: Arc<Stuck>,
 }
 
 impl OutboxReceiver {
@@ -84,6 +124,7 @@ impl Outbox {
         // what is given back are always the same number.
         let max_bytes = max_bytes.min(u32::MAX as usize);
         let bytes = Arc::new(Semaphore::new(max_bytes));
+        let stuck = Arc::new(Stuck::default());
         (
             Outbox {
                 tx,
@@ -91,12 +132,14 @@ impl Outbox {
                 stream_ns,
                 bytes: bytes.clone(),
                 max_bytes,
+                stuck: stuck.clone(),
             },
             OutboxReceiver {
                 rx: Arc::new(Mutex::new(rx)),
                 urgent: Arc::new(Mutex::new(urgent_rx)),
                 bytes,
                 max_bytes,
+                stuck,
             },
         )
     }
@@ -123,15 +166,29 @@ impl Outbox {
     pub async fn send_raw(&self, xml: String) -> Result<(), OutboxClosed> {
         let n = xml.len().min(self.max_bytes);
         let permits = n as u32; // n <= max_bytes <= u32::MAX
-        match self.bytes.acquire_many(permits).await {
+        match self.bytes.try_acquire_many(permits) {
             Ok(p) => p.forget(),
-            Err(_) => return Err(OutboxClosed),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(OutboxClosed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let _waits = ReaderWaits::begin(&self.stuck);
+                match self.bytes.acquire_many(permits).await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return Err(OutboxClosed),
+                }
+            }
         }
-        if self.tx.send(xml).await.is_err() {
+        let sent = match self.tx.try_send(xml) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(OutboxClosed),
+            Err(mpsc::error::TrySendError::Full(xml)) => {
+                let _waits = ReaderWaits::begin(&self.stuck);
+                self.tx.send(xml).await.map_err(|_| OutboxClosed)
+            }
+        };
+        if sent.is_err() {
             self.bytes.add_permits(n);
-            return Err(OutboxClosed);
         }
-        Ok(())
+        sent
     }
 
     /// Bytes queued now.
@@ -159,18 +216,27 @@ pub enum WriterStop {
 }
 
 /// Runs the writer of one connection until the socket fails or `stop` fires.
-/// Writes a single space after `keepalive` of silence.
+/// Writes a single space after `keepalive` of silence. With a `flow` window, the ordinary queue
+/// waits while the server has not handled a window's worth of what was written ([`Flow`]); urgent
+/// stanzas do not.
 pub async fn run_writer<W: AsyncWrite + Unpin>(
     mut io: W,
     queue: OutboxReceiver,
     keepalive: Option<Duration>,
+    flow: Option<Arc<Flow>>,
     mut stop: oneshot::Receiver<WriterStop>,
 ) -> std::io::Result<()> {
     let mut rx = queue.rx.lock().await;
     let mut urgent = queue.urgent.lock().await;
     let mut buf = String::with_capacity(BATCH_BYTES);
     let idle = keepalive.unwrap_or(Duration::from_secs(24 * 3600));
+    // Bytes written on this connection.
+    let mut written = 0u64;
     loop {
+        // The reader waiting for room: what it would send must not wait behind the window, as the
+        // ping answers that open the window are read only by it.
+        let open = flow.as_ref().is_none_or(|f| f.open(written))
+            || queue.stuck.readers.load(Ordering::SeqCst) > 0;
         tokio::select! {
             biased;
             how = &mut stop => {
@@ -203,9 +269,9 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                 while let Ok(more) = urgent.try_recv() {
                     buf.push_str(&more);
                 }
-                write_batch(&mut io, &mut buf).await?;
+                written += write_batch(&mut io, &mut buf).await?;
             }
-            msg = rx.recv() => {
+            msg = rx.recv(), if open => {
                 let Some(first) = msg else {
                     // Every producer is gone: nothing more will be queued.
                     io.flush().await?;
@@ -222,8 +288,13 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
                         Err(_) => break,
                     }
                 }
-                write_batch(&mut io, &mut buf).await?;
+                if let Some(ping) = flow.as_ref().and_then(|f| f.probe(written + buf.len() as u64)) {
+                    ping.write_to(&mut buf, crate::component::NS_COMPONENT);
+                }
+                written += write_batch(&mut io, &mut buf).await?;
             }
+            _ = async { if let Some(f) = &flow { f.wait().await } }, if !open => {}
+            _ = queue.stuck.begun.notified(), if !open => {}
             _ = tokio::time::sleep(idle), if keepalive.is_some() => {
                 io.write_all(b" ").await?;
                 io.flush().await?;
@@ -232,16 +303,17 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes and flushes one batch, counted in the stream metrics, and empties `buf`.
-async fn write_batch<W: AsyncWrite + Unpin>(io: &mut W, buf: &mut String) -> std::io::Result<()> {
+/// Writes and flushes one batch, counted in the stream metrics, and empties `buf`; its length.
+async fn write_batch<W: AsyncWrite + Unpin>(io: &mut W, buf: &mut String) -> std::io::Result<u64> {
     tracing::trace!("sent {buf}");
     io.write_all(buf.as_bytes()).await?;
     io.flush().await?;
     let m = crate::metrics::metrics();
     m.bytes_out.inc_by(buf.len() as u64);
     m.stream_writes.inc();
+    let n = buf.len() as u64;
     buf.clear();
-    Ok(())
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -254,7 +326,7 @@ mod tests {
         let (outbox, rx) = Outbox::new(4, "jabber:component:accept");
         let (w, mut r) = tokio::io::duplex(1 << 16);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let writer = tokio::spawn(run_writer(w, rx, None, stop_rx));
+        let writer = tokio::spawn(run_writer(w, rx, None, None, stop_rx));
         outbox
             .send(&Element::new("message", "jabber:component:accept").attr("to", "a@b"))
             .await
@@ -286,7 +358,7 @@ mod tests {
             .unwrap();
         let (w, mut r) = tokio::io::duplex(1 << 16);
         let (stop_tx, stop_rx) = oneshot::channel();
-        let writer = tokio::spawn(run_writer(w, rx, None, stop_rx));
+        let writer = tokio::spawn(run_writer(w, rx, None, None, stop_rx));
         let mut first = [0u8; 12];
         r.read_exact(&mut first).await.unwrap();
         assert_eq!(&first, b"<iq id='q'/>");
@@ -297,12 +369,102 @@ mod tests {
         assert_eq!(rest, "<message id='0'/><message id='1'/><message id='2'/>");
     }
 
+    /// Reads from the stream until `end` has been read; what was read.
+    async fn read_through(r: &mut tokio::io::DuplexStream, end: &str) -> String {
+        let mut got = Vec::new();
+        while !String::from_utf8_lossy(&got).contains(end) {
+            let mut b = [0u8; 1];
+            r.read_exact(&mut b).await.unwrap();
+            got.push(b[0]);
+        }
+        String::from_utf8(got).unwrap()
+    }
+
+    /// With a window, the ordinary queue waits once a window's worth is unanswered by the
+    /// server, while our own questions still go; the server's answer to the ping releases it.
+    #[tokio::test]
+    async fn a_full_window_holds_deliveries_until_the_server_answers_its_ping() {
+        let (outbox, rx) = Outbox::new(16, "jabber:component:accept");
+        let flow = Arc::new(Flow::new(1000, "pubsub.example.org", "example.org"));
+        let (w, mut r) = tokio::io::duplex(1 << 16);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let writer = tokio::spawn(run_writer(w, rx, None, Some(flow.clone()), stop_rx));
+        let big = format!("<message id='a'>{}</message>", "x".repeat(1200));
+        outbox.send_raw(big.clone()).await.unwrap();
+        let first = read_through(&mut r, "</iq>").await;
+        let ping = first
+            .strip_prefix(big.as_str())
+            .expect("the delivery, then the ping");
+        let ping = crate::xml::parse_element(
+            &ping.replace("<iq ", "<iq xmlns='jabber:component:accept' "),
+            crate::xml::Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(ping.get_attr("to"), Some("example.org"));
+        // 1,200 bytes unanswered, over the window of 1,000: this delivery waits...
+        outbox.send_raw("<message id='b'/>".into()).await.unwrap();
+        // (the writer, woken by it, runs on this one thread before the question is queued: without
+        // the window it would write the delivery now)
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        // ...and a question of ours does not.
+        outbox
+            .send_urgent(&Element::new("iq", "jabber:component:accept").attr("id", "q"))
+            .await
+            .unwrap();
+        assert_eq!(read_through(&mut r, "/>").await, "<iq id='q'/>");
+        let answer = Element::new("iq", "jabber:component:accept")
+            .attr("type", "result")
+            .attr("id", ping.get_attr("id").unwrap().to_owned())
+            .attr("from", "example.org");
+        assert!(flow.answer(&answer));
+        assert_eq!(read_through(&mut r, "/>").await, "<message id='b'/>");
+        stop_tx.send(WriterStop::Drain(String::new())).unwrap();
+        writer.await.unwrap().unwrap();
+    }
+
+    /// The reader waiting for room in a full queue makes the writer write past a full window:
+    /// the ping answers that open it arrive on the stream only this reader reads.
+    #[tokio::test(start_paused = true)]
+    async fn the_reader_never_waits_behind_a_full_window() {
+        let (outbox, rx) = Outbox::new(1, "jabber:component:accept");
+        let flow = Arc::new(Flow::new(1000, "pubsub.example.org", "example.org"));
+        let (w, mut r) = tokio::io::duplex(1 << 16);
+        let (_stop, stop_rx) = oneshot::channel();
+        tokio::spawn(run_writer(w, rx, None, Some(flow.clone()), stop_rx));
+        let big = format!("<message id='a'>{}</message>", "x".repeat(1200));
+        outbox.send_raw(big).await.unwrap();
+        read_through(&mut r, "</iq>").await;
+        // The window is full; this fills the queue of one.
+        outbox.send_raw("<message id='b'/>".into()).await.unwrap();
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(outbox.queued(), 1, "held by the window");
+        // The reader's answer (say to a ping of the server's) finds the queue full.
+        as_reader(outbox.send_raw("<iq id='r'/>".into()))
+            .await
+            .unwrap();
+        assert!(
+            !flow.is_off(),
+            "written past the window, not after its ping timed out"
+        );
+        assert_eq!(read_through(&mut r, "/>").await, "<message id='b'/>");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn keepalive_after_silence() {
         let (_outbox, rx) = Outbox::new(4, "jabber:component:accept");
         let (w, mut r) = tokio::io::duplex(1 << 16);
         let (_stop_tx, stop_rx) = oneshot::channel();
-        tokio::spawn(run_writer(w, rx, Some(Duration::from_secs(30)), stop_rx));
+        tokio::spawn(run_writer(
+            w,
+            rx,
+            Some(Duration::from_secs(30)),
+            None,
+            stop_rx,
+        ));
         let mut b = [0u8; 1];
         r.read_exact(&mut b).await.unwrap();
         assert_eq!(&b, b" ");
@@ -319,7 +481,7 @@ mod tests {
         // The writer takes the first string: its bytes are free again.
         let (w, _r) = tokio::io::duplex(1 << 16);
         let (_stop, stop_rx) = oneshot::channel();
-        tokio::spawn(run_writer(w, rx, None, stop_rx));
+        tokio::spawn(run_writer(w, rx, None, None, stop_rx));
         outbox.send_raw("78901".into()).await.unwrap();
     }
 
