@@ -121,6 +121,12 @@ pub struct Metrics {
     /// Bytes and write calls on the component stream (the batching of stanzas into writes).
     pub bytes_out: Counter,
     pub stream_writes: Counter,
+    /// The stream window ([`crate::component::flow`]): pings written and answered, times it was
+    /// full, connections where it was turned off.
+    pub window_pings: Counter,
+    pub window_answered: Counter,
+    pub window_full: Counter,
+    pub window_off: Counter,
     requests_ok: Vec<Counter>,
     requests_error: Vec<Counter>,
     request_errors: Family<Vec<(&'static str, String)>, Counter>,
@@ -184,6 +190,26 @@ impl Metrics {
                 r,
                 "stream_writes",
                 "Writes to the server's socket (each one batch of queued stanzas)",
+            ),
+            window_pings: registered(
+                r,
+                "stream_window_pings",
+                "Pings written to the server to move the stream window ([component] in_flight_bytes)",
+            ),
+            window_answered: registered(
+                r,
+                "stream_window_answered",
+                "Window pings the server answered (an answer also covers the unanswered pings before it)",
+            ),
+            window_full: registered(
+                r,
+                "stream_window_full",
+                "Times the window was full: ordinary stanzas held until the server caught up",
+            ),
+            window_off: registered(
+                r,
+                "stream_window_off",
+                "Connections whose window was turned off: the server left a ping unanswered for 60 s",
             ),
             requests_ok,
             requests_error,

@@ -1,6 +1,6 @@
 //! Operating stratus (issue 16): `/metrics` and `/health` on the HTTP listener, through real
 //! Prosody and ejabberd. The metrics move with a publish; `/health` turns 503 when the server
-//! goes away and 200 when stratus is connected again.
+//! goes away and 200 when stratus is connected again. The stream window's pings are answered.
 
 mod common;
 
@@ -177,6 +177,99 @@ async fn metrics_and_health_through_prosody() {
 #[tokio::test]
 async fn metrics_and_health_through_ejabberd() {
     metrics_move_and_health_follows_the_stream(Kind::Ejabberd).await;
+}
+
+/// The stream window (`[component] in_flight_bytes`, issue 17): the writer pings the server's
+/// domain after every quarter of the window and holds ordinary stanzas while a window's worth is
+/// unanswered. A real server answers each ping (RFC 6120 8.2.3: an IQ get gets a result or an
+/// error; 10.1: in order, so an answer says what came before was handled): with a window of
+/// 64 KiB and at least four windows of notifications (fewer bytes through ejabberd's
+/// mod_multicast), every ping is answered, the window is never turned off, and every
+/// notification arrives once.
+async fn the_server_answers_the_window_pings(kind: Kind) {
+    let server = shared(kind);
+    let lease = lease_domain(server);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("window.toml");
+    let window = 65_536.0;
+    std::fs::write(
+        &config,
+        format!("[component]\nin_flight_bytes = {window}\n"),
+    )
+    .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = config.to_string_lossy().into_owned();
+    let _stratus = Stratus::start_with(
+        server,
+        &lease.domain,
+        &["--config", &config, "--http-listen", &listen],
+    );
+    let (_, before) = get(port, "/metrics").await;
+    let args = ["--service", &lease.domain, "--node", &unique("win")]
+        .into_iter()
+        .chain([
+            "--prefix",
+            &unique("win"),
+            "-N",
+            "4",
+            "-W",
+            "8",
+            "-M",
+            "150",
+        ])
+        .chain(["--payload", "2000", "--drain", "10", "--json", "-"])
+        .map(str::to_owned)
+        .collect();
+    let o = stratus_load(server, args).await;
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{}\n{out}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&out[out.find("{\n").unwrap()..]).unwrap();
+    assert_eq!(report["notifications_expected"], 600, "{out}");
+    assert_eq!(report["notifications_received"], 600, "{out}");
+    assert_eq!(report["duplicates"], 0, "{out}");
+
+    // The last ping may be answered after the last notification arrived: wait for the counter.
+    let deadline = Instant::now() + T;
+    let (moved, after) = loop {
+        let (_, after) = get(port, "/metrics").await;
+        let moved = |series: &str| sample(&after, series) - sample(&before, series);
+        let (pings, answered) = (
+            moved("stratus_stream_window_pings_total"),
+            moved("stratus_stream_window_answered_total"),
+        );
+        if pings > 0.0 && answered == pings {
+            break ((pings, moved("stratus_bytes_sent_total")), after);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{answered} of {pings} window pings answered:\n{after}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (pings, bytes) = moved;
+    assert!(bytes >= 4.0 * window, "{after}");
+    // A ping per quarter of the window, after the batch that crosses it.
+    assert!(pings >= 4.0 && pings <= bytes / (window / 4.0), "{after}");
+    assert_eq!(
+        sample(&after, "stratus_stream_window_off_total"),
+        0.0,
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn prosody_answers_the_window_pings() {
+    the_server_answers_the_window_pings(Kind::Prosody).await;
+}
+
+#[tokio::test]
+async fn ejabberd_answers_the_window_pings() {
+    the_server_answers_the_window_pings(Kind::Ejabberd).await;
 }
 
 /// `[log] format = "json"`: every line is one JSON object with the event's level, message and

@@ -6,6 +6,10 @@ data_path = base .. "/data"
 certificates = base .. "/certs"
 log = { { levels = { min = "info" }, to = "file", filename = base .. "/prosody.log" } }
 network_settings = { nagle = false } -- Nagle on adds up to 40 ms per notification
+-- PROSODY_GC=generational: Lua 5.4's generational collector instead of Prosody's default
+-- (incremental, pause 105 %), which spends most of a login storm's CPU (docs/benchmarks.md).
+local gc_mode = os.getenv("PROSODY_GC") or ""
+if gc_mode ~= "" then gc = { mode = gc_mode } end
 interfaces = { "127.0.0.1" }
 c2s_ports = { tonumber(os.getenv("PROSODY_C2S_PORT")) }; c2s_interfaces = { "127.0.0.1" }
 component_ports = { tonumber(os.getenv("PROSODY_COMPONENT_PORT")) }; component_interfaces = { "127.0.0.1" }

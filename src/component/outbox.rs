@@ -232,11 +232,16 @@ pub async fn run_writer<W: AsyncWrite + Unpin>(
     let idle = keepalive.unwrap_or(Duration::from_secs(24 * 3600));
     // Bytes written on this connection.
     let mut written = 0u64;
+    let mut was_open = true;
     loop {
         // The reader waiting for room: what it would send must not wait behind the window, as the
         // ping answers that open the window are read only by it.
         let open = flow.as_ref().is_none_or(|f| f.open(written))
             || queue.stuck.readers.load(Ordering::SeqCst) > 0;
+        if was_open && !open {
+            crate::metrics::metrics().window_full.inc();
+        }
+        was_open = open;
         tokio::select! {
             biased;
             how = &mut stop => {

@@ -8,7 +8,6 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, KeySchemaElement,
     KeyType, Put, ReturnValue, ScalarAttributeType, TransactWriteItem, Update,
 };
-use aws_sdk_s3::primitives::ByteStream;
 
 use super::failpoint::FailPoints;
 use super::{
@@ -17,7 +16,6 @@ use super::{
 use crate::config::AwsConfig;
 use crate::jid::{BareJid, Jid};
 use crate::pubsub::model::{Affiliation, Item, NodeConfig, NodeRecord, ServiceId, Subscription};
-use tracing::warn;
 
 type Attrs = HashMap<String, AttributeValue>;
 
@@ -44,14 +42,6 @@ const LIVE: &str = "attribute_exists(pk) AND attribute_not_exists(gone)";
 
 /// Attempts of a write whose conditions lost to a concurrent writer, before it reports an outage.
 const ATTEMPTS: usize = 8;
-
-/// `:seq` for a condition on an id entry.
-fn seq_value(seq: u64) -> Option<Attrs> {
-    Some(HashMap::from([(":seq".to_owned(), n(seq))]))
-}
-
-/// Items one publish trims at most (2 deletes each + 1 count update <= 100 transaction writes).
-const MAX_TRIM_PER_PUBLISH: usize = 49;
 
 fn unavailable<E: std::error::Error>(e: E) -> StoreError {
     StoreError::Unavailable(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
@@ -504,173 +494,6 @@ impl AwsStore {
             .await?
             .map(|a| get_n(&a, "seq")))
     }
-
-    fn object_key(svc: &ServiceId, node: &str, seq: u64) -> String {
-        format!("{}/{}/{seq:020}", part(&svc.key()), part(node))
-    }
-
-    /// The payload key an item-id entry points at. Entries written before payload keys were
-    /// random do not carry it: their payload is named by sequence (deleting that key when the
-    /// item had no payload is harmless).
-    fn payload_key(id_entry: &Attrs, svc: &ServiceId, node: &str) -> String {
-        match id_entry.get("obj").and_then(|v| v.as_s().ok()) {
-            Some(o) => o.clone(),
-            None => Self::object_key(svc, node, get_n(id_entry, "seq")),
-        }
-    }
-
-    /// A fresh payload key: random, so the upload need not wait for the sequence number.
-    fn new_object_key(svc: &ServiceId, node: &str) -> String {
-        format!(
-            "{}/{}/r{:032x}",
-            part(&svc.key()),
-            part(node),
-            rand::random::<u128>()
-        )
-    }
-
-    /// Deletes S3 objects nothing refers to any more, in the background (a failure leaves an
-    /// orphan object behind, never a dangling index entry).
-    fn delete_objects_later(&self, keys: Vec<String>) {
-        let keys: Vec<String> = keys.into_iter().filter(|k| !k.is_empty()).collect();
-        if keys.is_empty() {
-            return;
-        }
-        let (s3, bucket) = (self.s3.clone(), self.bucket.clone());
-        let _task = tokio::spawn(async move {
-            for k in keys {
-                if let Err(e) = s3.delete_object().bucket(&bucket).key(&k).send().await {
-                    warn!("could not delete the unreferenced object {k}: {e}");
-                }
-            }
-        });
-        #[cfg(test)]
-        self.background
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(_task);
-    }
-
-    /// Removes the `n` oldest items of a node; returns their ids and payload objects. A trim
-    /// that loses to a concurrent writer removes nothing (the next publish trims again).
-    async fn trim(&self, pk: &str, n: usize) -> StoreResult<(Vec<String>, Vec<String>)> {
-        Ok(self
-            .remove_oldest(pk, n.min(MAX_TRIM_PER_PUBLISH), None)
-            .await?
-            .unwrap_or_default())
-    }
-
-    /// Removes up to `n` (<= MAX_TRIM_PER_PUBLISH) oldest items, those before the index key
-    /// `before` if given, in one transaction that counts them down: Some((ids, payload
-    /// objects)) when applied (empty: nothing to remove), None when a concurrent writer changed
-    /// one of them first, NodeGone when the node is gone.
-    /// Adds the removal of index entry `a` and of its id entry (if it still points there) to
-    /// `tx`; notes its id and payload.
-    fn evict(
-        &self,
-        pk: &str,
-        a: &Attrs,
-        tx: &mut Vec<TransactWriteItem>,
-        ids: &mut Vec<String>,
-        objects: &mut Vec<String>,
-    ) -> StoreResult<()> {
-        let sk = get_s(a, "sk")?;
-        let id = get_s(a, "id")?;
-        let seq: u64 = sk[2..].parse().map_err(corrupt)?;
-        tx.push(self.delete_if(pk, sk, "attribute_exists(pk)", None)?);
-        tx.push(self.delete_if(pk, &format!("id|{id}"), "seq = :seq", seq_value(seq))?);
-        let o = get_s(a, "obj")?;
-        if !o.is_empty() {
-            objects.push(o.to_owned());
-        }
-        ids.push(id.to_owned());
-        Ok(())
-    }
-
-    async fn remove_oldest(
-        &self,
-        pk: &str,
-        n: usize,
-        before: Option<&str>,
-    ) -> StoreResult<Option<(Vec<String>, Vec<String>)>> {
-        // One transaction holds at most 100 writes: two per item plus the count.
-        let oldest = self.query_prefix(pk, "i|", true, Some(n)).await?;
-        let mut tx = Vec::new();
-        let mut ids = Vec::new();
-        let mut objects = Vec::new();
-        for a in &oldest {
-            let sk = get_s(a, "sk")?;
-            if before.is_some_and(|b| sk >= b) {
-                break;
-            }
-            self.evict(pk, a, &mut tx, &mut ids, &mut objects)?;
-        }
-        if tx.is_empty() {
-            return Ok(Some((ids, objects)));
-        }
-        tx.push(self.add_count(pk, -(ids.len() as i64))?);
-        if self.transact_checked(tx).await? {
-            return Ok(Some((ids, objects)));
-        }
-        match self.gone_or_retry(pk).await? {
-            Some(e) => Err(e),
-            None => Ok(None),
-        }
-    }
-
-    async fn put_object(&self, key: &str, body: &str) -> StoreResult<()> {
-        self.s3
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body.as_bytes().to_vec()))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
-
-    /// Index entries to items: fetches each payload from S3 (concurrently).
-    async fn hydrate(&self, index: Vec<Attrs>) -> StoreResult<Vec<Item>> {
-        // The payloads of a page are fetched concurrently; results keep the index order.
-        let mut fetches = tokio::task::JoinSet::new();
-        let mut items = Vec::with_capacity(index.len());
-        for (pos, a) in index.iter().enumerate() {
-            let obj = get_s(a, "obj")?.to_owned();
-            if !obj.is_empty() {
-                let (s3, bucket) = (self.s3.clone(), self.bucket.clone());
-                fetches.spawn(async move { (pos, fetch_object(&s3, &bucket, &obj).await) });
-            }
-            items.push(Item {
-                id: get_s(a, "id")?.to_owned(),
-                publisher: get_s(a, "pub")?.to_owned(),
-                payload: "".into(),
-                published_ms: get_n(a, "ts"),
-            });
-        }
-        while let Some(done) = fetches.join_next().await {
-            let (pos, payload) = done.map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            items[pos].payload = payload?.into();
-        }
-        Ok(items)
-    }
-}
-
-async fn fetch_object(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> StoreResult<String> {
-    let out = s3
-        .get_object()
-        .bucket(bucket)
-        .key(key)
-        .send()
-        .await
-        .map_err(unavailable)?;
-    let bytes = out
-        .body
-        .collect()
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))?
-        .into_bytes();
-    String::from_utf8(bytes.to_vec()).map_err(corrupt)
 }
 
 mod items;
