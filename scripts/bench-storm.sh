@@ -6,6 +6,8 @@
 # JSON reports in bench-out/.
 #   scripts/bench-storm.sh [U] [C] [P]          e.g. scripts/bench-storm.sh 1000 50 5
 #   SERVERS=prosody REPEAT=5 scripts/bench-storm.sh 1000 50 5
+#   PROSODY_GC=generational ...   both Prosody instances with `gc = { mode = "generational" }`
+#                                 (Lua 5.4's generational collector; docs/benchmarks.md)
 # Each run is two storms (--rounds 2): the first right after the accounts published (or, from the
 # second repetition on, after the previous run), the second with every cache warm; the table
 # gives each. Servers on CPU 0, stratus and the load tool on CPU 1 (as scripts/bench.sh).
@@ -23,7 +25,7 @@ table=$root/docs/benchmarks-storm-latest.md
   echo "# Login storm $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
   machine_line
-  echo "Command: REPEAT=$REPEAT scripts/bench-storm.sh $U $C $P (U accounts, C mutual contacts each, P PEP nodes each with one item; every resource logs in at once with caps asking +notify for the P nodes; medians of $REPEAT interleaved runs)."
+  echo "Command: ${PROSODY_GC:+PROSODY_GC=$PROSODY_GC }REPEAT=$REPEAT scripts/bench-storm.sh $U $C $P (U accounts, C mutual contacts each, P PEP nodes each with one item; every resource logs in at once with caps asking +notify for the P nodes; medians of $REPEAT interleaved runs)."
   echo
   echo "| server | PEP | storm | owed | delivered (min) | duplicates (max) | all logged in s | every last item s | per resource p50 ms | p99 ms | store reads | server CPU s | stratus CPU s |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
