@@ -92,8 +92,12 @@ const USER_HZ: u64 = 100;
 /// included (Linux: /proc/PID/stat; 10 ms resolution). Threads come and go in a run (a runtime's
 /// blocking pool), so summing the live ones' times would lose theirs.
 pub fn process_cpu(pid: u32) -> std::io::Result<Duration> {
-    let path = format!("/proc/{pid}/stat");
-    let text = std::fs::read_to_string(&path)?;
+    cpu_in_stat(&format!("/proc/{pid}/stat"))
+}
+
+/// utime + stime of a /proc `stat` file (a process's, or a thread's: `/proc/thread-self/stat`).
+pub(crate) fn cpu_in_stat(path: &str) -> std::io::Result<Duration> {
+    let text = std::fs::read_to_string(path)?;
     // Fields after the command name, which is in parentheses and may hold spaces: utime and
     // stime are the 14th and 15th fields of the line, the 12th and 13th after the name.
     let ticks = text.rsplit_once(')').and_then(|(_, rest)| {
