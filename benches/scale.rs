@@ -16,8 +16,8 @@
 //! of a node and that of a subscription can be told apart; every node has ITEMS / NODES items of
 //! 100 bytes. The data is written through the store's own batch operations (BATCH_LIMIT per
 //! batch, 64 nodes at a time, 8 on aws, where each batch uploads its payloads at once and local
-//! S3 servers answer one request at a time); publishes go through the core (PubSub::publish, acknowledged only once
-//! durable), one at a time: 2,000 per case.
+//! S3 servers answer one request at a time); publishes go through the core (PubSub::publish,
+//! acknowledged only once durable), one at a time: 2,000 per case.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -32,16 +32,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A successful run's stdout and the `--json -` report in it (after the text table).
-fn report_of(o: &Output, what: &str) -> (serde_json::Value, String) {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "{what}: {}\n{out}", stderr(o));
-    let json = &out[out
-        .find("{\n")
-        .unwrap_or_else(|| panic!("no JSON in {out}"))..];
-    (serde_json::from_str(json).unwrap(), out)
-}
-
 /// A process that spins until dropped.
 struct Spinner(std::process::Child);
 

@@ -221,21 +221,14 @@ async fn the_server_answers_the_window_pings(kind: Kind) {
         .chain(["--payload", "2000", "--drain", "10", "--json", "-"])
         .map(str::to_owned)
         .collect();
-    let o = stratus_load(server, args).await;
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        o.status.success(),
-        "{}\n{out}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_str(&out[out.find("{\n").unwrap()..]).unwrap();
+    let (report, out) = report_of(&stratus_load(server, args).await, "window load");
     assert_eq!(report["notifications_expected"], 600, "{out}");
     assert_eq!(report["notifications_received"], 600, "{out}");
     assert_eq!(report["duplicates"], 0, "{out}");
 
     // The last ping may be answered after the last notification arrived: wait for the counter.
     let deadline = Instant::now() + T;
-    let (moved, after) = loop {
+    let (pings, bytes, after) = loop {
         let (_, after) = get(port, "/metrics").await;
         let moved = |series: &str| sample(&after, series) - sample(&before, series);
         let (pings, answered) = (
@@ -243,7 +236,7 @@ async fn the_server_answers_the_window_pings(kind: Kind) {
             moved("stratus_stream_window_answered_total"),
         );
         if pings > 0.0 && answered == pings {
-            break ((pings, moved("stratus_bytes_sent_total")), after);
+            break (pings, moved("stratus_bytes_sent_total"), after);
         }
         assert!(
             Instant::now() < deadline,
@@ -251,7 +244,6 @@ async fn the_server_answers_the_window_pings(kind: Kind) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let (pings, bytes) = moved;
     assert!(bytes >= 4.0 * window, "{after}");
     // A ping per quarter of the window, after the batch that crosses it.
     assert!(pings >= 4.0 && pings <= bytes / (window / 4.0), "{after}");

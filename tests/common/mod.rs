@@ -296,6 +296,21 @@ pub async fn stratus_load(server: &Server, args: Vec<String>) -> std::process::O
     .unwrap()
 }
 
+/// A successful stratus-load run's stdout and the `--json -` report in it (after the text
+/// table); `what` names the run in the failure message.
+pub fn report_of(o: &std::process::Output, what: &str) -> (serde_json::Value, String) {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{what}: {}\n{out}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let json = &out[out
+        .find("{\n")
+        .unwrap_or_else(|| panic!("no JSON in {out}"))..];
+    (serde_json::from_str(json).unwrap(), out)
+}
+
 /// The stratus binary running as a child process, logging to a file.
 pub struct Stratus {
     pub child: Child,

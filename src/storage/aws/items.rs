@@ -521,10 +521,6 @@ impl AwsStore {
             .unwrap_or_default())
     }
 
-    /// Removes up to `n` (<= MAX_TRIM_PER_PUBLISH) oldest items, those before the index key
-    /// `before` if given, in one transaction that counts them down: Some((ids, payload
-    /// objects)) when applied (empty: nothing to remove), None when a concurrent writer changed
-    /// one of them first, NodeGone when the node is gone.
     /// Adds the removal of index entry `a` and of its id entry (if it still points there) to
     /// `tx`; notes its id and payload.
     fn evict(
@@ -548,6 +544,10 @@ impl AwsStore {
         Ok(())
     }
 
+    /// Removes up to `n` (<= MAX_TRIM_PER_PUBLISH) oldest items, those before the index key
+    /// `before` if given, in one transaction that counts them down: Some((ids, payload
+    /// objects)) when applied (empty: nothing to remove), None when a concurrent writer changed
+    /// one of them first, NodeGone when the node is gone.
     async fn remove_oldest(
         &self,
         pk: &str,
