@@ -116,7 +116,7 @@ fn items_event(e: &Element) -> bool {
 /// XEP-0060 4.1 (an outcast may not subscribe) and 6.1.3.8 (`forbidden`), with the outcast
 /// written fullwidth and upper-case: both name the account the server stamps in lower case.
 async fn outcast_in_another_form_is_still_outcast(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let svc = e.svc.as_str();
     let mut alice = new_user(e.server, "alice").await;
     let mut carol = new_user(e.server, "carol").await;
@@ -156,7 +156,7 @@ async fn outcast_in_another_form_is_still_outcast(kind: Kind) {
 /// XEP-0060 4.5 (whitelist) and 8.9.2: a member added in fullwidth capitals is the member who
 /// logs in.
 async fn whitelist_given_in_another_form(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let svc = e.svc.as_str();
     let mut alice = new_user(e.server, "alice").await;
     let mut erin = new_user(e.server, "erin").await;
@@ -185,7 +185,7 @@ async fn whitelist_given_in_another_form(kind: Kind) {
 /// reply's `jid` is the prepared form, and publishes reach it). A `jid` that is not a JID is
 /// `jid-malformed` (RFC 6120 8.3.3.8).
 async fn subscribe_with_unprepared_jid(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let svc = e.svc.as_str();
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;

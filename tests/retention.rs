@@ -123,7 +123,7 @@ async fn expired_items_are_deleted_and_retracted() {
 /// Through real servers: an item with item_expire=2; the subscriber gets the retract (7.2.2.1)
 /// once it expires, and then the node's items are empty with an RSM count of 0 (6.5.4).
 async fn expiry_through_the_server(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let svc = e.svc.as_str();
     let mut alice = new_user(e.server, "exa").await;
     let mut bob = new_user(e.server, "exb").await;

@@ -573,11 +573,19 @@ pub struct Env {
     pub server: &'static Server,
 }
 
+/// Starts stratus on a leased domain of the shared server of `kind`.
+///
+/// It returns once the server routes to the new stratus (a ping answered): a domain the previous
+/// lease holder just gave up can be unroutable for a moment after the handshake, while the server
+/// tears down the old stream (seen on ejabberd: remote-server-not-found for the first request).
 #[allow(dead_code)]
-pub fn env(kind: Kind) -> Env {
+pub async fn env(kind: Kind) -> Env {
     let server = shared(kind);
     let lease = lease_domain(server);
     let stratus = Stratus::start(server, &lease.domain);
+    let mut probe = new_user(server, "probe").await;
+    ping_until_answered(&mut probe, &lease.domain).await;
+    probe.close().await;
     Env {
         svc: lease.domain.clone(),
         stratus,

@@ -5,7 +5,7 @@ use super::*;
 /// 5.2 disco#items of the service lists nodes, 5.3/5.4 disco#info of a node with meta-data,
 /// 5.5 items of a node, RSM on disco#items.
 pub async fn disco_nodes_and_meta_data(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     for n in ["d1", "d2", "d3"] {
         create(&mut alice, &e.svc, n).await;
@@ -81,7 +81,7 @@ pub async fn disco_nodes_and_meta_data(kind: Kind) {
 /// XEP-0059 paging over a node's items (XEP-0060 6.5.4): every item exactly once, stable order,
 /// correct count and first index.
 pub async fn rsm_paging_over_items(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     create(&mut alice, &e.svc, "paged").await;
     let r = alice

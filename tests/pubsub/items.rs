@@ -4,7 +4,7 @@ use super::*;
 
 /// 7.1 publish, 6.1 subscribe, 7.1.2.1 event with payload, 6.1.7 last item on subscribe.
 pub async fn publish_subscribe_and_event(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "news").await;
@@ -78,7 +78,7 @@ pub async fn publish_subscribe_and_event(kind: Kind) {
 
 /// 6.5.2 all items, 6.5.7 max_items, 6.5.8 particular items, 6.5.9.11 node does not exist.
 pub async fn retrieve_items_max_and_by_id(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;
@@ -130,7 +130,7 @@ pub async fn retrieve_items_max_and_by_id(kind: Kind) {
 
 /// 7.2 retract with notify (7.2.2.1), 8.5 purge with notification, 7.2.3.1 insufficient privileges.
 pub async fn retract_and_purge_notify(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;
@@ -202,7 +202,7 @@ pub async fn retract_and_purge_notify(kind: Kind) {
 /// 7.1.3.1 forbidden, 7.1.3.3 item-not-found, 7.1.3.4 payload-too-big, 7.1.3.5 invalid-payload,
 /// 7.1.3.6 item-required / payload-required.
 pub async fn publish_errors(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;
@@ -259,7 +259,7 @@ pub async fn publish_errors(kind: Kind) {
 /// 7.1.5 publishing options: a matching precondition publishes, a different one is refused
 /// with conflict + precondition-not-met.
 pub async fn publish_options_preconditions(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     create(&mut alice, &e.svc, "n").await;
     let with_options = |access: &str| {
@@ -279,7 +279,7 @@ pub async fn publish_options_preconditions(kind: Kind) {
 /// notification_type chooses the message type, persist_items=0 keeps nothing, and several items
 /// may be published in one request.
 pub async fn node_configuration_fields(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;
@@ -381,7 +381,7 @@ pub async fn node_configuration_fields(kind: Kind) {
 /// a commit on the embedded store), are each acknowledged, notified in publish order, and stored
 /// in publish order (6.5: items come back oldest first).
 pub async fn pipelined_publishes_keep_their_order(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create_keeping_all(&mut alice, &e.svc, "burst").await;
@@ -425,7 +425,7 @@ pub async fn pipelined_publishes_keep_their_order(kind: Kind) {
 /// quotes travel escaped in attributes; the service must read them back (an escaped `<` in an
 /// attribute is well-formed XML) and answer on the same stream.
 pub async fn markup_characters_in_names(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     let node = "a<b>&'\"c";

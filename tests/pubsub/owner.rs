@@ -6,7 +6,7 @@ use super::*;
 /// (bob not on it). Every delivery is a read: bob is told his subscription ended (8.8.4) and gets
 /// no item published after, and a member still does (issue 13, the first leak).
 pub async fn access_change_stops_delivery(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let svc = e.svc.as_str();
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
@@ -68,7 +68,7 @@ pub async fn access_change_stops_delivery(kind: Kind) {
 
 /// 8.1.1 create, 8.1.2 instant node, 8.1.3.2 conflict, 8.1.3 create-and-configure.
 pub async fn create_errors_and_instant_node(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     create(&mut alice, &e.svc, "dup").await;
     let r = alice
@@ -159,7 +159,7 @@ pub async fn create_errors_and_instant_node(kind: Kind) {
 /// 8.2 configure (get form, submit form), 8.2.5.2 configuration notification, 8.2.3.2 forbidden,
 /// deliver_payloads=0 notifications without payload (7.1.2.2).
 pub async fn configure_get_set_and_notify(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;
@@ -234,7 +234,7 @@ pub async fn configure_get_set_and_notify(kind: Kind) {
 
 /// 8.4 delete with redirect and notification (notify_delete), 8.4.3.1 forbidden.
 pub async fn delete_with_redirect(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "old").await;
@@ -298,7 +298,7 @@ pub async fn delete_with_redirect(kind: Kind) {
 /// 8.9 affiliations (get/set), publisher may publish, outcast is blocked (6.1.3.8),
 /// whitelist access model (6.1.3.4 closed-node) with member affiliation.
 pub async fn affiliations_and_whitelist(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     let mut carol = new_user(e.server, "carol").await;
@@ -378,7 +378,7 @@ pub async fn affiliations_and_whitelist(kind: Kind) {
 
 /// The publish-only affiliation (4.1): may publish, may not retrieve items.
 pub async fn publish_only_affiliation(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;

@@ -4,7 +4,7 @@ use super::*;
 
 /// 6.1.3.1 invalid-jid, 6.1.3.11 item-not-found, 6.2 unsubscribe, 6.2.3.2 not-subscribed.
 pub async fn subscribe_errors_and_unsubscribe(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;
@@ -62,7 +62,7 @@ pub async fn subscribe_errors_and_unsubscribe(kind: Kind) {
 /// authorize access model: 6.1.4 pending, 8.6 approval form to the owner, approval by message,
 /// 8.7 pending subscriptions visible to the owner, the subscriber is told (8.8.4).
 pub async fn authorize_access_model(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     // The approval form goes to the owner's bare JID: the owner must be available.
@@ -173,7 +173,7 @@ pub async fn authorize_access_model(kind: Kind) {
 
 /// 5.6 a user's subscriptions, 5.7 a user's affiliations.
 pub async fn user_subscriptions_and_affiliations(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "a").await;
@@ -226,7 +226,7 @@ pub async fn user_subscriptions_and_affiliations(kind: Kind) {
 /// 6.3 subscription options: get the form, set deliver=false, no more notifications;
 /// 6.4 default subscription options.
 pub async fn subscription_options(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;
@@ -287,7 +287,7 @@ pub async fn subscription_options(kind: Kind) {
 /// 8.8.2 the owner modifies subscriptions: subscribing someone, then removing them; the
 /// subscriber is told (8.8.4) and events follow the new state.
 pub async fn owner_manages_subscriptions(kind: Kind) {
-    let e = env(kind);
+    let e = env(kind).await;
     let mut alice = new_user(e.server, "alice").await;
     let mut bob = new_user(e.server, "bob").await;
     create(&mut alice, &e.svc, "n").await;
